@@ -1,0 +1,28 @@
+# The two commands of the README:
+#   make demo   runs the main job on embedded defaults (no API keys, no servers)
+#   make test   runs the whole test suite: ruff, mypy (strict on src/tokenlean) and pytest
+# Both create or update .venv first (scripts/bootstrap.sh), idempotently.
+
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The bundled embedding model is read from site-packages; never reach for a model hub.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: demo test setup lint typecheck pytest bench
+
+setup:
+	@TOKENLEAN_VENV=$(VENV) ./scripts/bootstrap.sh
+
+demo: setup
+	@$(BIN)/tokenlean demo
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+bench: setup
+	@$(BIN)/tokenlean bench tokens

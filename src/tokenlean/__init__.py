@@ -1,0 +1,128 @@
+"""tokenlean: spend fewer LLM tokens for the same answers.
+
+The framework-agnostic core: token counting, prompt canonicalization, prompt plans with
+provider prefix-cache hints, and local embeddings. It never imports LangChain or LlamaIndex;
+their adapters live in separate distributions.
+"""
+
+from tokenlean._calibration import CalibrationStats, UsageCalibration
+from tokenlean._canonical import CanonicalizeOptions, canonical_json, canonicalize_text, fingerprint
+from tokenlean._config import FrozenModel, TokenleanSettings, load_settings
+from tokenlean._embeddings import (
+    Embedder,
+    SentenceTransformerEmbedder,
+    bundled_model_path,
+    default_embedder,
+)
+from tokenlean._errors import (
+    ConfigurationError,
+    EmbeddingError,
+    InputDecodeError,
+    InputTooLargeError,
+    InvalidInputError,
+    MalformedRequestError,
+    MissingDependencyError,
+    NotSerializableError,
+    TokenizerUnavailableError,
+    TokenleanError,
+)
+from tokenlean._input import decode_text, parse_chat_request
+from tokenlean._messages import (
+    RequestTokenCount,
+    count_message_tokens,
+    count_request_tokens,
+    count_tool_tokens,
+)
+from tokenlean._plan import PromptPlan, RenderedPrompt, Segment, SegmentKind
+from tokenlean._prefix_cache import (
+    AnthropicPrompt,
+    CacheBreakpoint,
+    anthropic_request,
+    openai_prompt_cache_key,
+    openai_request,
+)
+from tokenlean._providers import PROVIDER_TABLE_AS_OF, PrefixCacheRule, prefix_cache_rule
+from tokenlean._tokens import (
+    ApproximateCounter,
+    CachedTokenCounter,
+    EncodingChoice,
+    HFTokenizerCounter,
+    TiktokenCounter,
+    TokenCounter,
+    count_tokens,
+    describe_counter,
+    get_token_counter,
+    resolve_encoding,
+)
+from tokenlean._volatile import (
+    DEFAULT_DETECTORS,
+    MaskedValue,
+    MaskResult,
+    RegexDetector,
+    VolatileDetector,
+    VolatileMasker,
+    mask_volatile,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_DETECTORS",
+    "PROVIDER_TABLE_AS_OF",
+    "AnthropicPrompt",
+    "ApproximateCounter",
+    "CacheBreakpoint",
+    "CachedTokenCounter",
+    "CalibrationStats",
+    "CanonicalizeOptions",
+    "ConfigurationError",
+    "Embedder",
+    "EmbeddingError",
+    "EncodingChoice",
+    "FrozenModel",
+    "HFTokenizerCounter",
+    "InputDecodeError",
+    "InputTooLargeError",
+    "InvalidInputError",
+    "MalformedRequestError",
+    "MaskResult",
+    "MaskedValue",
+    "MissingDependencyError",
+    "NotSerializableError",
+    "PrefixCacheRule",
+    "PromptPlan",
+    "RegexDetector",
+    "RenderedPrompt",
+    "RequestTokenCount",
+    "Segment",
+    "SegmentKind",
+    "SentenceTransformerEmbedder",
+    "TiktokenCounter",
+    "TokenCounter",
+    "TokenizerUnavailableError",
+    "TokenleanError",
+    "TokenleanSettings",
+    "UsageCalibration",
+    "VolatileDetector",
+    "VolatileMasker",
+    "anthropic_request",
+    "bundled_model_path",
+    "canonical_json",
+    "canonicalize_text",
+    "count_message_tokens",
+    "count_request_tokens",
+    "count_tokens",
+    "count_tool_tokens",
+    "decode_text",
+    "default_embedder",
+    "describe_counter",
+    "fingerprint",
+    "get_token_counter",
+    "load_settings",
+    "mask_volatile",
+    "openai_prompt_cache_key",
+    "openai_request",
+    "parse_chat_request",
+    "prefix_cache_rule",
+    "resolve_encoding",
+]

@@ -1,0 +1,84 @@
+"""Every error tokenlean raises, in one tree.
+
+Each class also subclasses the built-in exception a caller would naturally catch, so code that
+already handles ``ValueError`` or ``ImportError`` keeps working::
+
+    TokenleanError
+    ├── ConfigurationError          (ValueError)   a setting or argument is invalid
+    ├── MissingDependencyError      (ImportError)  an optional extra is not installed
+    ├── InvalidInputError           (ValueError)   input that cannot be processed as given
+    │   ├── InputDecodeError                       bytes that are not valid UTF-8
+    │   ├── InputTooLargeError                     input above the configured size limit
+    │   ├── MalformedRequestError                  a chat request that is not valid JSON or
+    │   │                                          does not have the chat-request shape
+    │   └── NotSerializableError   (TypeError)     a value with no deterministic JSON form
+    ├── TokenizerUnavailableError   (RuntimeError) no tokenizer could be loaded
+    └── EmbeddingError              (RuntimeError) the embedding model failed to load or run
+
+Third-party exceptions are wrapped where tokenlean calls the library, keeping the original as
+``__cause__``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigurationError",
+    "EmbeddingError",
+    "InputDecodeError",
+    "InputTooLargeError",
+    "InvalidInputError",
+    "MalformedRequestError",
+    "MissingDependencyError",
+    "NotSerializableError",
+    "TokenizerUnavailableError",
+    "TokenleanError",
+]
+
+
+class TokenleanError(Exception):
+    """Base class of every error raised by tokenlean."""
+
+
+class ConfigurationError(TokenleanError, ValueError):
+    """A setting, environment variable or constructor argument is invalid."""
+
+
+class MissingDependencyError(TokenleanError, ImportError):
+    """An optional dependency is missing; the message names the extra that provides it."""
+
+    def __init__(self, package: str, extra: str, purpose: str) -> None:
+        self.package = package
+        self.extra = extra
+        super().__init__(
+            f"{purpose} needs the '{package}' package, which is not installed. "
+            f"Install it with: pip install 'tokenlean[{extra}]'",
+            name=package,
+        )
+
+
+class InvalidInputError(TokenleanError, ValueError):
+    """Input that tokenlean cannot process as given."""
+
+
+class InputDecodeError(InvalidInputError):
+    """Input bytes are not valid UTF-8."""
+
+
+class InputTooLargeError(InvalidInputError):
+    """Input is larger than the configured limit."""
+
+
+class MalformedRequestError(InvalidInputError):
+    """A chat request is not valid JSON, or does not have the shape of a chat request."""
+
+
+class NotSerializableError(InvalidInputError, TypeError):
+    """A value has no deterministic JSON form (for example a set, a NaN or a custom object)."""
+
+
+class TokenizerUnavailableError(TokenleanError, RuntimeError):
+    """No tokenizer could be loaded and the approximate fallback was disabled."""
+
+
+class EmbeddingError(TokenleanError, RuntimeError):
+    """The embedding model could not be loaded or failed while encoding."""

@@ -1,0 +1,247 @@
+"""The ``tokenlean`` command line.
+
+``tokenlean count FILE|-``, ``tokenlean canonicalize FILE|-``, ``tokenlean demo`` and
+``tokenlean bench tokens``. Errors print one line on stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+
+from tokenlean._canonical import canonical_json, canonicalize_text, fingerprint
+from tokenlean._config import load_settings
+from tokenlean._errors import ConfigurationError, MalformedRequestError, TokenleanError
+from tokenlean._input import decode_text, looks_like_json, parse_chat_request, read_limited
+from tokenlean._messages import count_request_tokens
+from tokenlean._plan import PromptPlan
+from tokenlean._tokens import describe_counter, get_token_counter
+from tokenlean._volatile import mask_volatile
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="tokenlean",
+    help="Spend fewer LLM tokens for the same answers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+bench_app = typer.Typer(help="Benchmarks that print figures (add --json for machine output).")
+app.add_typer(bench_app, name="bench")
+
+InputKind = Literal["auto", "text", "request"]
+SourceArg = Annotated[str, typer.Argument(help="A file path, or - for standard input.")]
+ModelOpt = Annotated[
+    str | None, typer.Option("--model", "-m", help="Model name; picks the tokenizer.")
+]
+AsOpt = Annotated[
+    str,
+    typer.Option(
+        "--as", help="auto: a chat request if the input is JSON, else text; or text / request."
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+MaxBytesOpt = Annotated[
+    int | None,
+    typer.Option("--max-bytes", help="Largest input accepted (TOKENLEAN_MAX_INPUT_BYTES)."),
+]
+
+
+def _read_source(source: str, max_bytes: int | None) -> str:
+    limit = max_bytes or load_settings().max_input_bytes
+    if source == "-":
+        return decode_text(read_limited(sys.stdin.buffer, limit))
+    path = Path(source)
+    if not path.is_file():
+        raise ConfigurationError(f"no such file: {source}")
+    with path.open("rb") as stream:
+        return decode_text(read_limited(stream, limit))
+
+
+def _input_kind(text: str, requested: str) -> Literal["text", "request"]:
+    if requested not in ("auto", "text", "request"):
+        raise ConfigurationError(f"--as takes auto, text or request, not {requested!r}")
+    if requested != "auto":
+        return requested  # type: ignore[return-value]
+    if not looks_like_json(text):
+        return "text"
+    try:
+        parse_chat_request(text)
+    except MalformedRequestError as exc:
+        raise MalformedRequestError(
+            f"the input looks like JSON but is not a chat request ({exc}); "
+            "pass --as text to treat it as plain text"
+        ) from exc
+    return "request"
+
+
+def _emit(payload: dict[str, Any], as_json: bool, lines: list[str]) -> None:
+    if as_json:
+        typer.echo(json.dumps(payload, ensure_ascii=False, indent=2))
+    else:
+        for line in lines:
+            typer.echo(line)
+
+
+@app.command()
+def count(
+    source: SourceArg,
+    model: ModelOpt = None,
+    kind: AsOpt = "auto",
+    as_json: JsonOpt = False,
+    max_bytes: MaxBytesOpt = None,
+) -> None:
+    """Count the tokens of a text, or of a JSON chat request (messages and tools)."""
+    text = _read_source(source, max_bytes)
+    if _input_kind(text, kind) == "text":
+        counter = get_token_counter(model)
+        name, approximate = describe_counter(counter)
+        tokens = counter(text)
+        _emit(
+            {"kind": "text", "tokens": tokens, "counter": name, "approximate": approximate},
+            as_json,
+            [f"{tokens} tokens ({name}{', approximate' if approximate else ''})"],
+        )
+        return
+    request = parse_chat_request(text)
+    if model:
+        request["model"] = model
+    result = count_request_tokens(request, counter=get_token_counter(request.get("model")))
+    payload = {
+        "kind": "request",
+        "tokens": result.total,
+        "messages": list(result.per_message),
+        "tools": result.tools,
+        "reply_priming": result.reply_priming,
+        "counter": result.counter,
+        "approximate": result.is_approximate,
+        "notes": list(result.notes),
+    }
+    lines = [
+        f"{result.total} prompt tokens ({result.counter}"
+        f"{', approximate' if result.is_approximate else ''})",
+        f"  messages: {sum(result.per_message)} over {len(result.per_message)} messages",
+        f"  tools: {result.tools}",
+        f"  reply priming: {result.reply_priming}",
+        *(f"  note: {note}" for note in result.notes),
+    ]
+    _emit(payload, as_json, lines)
+
+
+@app.command()
+def canonicalize(
+    source: SourceArg,
+    model: ModelOpt = None,
+    kind: AsOpt = "auto",
+    keep_volatile: Annotated[
+        bool, typer.Option("--keep-volatile", help="Leave timestamps and ids in place.")
+    ] = False,
+    as_json: JsonOpt = False,
+    max_bytes: MaxBytesOpt = None,
+) -> None:
+    """Print the canonical form of a text or chat request; the report goes to stderr.
+
+    The report gives what was masked, token counts and the static-prefix fingerprint
+    (with --json, everything is one object on stdout).
+    """
+    text = _read_source(source, max_bytes)
+    if _input_kind(text, kind) == "text":
+        counter = get_token_counter(model)
+        canonical = canonicalize_text(text)
+        masked = mask_volatile(canonical) if not keep_volatile else None
+        output = masked.text if masked else canonical
+        moved = [m.__dict__ for m in masked.masked] if masked else []
+        payload: dict[str, Any] = {
+            "kind": "text",
+            "canonical": output,
+            "masked": moved,
+            "fingerprint": fingerprint(output),
+            "tokens_before": counter(text),
+            "tokens_after": counter(output),
+        }
+    else:
+        request = parse_chat_request(text)
+        plan = PromptPlan.from_request(
+            request,
+            model=model or request.get("model"),
+            volatile="keep" if keep_volatile else "move",
+        )
+        rendered = plan.render()
+        body: dict[str, Any] = {"messages": rendered.messages}
+        if request.get("model") or model:
+            body = {"model": model or request["model"], **body}
+        if rendered.tools:
+            body["tools"] = rendered.tools
+        before = count_request_tokens(request, counter=get_token_counter(plan.model)).total
+        output = canonical_json(body)
+        payload = {
+            "kind": "request",
+            "canonical": body,
+            "masked": [m.__dict__ for m in rendered.moved],
+            "fingerprint": rendered.static_prefix_fingerprint,
+            "static_prefix_tokens": rendered.static_prefix_tokens,
+            "tokens_before": before,
+            "tokens_after": rendered.total_tokens,
+        }
+    if as_json:
+        typer.echo(json.dumps(payload, ensure_ascii=False, indent=2))
+        return
+    typer.echo(output)
+    report = [
+        f"static-prefix fingerprint: {payload['fingerprint']}",
+        f"tokens: {payload['tokens_before']} before, {payload['tokens_after']} after",
+    ]
+    if "static_prefix_tokens" in payload:
+        report.append(f"static prefix: {payload['static_prefix_tokens']} tokens")
+    report += [f"masked {m['kind']}: {m['value']} -> {m['placeholder']}" for m in payload["masked"]]
+    for line in report:
+        typer.echo(line, err=True)
+
+
+@app.command()
+def demo(
+    seed: Annotated[int, typer.Option(help="Seed of the generated prompt sample.")] = 7,
+    as_json: JsonOpt = False,
+) -> None:
+    """The main job: canonicalization and prefix caching on a generated prompt sample."""
+    from tokenlean.cli._demo import run_demo
+
+    run_demo(seed=seed, as_json=as_json)
+
+
+@bench_app.command("tokens")
+def bench_tokens(
+    reps: Annotated[int, typer.Option(help="Timed repetitions per measurement.")] = 200,
+    target_tokens: Annotated[int, typer.Option(help="Size of the prompt counted.")] = 2000,
+    as_json: JsonOpt = False,
+) -> None:
+    """Token counting speed: tiktoken itself, tokenlean uncached, and cache hits."""
+    from tokenlean.cli._bench import run_token_bench
+
+    run_token_bench(reps=reps, target_tokens=target_tokens, as_json=as_json)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``tokenlean`` command; typed errors exit 2 with a one-line message."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except TokenleanError as exc:
+        typer.echo(f"tokenlean: error: {exc}", err=True)
+        sys.exit(2)
+    except (typer.Exit, SystemExit) as exc:
+        code = exc.exit_code if isinstance(exc, typer.Exit) else exc.code
+        sys.exit(code)
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        raise
