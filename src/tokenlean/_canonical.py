@@ -166,7 +166,7 @@ def fingerprint(*parts: str, length: int = 32) -> str:
 
     Example:
         >>> fingerprint("policy v1")[:12]
-        '6d8cd6dd4b9b'
+        '5787b5ff14dc'
     """
     digest = hashlib.sha256()
     for part in parts:

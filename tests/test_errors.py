@@ -1,0 +1,37 @@
+"""The error tree: every tokenlean error is also the built-in a caller would catch."""
+
+from __future__ import annotations
+
+import pytest
+
+import tokenlean as tl
+
+
+@pytest.mark.parametrize(
+    ("error", "builtin"),
+    [
+        (tl.ConfigurationError, ValueError),
+        (tl.MissingDependencyError, ImportError),
+        (tl.InvalidInputError, ValueError),
+        (tl.InputDecodeError, ValueError),
+        (tl.InputTooLargeError, ValueError),
+        (tl.MalformedRequestError, ValueError),
+        (tl.NotSerializableError, TypeError),
+        (tl.TokenizerUnavailableError, RuntimeError),
+        (tl.EmbeddingError, RuntimeError),
+    ],
+)
+def test_each_error_subclasses_tokenlean_error_and_its_builtin(
+    error: type[Exception], builtin: type[Exception]
+) -> None:
+    """Each error can be caught as TokenleanError and as the matching built-in."""
+    assert issubclass(error, tl.TokenleanError)
+    assert issubclass(error, builtin)
+
+
+def test_missing_dependency_error_names_the_extra_to_install() -> None:
+    """The message of a missing optional dependency says which extra provides it."""
+    error = tl.MissingDependencyError("faiss-cpu", "semantic", "The semantic cache")
+    assert "pip install 'tokenlean[semantic]'" in str(error)
+    assert error.extra == "semantic"
+    assert error.name == "faiss-cpu"
