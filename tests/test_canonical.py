@@ -14,7 +14,7 @@ import tokenlean as tl
 
 _FENCE_RE = re.compile(r"^[ ]{0,3}(`{3,}|~{3,})")
 
-prose_chars = st.sampled_from(list("ab cd\t  \n\r\n`~é e\u0301 xyz.,:-#*") + ["```", "\n```\n"])
+prose_chars = st.sampled_from([*"ab cd\t  \n\r\n`~é e\u0301 xyz.,:-#*", "```", "\n```\n"])
 texts = st.lists(prose_chars, max_size=80).map("".join)
 
 
@@ -97,9 +97,14 @@ def test_options_can_turn_rules_off() -> None:
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=5), children, max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4)
+    ),
     max_leaves=20,
 )
 
@@ -137,7 +142,7 @@ def test_fingerprint_is_stable_and_length_prefixed() -> None:
     """The fingerprint is SHA-256 over length-prefixed UTF-8 parts; part boundaries matter."""
     import hashlib
 
-    data = "policy v1".encode()
+    data = b"policy v1"
     expected = hashlib.sha256(len(data).to_bytes(8, "big") + data).hexdigest()
     assert tl.fingerprint("policy v1") == expected[:32] == "5787b5ff14dc627176e793b98f93557b"
     assert tl.fingerprint("policy v1", length=64) == expected

@@ -16,7 +16,11 @@ import tokenlean as tl
         ("at 2026-11-27T17:45:00.123456+01:00 ok", "timestamp", "2026-11-27T17:45:00.123456+01:00"),
         ("at 2026-11-27 17:45 ok", "timestamp", "2026-11-27 17:45"),
         ("Date: Tue, 15 Nov 1994 08:12:31 GMT", "timestamp", "Tue, 15 Nov 1994 08:12:31 GMT"),
-        ("id 123e4567-e89b-12d3-a456-426614174000.", "uuid", "123e4567-e89b-12d3-a456-426614174000"),
+        (
+            "id 123e4567-e89b-12d3-a456-426614174000.",
+            "uuid",
+            "123e4567-e89b-12d3-a456-426614174000",
+        ),
         ("see req_8f3a2b1c9d0e", "request_id", "req_8f3a2b1c9d0e"),
         ("chatcmpl-AbC123xYz789 done", "request_id", "chatcmpl-AbC123xYz789"),
         ("X-Request-ID: a1b2c3d4e5", "request_id", "a1b2c3d4e5"),

@@ -132,7 +132,12 @@ class SentenceTransformerEmbedder:
 
     @property
     def dimension(self) -> int:
-        return int(self._ensure()[0].get_sentence_embedding_dimension())
+        model = self._ensure()[0]
+        # sentence-transformers 6 renamed the method; keep working with both.
+        getter = getattr(model, "get_embedding_dimension", None)
+        if getter is None:
+            getter = model.get_sentence_embedding_dimension
+        return int(getter())
 
     def embed(self, texts: Sequence[str]) -> Vectors:
         if isinstance(texts, str):

@@ -216,7 +216,7 @@ def count_message_tokens(
     Example:
         >>> result = count_message_tokens([{"role": "user", "content": "Hi!"}], model="gpt-4")
         >>> result.total
-        8
+        9
     """
     if isinstance(messages, str | bytes) or not isinstance(messages, Sequence):
         raise MalformedRequestError("'messages' must be a list of message objects")

@@ -277,7 +277,7 @@ class ApproximateCounter:
 
     Example:
         >>> ApproximateCounter()("hello world")
-        3
+        2
     """
 
     name = "approximate"
@@ -363,7 +363,7 @@ class CachedTokenCounter:
     Example:
         >>> counter = CachedTokenCounter(ApproximateCounter(), maxsize=128)
         >>> counter("a long enough text to be worth caching " * 10)
-        81
+        80
         >>> counter.hits, counter.misses
         (0, 1)
     """
