@@ -45,3 +45,13 @@ def test_settings_are_frozen() -> None:
     settings = TokenleanSettings()
     with pytest.raises(pydantic.ValidationError):
         settings.offline = True  # type: ignore[misc]
+
+
+def test_current_settings_follow_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cached settings are re-read when a TOKENLEAN_* variable changes."""
+    from tokenlean._config import current_settings
+
+    assert current_settings().offline is False
+    monkeypatch.setenv("TOKENLEAN_OFFLINE", "true")
+    assert current_settings().offline is True
+    assert current_settings() is current_settings()

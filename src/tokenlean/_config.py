@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import threading
+
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tokenlean._errors import ConfigurationError
 
-__all__ = ["FrozenModel", "TokenleanSettings", "load_settings"]
+__all__ = ["FrozenModel", "TokenleanSettings", "current_settings", "load_settings"]
 
 
 class FrozenModel(BaseModel):
@@ -68,3 +71,26 @@ def load_settings(**overrides: object) -> TokenleanSettings:
         return TokenleanSettings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise ConfigurationError(f"invalid tokenlean settings: {exc}") from exc
+
+
+_cache: dict[tuple[tuple[str, str], ...], TokenleanSettings] = {}
+_cache_lock = threading.Lock()
+
+
+def current_settings() -> TokenleanSettings:
+    """The settings for the current environment, parsed once per distinct ``TOKENLEAN_*`` set.
+
+    Hot paths call this instead of :func:`load_settings`: parsing settings costs hundreds of
+    microseconds, reading the environment a few.
+
+    Raises:
+        ConfigurationError: an environment variable has an invalid value.
+    """
+    key = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("TOKENLEAN_")))
+    with _cache_lock:
+        cached = _cache.get(key)
+    if cached is None:
+        cached = load_settings()
+        with _cache_lock:
+            _cache[key] = cached
+    return cached

@@ -14,7 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from tokenlean._config import TokenleanSettings, load_settings
+from tokenlean._config import TokenleanSettings, current_settings
 from tokenlean._errors import (
     ConfigurationError,
     EmbeddingError,
@@ -111,7 +111,7 @@ class SentenceTransformerEmbedder:
         batch_size: int | None = None,
         settings: TokenleanSettings | None = None,
     ) -> None:
-        settings = settings or load_settings()
+        settings = settings or current_settings()
         self._model_name = model or settings.embedding_model
         self.device = device or settings.embedding_device
         self.batch_size = batch_size or settings.embedding_batch_size

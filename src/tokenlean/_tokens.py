@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from tokenlean._config import TokenleanSettings, load_settings
+from tokenlean._config import TokenleanSettings, current_settings
 from tokenlean._errors import (
     ConfigurationError,
     MissingDependencyError,
@@ -454,7 +454,7 @@ def get_token_counter(
     Raises:
         TokenizerUnavailableError: no encoding loads and ``allow_approximate`` is False.
     """
-    settings = settings or load_settings()
+    settings = settings or current_settings()
     forced = encoding or settings.encoding
     key = (model, forced, settings.offline, settings.token_cache_size)
     with _load_lock:

@@ -170,8 +170,8 @@ def demo_report(seed: int = 7, n: int = 5) -> dict[str, Any]:
                 "tokens_raw": raw_tokens,
                 "tokens_canonical": rendered.total_tokens,
                 "static_prefix_tokens": rendered.static_prefix_tokens,
-                "raw_prefix_fingerprint": _raw_prefix_fingerprint(request)[:16],
-                "canonical_prefix_fingerprint": rendered.static_prefix_fingerprint[:16],
+                "raw_prefix_fingerprint": _raw_prefix_fingerprint(request)[:8],
+                "canonical_prefix_fingerprint": rendered.static_prefix_fingerprint[:8],
                 "moved": [f"{m.kind}={m.value}" for m in rendered.moved],
                 "prompt_cache_key": openai_prompt_cache_key(
                     rendered.static_prefix_fingerprint, tenant="northwind"
@@ -231,11 +231,11 @@ def run_demo(seed: int = 7, as_json: bool = False) -> None:
         "tokens raw",
         "tokens canonical",
         "static prefix",
-        "raw prefix hash",
-        "canonical prefix hash",
-        "moved out of the prefix",
+        "raw prefix",
+        "canonical prefix",
+        "moved",
     ):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for row in report["requests"]:
         table.add_row(
             str(row["request"]),
@@ -244,9 +244,10 @@ def run_demo(seed: int = 7, as_json: bool = False) -> None:
             str(row["static_prefix_tokens"]),
             row["raw_prefix_fingerprint"],
             row["canonical_prefix_fingerprint"],
-            ", ".join(row["moved"]),
+            str(len(row["moved"])),
         )
     console.print(table)
+    console.print(f"Moved out of request 1's prefix: {', '.join(report['requests'][0]['moved'])}")
     cache = report["prefix_cache"]
     console.print(
         f"Distinct static prefixes: raw {report['distinct_raw_prefixes']}, "
@@ -256,7 +257,7 @@ def run_demo(seed: int = 7, as_json: bool = False) -> None:
         f"With the provider's prefix cache ({report['model']}: prefixes of "
         f"{cache['provider_min_tokens']}+ tokens, cached tokens at "
         f"{cache['cached_read_multiplier']:g}x), the canonical stream bills like "
-        f"{cache['billed_input_equivalent']:,} input tokens: "
+        f"{cache['billed_input_equivalent']:,.0f} input tokens: "
         f"{cache['saving_vs_raw_pct']}% less than the raw stream, whose prefixes never repeat.\n"
         f"OpenAI prompt_cache_key: {report['requests'][0]['prompt_cache_key']}; Anthropic "
         f"cache breakpoints (claude-sonnet-4-5): {report['anthropic_breakpoints']}"
