@@ -5,6 +5,15 @@ provider prefix-cache hints, and local embeddings. It never imports LangChain or
 their adapters live in separate distributions.
 """
 
+from tokenlean._cache.completion import CacheLookup, CompletionCache, replay_stream
+from tokenlean._cache.memory import MemoryStore
+from tokenlean._cache.policy import CachePolicy, VerifierConfig
+from tokenlean._cache.request import CacheRequest
+from tokenlean._cache.retrieval import RetrievalCache, canonical_query
+from tokenlean._cache.sqlite import SQLiteStore
+from tokenlean._cache.stats import CacheStats, LayerStats
+from tokenlean._cache.store import CacheStore, Selector, StoredEntry
+from tokenlean._cache.verifier import QueryFeatures, extract_features, verify_candidate
 from tokenlean._calibration import CalibrationStats, UsageCalibration
 from tokenlean._canonical import CanonicalizeOptions, canonical_json, canonicalize_text, fingerprint
 from tokenlean._config import FrozenModel, TokenleanSettings, load_settings
@@ -16,13 +25,16 @@ from tokenlean._embeddings import (
 )
 from tokenlean._errors import (
     ConfigurationError,
+    CorruptedStoreError,
     EmbeddingError,
+    ForeignStoreError,
     InputDecodeError,
     InputTooLargeError,
     InvalidInputError,
     MalformedRequestError,
     MissingDependencyError,
     NotSerializableError,
+    StoreError,
     TokenizerUnavailableError,
     TokenleanError,
 )
@@ -72,42 +84,60 @@ __all__ = [
     "AnthropicPrompt",
     "ApproximateCounter",
     "CacheBreakpoint",
+    "CacheLookup",
+    "CachePolicy",
+    "CacheRequest",
+    "CacheStats",
+    "CacheStore",
     "CachedTokenCounter",
     "CalibrationStats",
     "CanonicalizeOptions",
+    "CompletionCache",
     "ConfigurationError",
+    "CorruptedStoreError",
     "Embedder",
     "EmbeddingError",
     "EncodingChoice",
+    "ForeignStoreError",
     "FrozenModel",
     "HFTokenizerCounter",
     "InputDecodeError",
     "InputTooLargeError",
     "InvalidInputError",
+    "LayerStats",
     "MalformedRequestError",
     "MaskResult",
     "MaskedValue",
+    "MemoryStore",
     "MissingDependencyError",
     "NotSerializableError",
     "PrefixCacheRule",
     "PromptPlan",
+    "QueryFeatures",
     "RegexDetector",
     "RenderedPrompt",
     "RequestTokenCount",
+    "RetrievalCache",
+    "SQLiteStore",
     "Segment",
     "SegmentKind",
+    "Selector",
     "SentenceTransformerEmbedder",
+    "StoreError",
+    "StoredEntry",
     "TiktokenCounter",
     "TokenCounter",
     "TokenizerUnavailableError",
     "TokenleanError",
     "TokenleanSettings",
     "UsageCalibration",
+    "VerifierConfig",
     "VolatileDetector",
     "VolatileMasker",
     "anthropic_request",
     "bundled_model_path",
     "canonical_json",
+    "canonical_query",
     "canonicalize_text",
     "count_message_tokens",
     "count_request_tokens",
@@ -116,6 +146,7 @@ __all__ = [
     "decode_text",
     "default_embedder",
     "describe_counter",
+    "extract_features",
     "fingerprint",
     "get_token_counter",
     "load_settings",
@@ -124,5 +155,7 @@ __all__ = [
     "openai_request",
     "parse_chat_request",
     "prefix_cache_rule",
+    "replay_stream",
     "resolve_encoding",
+    "verify_candidate",
 ]

@@ -13,7 +13,11 @@ already handles ``ValueError`` or ``ImportError`` keeps working::
     │   │                                          does not have the chat-request shape
     │   └── NotSerializableError   (TypeError)     a value with no deterministic JSON form
     ├── TokenizerUnavailableError   (RuntimeError) no tokenizer could be loaded
-    └── EmbeddingError              (RuntimeError) the embedding model failed to load or run
+    ├── EmbeddingError              (RuntimeError) the embedding model failed to load or run
+    └── StoreError                  (RuntimeError) a cache store failed
+        ├── CorruptedStoreError                    the store's file is damaged or unreadable
+        └── ForeignStoreError                      the file is not a tokenlean store of this
+                                                   schema; it is never modified
 
 Third-party exceptions are wrapped where tokenlean calls the library, keeping the original as
 ``__cause__``.
@@ -23,13 +27,16 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigurationError",
+    "CorruptedStoreError",
     "EmbeddingError",
+    "ForeignStoreError",
     "InputDecodeError",
     "InputTooLargeError",
     "InvalidInputError",
     "MalformedRequestError",
     "MissingDependencyError",
     "NotSerializableError",
+    "StoreError",
     "TokenizerUnavailableError",
     "TokenleanError",
 ]
@@ -82,3 +89,18 @@ class TokenizerUnavailableError(TokenleanError, RuntimeError):
 
 class EmbeddingError(TokenleanError, RuntimeError):
     """The embedding model could not be loaded or failed while encoding."""
+
+
+class StoreError(TokenleanError, RuntimeError):
+    """A cache store could not complete an operation; the original error is the cause."""
+
+
+class CorruptedStoreError(StoreError):
+    """The store's file is damaged or is not a database at all. It is left untouched."""
+
+
+class ForeignStoreError(StoreError):
+    """The file is a database, but not a tokenlean store of a schema this version reads.
+
+    tokenlean never writes to such a file: move it away or point the store elsewhere.
+    """

@@ -1,0 +1,1 @@
+"""Caching: exact, semantic and retrieval caches over pluggable stores."""

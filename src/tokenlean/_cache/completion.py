@@ -1,0 +1,432 @@
+"""The completion cache: exact and semantic layers over one store, governed by policies.
+
+Keys are HMACs under the store's secret of the tenant, the policy version and the canonical
+request, so no key, log line or metric carries a prompt, and the same prompt from two tenants
+gives unrelated keys. Semantic entries live in hard partitions: a partition is a hash of the
+tenant, the policy version, the model with every output-affecting setting, and the exact context
+(system messages and earlier turns) the last user turn depends on. A lookup searches one
+partition only, so it cannot return another tenant's, model's or conversation's entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from tokenlean._cache.index import VectorIndex
+from tokenlean._cache.memory import MemoryStore
+from tokenlean._cache.policy import CachePolicy
+from tokenlean._cache.request import CacheRequest, hash_key
+from tokenlean._cache.stats import CacheStats, StatsRecorder
+from tokenlean._cache.store import CacheStore, Selector, StoredEntry
+from tokenlean._cache.verifier import QueryFeatures, extract_features, verify_candidate
+from tokenlean._canonical import canonical_json
+from tokenlean._embeddings import Embedder, default_embedder
+from tokenlean._errors import ConfigurationError, NotSerializableError
+
+__all__ = ["CacheLookup", "CompletionCache", "replay_stream"]
+
+logger = logging.getLogger("tokenlean.cache")
+Clock = Callable[[], float]
+
+
+def replay_stream(text: str, chunk_chars: int = 16) -> Iterator[str]:
+    """Yield a cached text in chunks, as a streamed response would arrive."""
+    if chunk_chars < 1:
+        raise ConfigurationError("chunk_chars must be >= 1")
+    for start in range(0, len(text), chunk_chars):
+        yield text[start : start + chunk_chars]
+
+
+@dataclass(frozen=True)
+class CacheLookup:
+    """The outcome of a lookup.
+
+    Attributes:
+        hit: True when the cache answered.
+        value: the cached value (None on a miss).
+        layer: ``"exact"`` or ``"semantic"`` on a hit; the last layer consulted on a miss.
+        similarity: cosine similarity of a semantic hit (1.0 for an exact one).
+        reason: why: ``"exact match"``, ``"miss"``, ``"bypass: …"``, or the verifier's reason
+            for rejecting the best candidate.
+    """
+
+    hit: bool
+    value: Any = None
+    layer: str | None = None
+    similarity: float | None = None
+    reason: str = "miss"
+
+    def stream(self, chunk_chars: int = 16) -> Iterator[str]:
+        """Replay a cached text (or a value's ``"content"``) as a stream of chunks."""
+        text = self.value.get("content", "") if isinstance(self.value, Mapping) else self.value
+        yield from replay_stream(str(text or ""), chunk_chars)
+
+    async def astream(self, chunk_chars: int = 16) -> AsyncIterator[str]:
+        """Async version of :meth:`stream`."""
+        for chunk in self.stream(chunk_chars):
+            yield chunk
+
+
+@dataclass
+class _Semantic:
+    namespace: str
+    key: str
+    query: str
+    vector: npt.NDArray[np.float32] | None = None
+    features: QueryFeatures | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class CompletionCache:
+    """Exact and semantic completion caching with per-route policies. Thread-safe.
+
+    Args:
+        store: where entries live (default: an unbounded :class:`MemoryStore`); a
+            :class:`SQLiteStore` persists them.
+        policy: the default policy (default: exact only).
+        routes: policies by route name, for :meth:`lookup` and :meth:`store`'s ``route``.
+        embedder: embeds queries for the semantic layer (default: the bundled model, loaded
+            on first semantic use).
+        clock: time source for TTLs (seconds).
+        hnsw_threshold: entries per partition past which the vector index becomes HNSW.
+
+    Example:
+        >>> cache = CompletionCache()
+        >>> request = CacheRequest.from_openai(
+        ...     {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]})
+        >>> cache.lookup(request, tenant="acme").hit
+        False
+        >>> cache.store(request, {"content": "Hello!"}, tenant="acme")
+        True
+        >>> cache.lookup(request, tenant="acme").value
+        {'content': 'Hello!'}
+        >>> cache.lookup(request, tenant="globex").hit
+        False
+    """
+
+    def __init__(
+        self,
+        store: CacheStore | None = None,
+        *,
+        policy: CachePolicy | None = None,
+        routes: Mapping[str, CachePolicy] | None = None,
+        embedder: Embedder | None = None,
+        clock: Clock = time.time,
+        hnsw_threshold: int = 20_000,
+    ) -> None:
+        self.store_backend: CacheStore = store if store is not None else MemoryStore()
+        self.policy = policy or CachePolicy.exact()
+        self.routes = dict(routes or {})
+        self._embedder = embedder
+        self.clock = clock
+        self.hnsw_threshold = hnsw_threshold
+        self._secret = self.store_backend.secret
+        self._stats = StatsRecorder()
+        self._indexes: dict[str, VectorIndex] | None = None
+        self._index_lock = threading.RLock()
+        self._recent: OrderedDict[str, npt.NDArray[np.float32]] = OrderedDict()
+
+    # ------------------------------------------------------------------ helpers
+
+    def policy_for(self, route: str | None) -> CachePolicy:
+        """The policy of ``route`` (the default policy when None).
+
+        Raises:
+            ConfigurationError: the route has no policy.
+        """
+        if route is None:
+            return self.policy
+        try:
+            return self.routes[route]
+        except KeyError:
+            raise ConfigurationError(f"no cache policy for route {route!r}") from None
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = default_embedder()
+        return self._embedder
+
+    def _tenant(self, tenant: str) -> str:
+        if not isinstance(tenant, str) or not tenant:
+            raise ConfigurationError("tenant must be a non-empty string")
+        return hash_key(self._secret, "tenant", tenant)
+
+    def _exact_address(
+        self, request: CacheRequest, tenant: str, policy: CachePolicy
+    ) -> tuple[str, str]:
+        namespace = hash_key(self._secret, "exact-ns", tenant)
+        return namespace, hash_key(
+            self._secret, "exact", tenant, policy.version, request.canonical()
+        )
+
+    def _semantic_address(
+        self, request: CacheRequest, tenant: str, policy: CachePolicy
+    ) -> _Semantic:
+        context, query = request.split_last_user_turn(policy.context_messages)
+        namespace = hash_key(
+            self._secret, "semantic-ns", tenant, policy.version, request.settings(), context
+        )
+        return _Semantic(namespace, hash_key(self._secret, "semantic", namespace, query), query)
+
+    def _embed(self, query: str) -> npt.NDArray[np.float32]:
+        digest = hash_key(self._secret, "query", query)
+        with self._index_lock:
+            seen = self._recent.get(digest)
+            if seen is not None:
+                self._recent.move_to_end(digest)
+                return seen
+        vector: npt.NDArray[np.float32] = self.embedder.embed([query])[0]
+        with self._index_lock:
+            self._recent[digest] = vector
+            if len(self._recent) > 256:
+                self._recent.popitem(last=False)
+        return vector
+
+    def _indexes_loaded(self) -> dict[str, VectorIndex]:
+        """Per-partition vector indexes, rebuilt from the store on first use."""
+        with self._index_lock:
+            if self._indexes is None:
+                indexes: dict[str, VectorIndex] = {}
+                now = self.clock()
+                for entry in self.store_backend.scan(layer="semantic"):
+                    if entry.vector is None or entry.expired(now):
+                        continue
+                    vector = np.frombuffer(entry.vector, dtype=np.float16).astype(np.float32)
+                    index = indexes.get(entry.namespace)
+                    if index is None:
+                        index = indexes[entry.namespace] = VectorIndex(
+                            len(vector), hnsw_threshold=self.hnsw_threshold
+                        )
+                    index.add(entry.key, vector)
+                self._indexes = indexes
+            return self._indexes
+
+    def _forget(self, addresses: Sequence[tuple[str, str]]) -> None:
+        if not addresses:
+            return
+        with self._index_lock:
+            if self._indexes is None:
+                return
+            for namespace, key in addresses:
+                index = self._indexes.get(namespace)
+                if index is not None:
+                    index.remove(key)
+
+    def _live(self, namespace: str, key: str) -> StoredEntry | None:
+        entry = self.store_backend.get(namespace, key)
+        if entry is not None and entry.expired(self.clock()):
+            self._forget(self.store_backend.delete(Selector(namespace=namespace, key=key)))
+            return None
+        return entry
+
+    # ------------------------------------------------------------------ lookup
+
+    def lookup(
+        self, request: CacheRequest, *, tenant: str = "default", route: str | None = None
+    ) -> CacheLookup:
+        """Look ``request`` up under the route's policy.
+
+        Raises:
+            ConfigurationError: unknown route or empty tenant.
+            MalformedRequestError: a semantic lookup on a request with no user message.
+        """
+        policy = self.policy_for(route)
+        reason = policy.bypass_reason(request.temperature)
+        if reason is not None:
+            self._stats.count(bypassed=1)
+            return CacheLookup(False, reason=f"bypass: {reason}")
+        start = time.perf_counter()
+        tenant_id = self._tenant(tenant)
+        namespace, key = self._exact_address(request, tenant_id, policy)
+        entry = self._live(namespace, key)
+        if entry is not None:
+            return self._hit("exact", entry, 1.0, "exact match", start)
+        if policy.mode != "semantic":
+            return self._miss("exact", "miss", start)
+        semantic = self._semantic_address(request, tenant_id, policy)
+        entry = self._live(semantic.namespace, semantic.key)
+        if entry is not None:
+            return self._hit("exact", entry, 1.0, "exact match", start)
+        vector = self._embed(semantic.query)
+        with self._index_lock:
+            index = self._indexes_loaded().get(semantic.namespace)
+        if index is None:
+            return self._miss("semantic", "miss", start)
+        features = extract_features(semantic.query)
+        reason = "miss"
+        for candidate_key, score in index.search(vector, policy.candidates):
+            if score < policy.threshold:
+                break
+            candidate = self._live(semantic.namespace, candidate_key)
+            if candidate is None:
+                index.remove(candidate_key)
+                continue
+            if policy.verifier is not None and candidate.features is not None:
+                rejection = verify_candidate(
+                    features, QueryFeatures.from_json(candidate.features), policy.verifier
+                )
+                if rejection is not None:
+                    self._stats.count(rejected=1)
+                    reason = f"rejected: {rejection}"
+                    continue
+            return self._hit("semantic", candidate, score, "similar and verified", start)
+        return self._miss("semantic", reason, start)
+
+    def _hit(
+        self, layer: str, entry: StoredEntry, similarity: float, reason: str, start: float
+    ) -> CacheLookup:
+        self._stats.lookup(layer, True, (time.perf_counter() - start) * 1000)
+        return CacheLookup(True, json.loads(entry.payload), layer, similarity, reason)
+
+    def _miss(self, layer: str, reason: str, start: float) -> CacheLookup:
+        self._stats.lookup(layer, False, (time.perf_counter() - start) * 1000)
+        return CacheLookup(False, None, layer, None, reason)
+
+    # ------------------------------------------------------------------ writes
+
+    def store(
+        self,
+        request: CacheRequest,
+        value: Any,
+        *,
+        tenant: str = "default",
+        route: str | None = None,
+        tags: Sequence[str] = (),
+        plan_version: str | None = None,
+    ) -> bool:
+        """Cache ``value`` (anything JSON-serializable) as the answer to ``request``.
+
+        Returns False when the policy bypasses this request (nothing is written).
+
+        Raises:
+            NotSerializableError: the value has no JSON form; nothing is written.
+            ConfigurationError: unknown route or empty tenant.
+        """
+        policy = self.policy_for(route)
+        if policy.bypass_reason(request.temperature) is not None:
+            self._stats.count(bypassed=1)
+            return False
+        try:
+            payload = canonical_json(value).encode("utf-8")
+        except NotSerializableError as exc:
+            raise NotSerializableError(f"cannot cache this value: {exc}") from exc
+        tenant_id = self._tenant(tenant)
+        now = self.clock()
+        expires = now + policy.ttl_s if policy.ttl_s else None
+        common = {
+            "payload": payload,
+            "created_at": now,
+            "expires_at": expires,
+            "tenant": tenant_id,
+            "tags": tuple(tags),
+            "plan_version": plan_version,
+        }
+        if policy.mode == "semantic":
+            semantic = self._semantic_address(request, tenant_id, policy)
+            vector = self._embed(semantic.query)
+            entry = StoredEntry(
+                semantic.namespace,
+                semantic.key,
+                layer="semantic",
+                vector=vector.astype(np.float16).tobytes(),
+                features=extract_features(semantic.query).to_json(),
+                **common,  # type: ignore[arg-type]
+            )
+            with self._index_lock:
+                indexes = self._indexes_loaded()
+                evicted = self.store_backend.put(entry)
+                index = indexes.get(semantic.namespace)
+                if index is None:
+                    index = indexes[semantic.namespace] = VectorIndex(
+                        len(vector), hnsw_threshold=self.hnsw_threshold
+                    )
+                index.add(semantic.key, vector)
+        else:
+            namespace, key = self._exact_address(request, tenant_id, policy)
+            evicted = self.store_backend.put(StoredEntry(namespace, key, layer="exact", **common))  # type: ignore[arg-type]
+        self._forget(evicted)
+        self._stats.count(writes=1)
+        return True
+
+    # ------------------------------------------------------------------ async
+
+    async def alookup(
+        self, request: CacheRequest, *, tenant: str = "default", route: str | None = None
+    ) -> CacheLookup:
+        """:meth:`lookup` off the event loop (store I/O and embedding run in a thread)."""
+        return await asyncio.to_thread(self.lookup, request, tenant=tenant, route=route)
+
+    async def astore(
+        self,
+        request: CacheRequest,
+        value: Any,
+        *,
+        tenant: str = "default",
+        route: str | None = None,
+        tags: Sequence[str] = (),
+        plan_version: str | None = None,
+    ) -> bool:
+        """:meth:`store` off the event loop."""
+        return await asyncio.to_thread(
+            self.store, request, value, tenant=tenant, route=route, tags=tags,
+            plan_version=plan_version,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def invalidate(
+        self,
+        *,
+        tenant: str | None = None,
+        tag: str | None = None,
+        plan_version: str | None = None,
+    ) -> int:
+        """Remove every entry matching all the given criteria; return how many.
+
+        Raises:
+            ConfigurationError: no criterion given (use :meth:`clear` to remove everything).
+        """
+        if tenant is None and tag is None and plan_version is None:
+            raise ConfigurationError("invalidate needs a tenant, a tag or a plan_version")
+        selector = Selector(
+            tenant=self._tenant(tenant) if tenant is not None else None,
+            tag=tag,
+            plan_version=plan_version,
+        )
+        removed = self.store_backend.delete(selector)
+        self._forget(removed)
+        return len(removed)
+
+    def purge_expired(self) -> int:
+        """Remove every entry whose TTL has passed; return how many."""
+        removed = self.store_backend.delete(Selector(expired_at=self.clock()))
+        self._forget(removed)
+        return len(removed)
+
+    def clear(self) -> int:
+        """Remove every entry; return how many."""
+        removed = self.store_backend.delete(Selector())
+        with self._index_lock:
+            self._indexes = {} if self._indexes is not None else None
+        return len(removed)
+
+    def stats(self) -> CacheStats:
+        """Hits, misses and latency per layer, with the store's entries and bytes."""
+        entries, size = self.store_backend.usage()
+        return self._stats.snapshot(entries, size)
+
+    def close(self) -> None:
+        """Close the store."""
+        self.store_backend.close()

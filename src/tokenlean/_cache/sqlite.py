@@ -1,0 +1,358 @@
+"""SQLite cache store: the embedded default for persistence.
+
+Payloads, vectors, features and metadata survive a restart. The file is checked when opened:
+a file that is not a database, or a damaged one, raises :class:`CorruptedStoreError`; a database
+that is not a tokenlean store (or of a newer schema) raises :class:`ForeignStoreError`. Neither is
+ever written to. One process should write a store at a time; any number of threads and asyncio
+tasks in that process may share it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tokenlean._cache.store import Selector, StoredEntry
+from tokenlean._errors import (
+    ConfigurationError,
+    CorruptedStoreError,
+    ForeignStoreError,
+    StoreError,
+)
+
+__all__ = ["SQLiteStore"]
+
+FORMAT = "tokenlean-cache"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE tokenlean_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE tokenlean_entries (
+    namespace TEXT NOT NULL,
+    key TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL,
+    layer TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    plan_version TEXT,
+    vector BLOB,
+    features TEXT,
+    size INTEGER NOT NULL,
+    accessed INTEGER NOT NULL,
+    PRIMARY KEY (namespace, key)
+) WITHOUT ROWID;
+CREATE INDEX tokenlean_entries_accessed ON tokenlean_entries (accessed);
+CREATE INDEX tokenlean_entries_tenant ON tokenlean_entries (tenant, layer);
+"""
+_COLUMNS = (
+    "namespace, key, payload, created_at, expires_at, layer, tenant, tags, plan_version, "
+    "vector, features"
+)
+
+
+def _row_to_entry(row: tuple[Any, ...]) -> StoredEntry:
+    return StoredEntry(
+        namespace=row[0],
+        key=row[1],
+        payload=bytes(row[2]),
+        created_at=row[3],
+        expires_at=row[4],
+        layer=row[5],
+        tenant=row[6],
+        tags=tuple(json.loads(row[7])),
+        plan_version=row[8],
+        vector=bytes(row[9]) if row[9] is not None else None,
+        features=row[10],
+    )
+
+
+class SQLiteStore:
+    """A persistent store in one SQLite file, bounded by entry count and bytes (LRU).
+
+    Args:
+        path: the database file; created (with its folder) if missing.
+        max_entries: most entries held (None: unbounded).
+        max_bytes: most bytes of payload, vectors and features held (None: unbounded).
+        check: run SQLite's ``quick_check`` when opening an existing file.
+
+    Raises:
+        CorruptedStoreError: the file is not a database or is damaged.
+        ForeignStoreError: the database is not a tokenlean store of a readable schema.
+        StoreError: the file cannot be opened or created.
+
+    Example:
+        >>> import tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "cache.db")
+        >>> store = SQLiteStore(path)
+        >>> _ = store.put(StoredEntry("ns", "k", b"v", 0.0))
+        >>> store.close()
+        >>> SQLiteStore(path).get("ns", "k").payload
+        b'v'
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_entries: int | None = None,
+        max_bytes: int | None = None,
+        check: bool = True,
+    ) -> None:
+        for name, value in (("max_entries", max_entries), ("max_bytes", max_bytes)):
+            if value is not None and value < 1:
+                raise ConfigurationError(f"{name} must be >= 1 or None, got {value}")
+        self.path = Path(path)
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._conn = self._open(check)
+        self._secret = self._load_meta()
+        count, size, accessed = self._conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(MAX(accessed), 0) "
+            "FROM tokenlean_entries"
+        ).fetchone()
+        self._count, self._bytes, self._tick = int(count), int(size), int(accessed)
+
+    # ------------------------------------------------------------------ opening
+
+    def _open(self, check: bool) -> sqlite3.Connection:
+        existed = self.path.exists() and self.path.stat().st_size > 0
+        if self.path.exists() and not self.path.is_file():
+            raise StoreError(f"{self.path} is not a file")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                str(self.path), check_same_thread=False, isolation_level=None, timeout=30
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open cache store {self.path}: {exc}") from exc
+        try:
+            tables = {
+                row[0]
+                for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
+            if existed and check:
+                status = conn.execute("PRAGMA quick_check").fetchone()[0]
+                if status != "ok":
+                    raise CorruptedStoreError(f"{self.path} is damaged ({status}); left as it is")
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise CorruptedStoreError(
+                f"{self.path} is not a readable SQLite database ({exc}); left as it is"
+            ) from exc
+        except CorruptedStoreError:
+            conn.close()
+            raise
+        if tables and "tokenlean_meta" not in tables:
+            conn.close()
+            raise ForeignStoreError(
+                f"{self.path} is a database with other tables ({', '.join(sorted(tables))}), "
+                "not a tokenlean cache store; it was not modified"
+            )
+        if not tables:
+            conn.executescript("BEGIN;" + _SCHEMA + "COMMIT;")
+            conn.executemany(
+                "INSERT INTO tokenlean_meta (name, value) VALUES (?, ?)",
+                [
+                    ("format", FORMAT),
+                    ("schema_version", str(SCHEMA_VERSION)),
+                    ("secret", secrets.token_hex(32)),
+                ],
+            )
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.Error as exc:  # pragma: no cover - read-only media
+            conn.close()
+            raise StoreError(f"cannot configure {self.path}: {exc}") from exc
+        return conn
+
+    def _load_meta(self) -> bytes:
+        meta = dict(self._conn.execute("SELECT name, value FROM tokenlean_meta").fetchall())
+        if meta.get("format") != FORMAT:
+            self._conn.close()
+            raise ForeignStoreError(f"{self.path} is not a tokenlean cache store (format)")
+        version = meta.get("schema_version", "")
+        if not version.isdigit() or int(version) > SCHEMA_VERSION:
+            self._conn.close()
+            raise ForeignStoreError(
+                f"{self.path} has cache schema {version!r}; this tokenlean reads up to "
+                f"{SCHEMA_VERSION}. It was not modified."
+            )
+        try:
+            secret = bytes.fromhex(meta["secret"])
+        except (KeyError, ValueError) as exc:
+            self._conn.close()
+            raise CorruptedStoreError(f"{self.path} has no valid key secret") from exc
+        if len(secret) < 16:
+            self._conn.close()
+            raise CorruptedStoreError(f"{self.path} has no valid key secret")
+        return secret
+
+    # ------------------------------------------------------------------ operations
+
+    @property
+    def secret(self) -> bytes:
+        return self._secret
+
+    def _run(self, what: str, fn: Any) -> Any:
+        with self._lock:
+            if self._conn is None:
+                raise StoreError("the store is closed")
+            try:
+                return fn(self._conn)
+            except sqlite3.DatabaseError as exc:
+                if "malformed" in str(exc) or "not a database" in str(exc):
+                    raise CorruptedStoreError(f"{self.path} is damaged: {exc}") from exc
+                raise StoreError(f"cache store {what} failed: {exc}") from exc
+
+    def get(self, namespace: str, key: str) -> StoredEntry | None:
+        def run(conn: sqlite3.Connection) -> StoredEntry | None:
+            row = conn.execute(
+                f"SELECT {_COLUMNS} FROM tokenlean_entries WHERE namespace = ? AND key = ?",
+                (namespace, key),
+            ).fetchone()
+            if row is None:
+                return None
+            self._tick += 1
+            conn.execute(
+                "UPDATE tokenlean_entries SET accessed = ? WHERE namespace = ? AND key = ?",
+                (self._tick, namespace, key),
+            )
+            return _row_to_entry(row)
+
+        result: StoredEntry | None = self._run("get", run)
+        return result
+
+    def put(self, entry: StoredEntry) -> list[tuple[str, str]]:
+        def run(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                old = conn.execute(
+                    "SELECT size FROM tokenlean_entries WHERE namespace = ? AND key = ?",
+                    (entry.namespace, entry.key),
+                ).fetchone()
+                self._tick += 1
+                conn.execute(
+                    f"INSERT OR REPLACE INTO tokenlean_entries ({_COLUMNS}, size, accessed) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        entry.namespace,
+                        entry.key,
+                        entry.payload,
+                        entry.created_at,
+                        entry.expires_at,
+                        entry.layer,
+                        entry.tenant,
+                        json.dumps(list(entry.tags)),
+                        entry.plan_version,
+                        entry.vector,
+                        entry.features,
+                        entry.size,
+                        self._tick,
+                    ),
+                )
+                count = self._count + (0 if old else 1)
+                size = self._bytes + entry.size - (old[0] if old else 0)
+                evicted: list[tuple[str, str]] = []
+                while count > 1 and (
+                    (self.max_entries is not None and count > self.max_entries)
+                    or (self.max_bytes is not None and size > self.max_bytes)
+                ):
+                    batch = conn.execute(
+                        "SELECT namespace, key, size FROM tokenlean_entries "
+                        "WHERE NOT (namespace = ? AND key = ?) ORDER BY accessed LIMIT 64",
+                        (entry.namespace, entry.key),
+                    ).fetchall()
+                    if not batch:
+                        break
+                    for namespace, key, victim_size in batch:
+                        if count <= 1 or not (
+                            (self.max_entries is not None and count > self.max_entries)
+                            or (self.max_bytes is not None and size > self.max_bytes)
+                        ):
+                            break
+                        conn.execute(
+                            "DELETE FROM tokenlean_entries WHERE namespace = ? AND key = ?",
+                            (namespace, key),
+                        )
+                        count -= 1
+                        size -= victim_size
+                        evicted.append((namespace, key))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            self._count, self._bytes = count, size
+            return evicted
+
+        result: list[tuple[str, str]] = self._run("put", run)
+        return result
+
+    def delete(self, selector: Selector) -> list[tuple[str, str]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column in ("namespace", "key", "tenant", "layer", "plan_version"):
+            value = getattr(selector, column)
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if selector.tag is not None:
+            clauses.append("EXISTS (SELECT 1 FROM json_each(tags) WHERE value = ?)")
+            params.append(selector.tag)
+        if selector.expired_at is not None:
+            clauses.append("expires_at IS NOT NULL AND expires_at <= ?")
+            params.append(selector.expired_at)
+        where = " AND ".join(clauses) or "1"
+
+        def run(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                rows = conn.execute(
+                    f"SELECT namespace, key, size FROM tokenlean_entries WHERE {where}", params
+                ).fetchall()
+                conn.execute(f"DELETE FROM tokenlean_entries WHERE {where}", params)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            self._count -= len(rows)
+            self._bytes -= sum(row[2] for row in rows)
+            return [(row[0], row[1]) for row in rows]
+
+        result: list[tuple[str, str]] = self._run("delete", run)
+        return result
+
+    def scan(self, layer: str | None = None) -> Iterator[StoredEntry]:
+        def run(conn: sqlite3.Connection) -> list[StoredEntry]:
+            if layer is None:
+                rows = conn.execute(f"SELECT {_COLUMNS} FROM tokenlean_entries").fetchall()
+            else:
+                rows = conn.execute(
+                    f"SELECT {_COLUMNS} FROM tokenlean_entries WHERE layer = ?", (layer,)
+                ).fetchall()
+            return [_row_to_entry(row) for row in rows]
+
+        entries: list[StoredEntry] = self._run("scan", run)
+        yield from entries
+
+    def usage(self) -> tuple[int, int]:
+        with self._lock:
+            return self._count, self._bytes
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({str(self.path)!r})"

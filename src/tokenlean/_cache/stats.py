@@ -1,0 +1,103 @@
+"""Cache statistics: hits, misses and lookup latency per layer, cheap to record."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+from collections import deque
+from dataclasses import dataclass
+
+__all__ = ["CacheStats", "LayerStats", "StatsRecorder"]
+
+
+@dataclass(frozen=True)
+class LayerStats:
+    """Figures of one cache layer (``exact``, ``semantic`` or ``retrieval``).
+
+    A lookup counts for the layer that decided it: a hit for the layer that served it, a miss
+    for the last layer consulted.
+    """
+
+    hits: int
+    misses: int
+    lookup_ms_p50: float
+    lookup_ms_p95: float
+
+    @property
+    def lookups(self) -> int:
+        return self.hits + self.misses
+
+    @property
+    def hit_rate(self) -> float:
+        return self.hits / self.lookups if self.lookups else 0.0
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """A snapshot of a cache: per-layer figures, overall hit rate, and what the store holds."""
+
+    layers: dict[str, LayerStats]
+    bypassed: int
+    writes: int
+    rejected_by_verifier: int
+    entries: int
+    bytes: int
+
+    @property
+    def hits(self) -> int:
+        return sum(layer.hits for layer in self.layers.values())
+
+    @property
+    def lookups(self) -> int:
+        return sum(layer.lookups for layer in self.layers.values())
+
+    @property
+    def hit_rate(self) -> float:
+        return self.hits / self.lookups if self.lookups else 0.0
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1]
+
+
+class StatsRecorder:
+    """Thread-safe counters and a bounded window of recent lookup latencies per layer."""
+
+    def __init__(self, window: int = 4096) -> None:
+        self._lock = threading.Lock()
+        self._hits: dict[str, int] = {}
+        self._misses: dict[str, int] = {}
+        self._latency: dict[str, deque[float]] = {}
+        self._window = window
+        self.bypassed = 0
+        self.writes = 0
+        self.rejected = 0
+
+    def lookup(self, layer: str, hit: bool, ms: float) -> None:
+        with self._lock:
+            counts = self._hits if hit else self._misses
+            counts[layer] = counts.get(layer, 0) + 1
+            self._latency.setdefault(layer, deque(maxlen=self._window)).append(ms)
+
+    def count(self, *, bypassed: int = 0, writes: int = 0, rejected: int = 0) -> None:
+        with self._lock:
+            self.bypassed += bypassed
+            self.writes += writes
+            self.rejected += rejected
+
+    def snapshot(self, entries: int, size: int) -> CacheStats:
+        with self._lock:
+            layers = {
+                name: LayerStats(
+                    self._hits.get(name, 0),
+                    self._misses.get(name, 0),
+                    _percentile(list(self._latency.get(name, ())), 0.50),
+                    _percentile(list(self._latency.get(name, ())), 0.95),
+                )
+                for name in sorted(set(self._hits) | set(self._misses))
+            }
+            return CacheStats(layers, self.bypassed, self.writes, self.rejected, entries, size)
