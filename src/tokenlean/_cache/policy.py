@@ -18,17 +18,46 @@ __all__ = ["CachePolicy", "VerifierConfig"]
 
 
 class VerifierConfig(FrozenModel):
-    """Second-stage checks that reject a semantic candidate despite high similarity."""
+    """Second-stage checks that reject a semantic candidate despite high similarity.
 
-    numbers: bool = Field(default=True, description="Reject when the numbers differ.")
-    negation: bool = Field(default=True, description="Reject when one text is negated.")
-    entities: bool = Field(default=True, description="Reject when the named entities differ.")
-    min_term_overlap: float = Field(
-        default=0.5,
+    The defaults were chosen on half of the MRPC paraphrase corpus and checked on the other
+    half (see docs/caching.md and docs/benchmarks.md): on topically close hard negatives they
+    raise precision from 0.71 (cosine alone) to 0.81 at the same duplicate hit rate.
+    :meth:`light` keeps only the number and negation checks: more paraphrases hit, more
+    near misses get through.
+    """
+
+    max_number_differences: int | None = Field(
+        default=1,
+        ge=0,
+        description="Most numbers found in one text but not the other (None: no check).",
+    )
+    negation: bool = Field(default=True, description="Reject when negation counts differ.")
+    entities: bool = Field(
+        default=False,
+        description="Reject when capitalized names differ (off by default: paraphrases often "
+        "rename entities, 'ECB' for 'European Central Bank').",
+    )
+    min_length_ratio: float = Field(
+        default=0.8, ge=0.0, le=1.0, description="Least ratio of the shorter text's word count."
+    )
+    min_coverage_shorter: float = Field(
+        default=0.7,
         ge=0.0,
         le=1.0,
-        description="Least share of each text's key terms found in the other.",
+        description="Least share of the shorter text's key terms found in the longer one.",
     )
+    min_coverage_longer: float = Field(
+        default=0.6,
+        ge=0.0,
+        le=1.0,
+        description="Least share of the longer text's key terms found in the shorter one.",
+    )
+
+    @classmethod
+    def light(cls) -> VerifierConfig:
+        """Numbers and negation only."""
+        return cls(min_length_ratio=0.0, min_coverage_shorter=0.0, min_coverage_longer=0.0)
 
 
 class CachePolicy(FrozenModel):
@@ -43,8 +72,10 @@ class CachePolicy(FrozenModel):
         max_temperature: requests sampling above this temperature bypass the cache, since
             they ask for varied answers; an unspecified temperature counts as allowed.
         allow_high_temperature: cache such requests anyway.
-        threshold: least cosine similarity for a semantic hit.
-        candidates: nearest neighbours the verifier examines per semantic lookup.
+        threshold: least cosine similarity for a semantic hit (with the verifier on, the
+            verifier rather than the threshold decides most cases; see the sweep).
+        candidates: nearest neighbours examined per semantic lookup (1: only the nearest,
+            which measured best; more lets a verified second neighbour answer).
         verifier: the second-stage checks (None: similarity alone decides).
         context_messages: for semantic keys, how many messages before the last user turn
             must match exactly (None: all of them).
@@ -59,8 +90,8 @@ class CachePolicy(FrozenModel):
     ttl_s: float | None = Field(default=None, gt=0)
     max_temperature: float = Field(default=0.0, ge=0.0)
     allow_high_temperature: bool = False
-    threshold: float = Field(default=0.86, ge=-1.0, le=1.0)
-    candidates: int = Field(default=5, ge=1, le=100)
+    threshold: float = Field(default=0.70, ge=-1.0, le=1.0)
+    candidates: int = Field(default=1, ge=1, le=100)
     verifier: VerifierConfig | None = Field(default_factory=VerifierConfig)
     context_messages: int | None = Field(default=None, ge=0)
 
@@ -70,7 +101,7 @@ class CachePolicy(FrozenModel):
         return cls(mode="exact", **options)  # type: ignore[arg-type]
 
     @classmethod
-    def semantic(cls, threshold: float = 0.86, **options: object) -> CachePolicy:
+    def semantic(cls, threshold: float = 0.70, **options: object) -> CachePolicy:
         """Also answer verified paraphrases of the last user turn in the same context."""
         return cls(mode="semantic", threshold=threshold, **options)  # type: ignore[arg-type]
 

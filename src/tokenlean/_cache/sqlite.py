@@ -9,6 +9,7 @@ tasks in that process may share it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -47,8 +48,8 @@ CREATE TABLE tokenlean_entries (
     features TEXT,
     size INTEGER NOT NULL,
     accessed INTEGER NOT NULL,
-    PRIMARY KEY (namespace, key)
-) WITHOUT ROWID;
+    UNIQUE (namespace, key)
+);
 CREATE INDEX tokenlean_entries_accessed ON tokenlean_entries (accessed);
 CREATE INDEX tokenlean_entries_tenant ON tokenlean_entries (tenant, layer);
 """
@@ -351,6 +352,9 @@ class SQLiteStore:
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
+                # Fold the write-ahead log into the database file (best effort).
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 self._conn.close()
                 self._conn = None  # type: ignore[assignment]
 

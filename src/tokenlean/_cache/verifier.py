@@ -1,12 +1,14 @@
 """The semantic cache's second stage: reject near neighbours that say something different.
 
 Embedding similarity is high for sentences on the same topic even when they ask different things
-("refund within 30 days" vs "within 14 days", "is it covered" vs "is it not covered"). The
-verifier compares cheap, explainable features of the two texts and rejects the candidate when
-their numbers, negation, named entities or key terms differ.
+("refund within 30 days" against "within 14 days", "is it covered" against "is it not
+covered"). The verifier compares cheap, explainable features of the two texts and rejects the
+candidate when their numbers, negations, lengths or key terms (and optionally named entities)
+differ. The rules and their defaults were selected by a search over half of the MRPC corpus and
+validated on the other half.
 
 Features are extracted once when an entry is written and stored with it (never the raw text), so
-verification costs microseconds per candidate.
+verifying a candidate costs microseconds.
 """
 
 from __future__ import annotations
@@ -19,218 +21,69 @@ from tokenlean._cache.policy import VerifierConfig
 
 __all__ = ["QueryFeatures", "extract_features", "verify_candidate"]
 
-_NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:[.,]\d+)*(?:%| percent)?")
-_WORD = re.compile(r"[A-Za-z][A-Za-z'\-]*|\d+")
-_NEGATIONS = frozenset(
-    [
-        "not",
-        "no",
-        "never",
-        "none",
-        "nobody",
-        "nothing",
-        "neither",
-        "nor",
-        "cannot",
-        "without",
-        "nowhere",
-        "hardly",
-    ]
-)
+_NUMBER = re.compile(r"\d+(?:[.,:/]\d+)*")
 _NUMBER_WORDS = {
     "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
     "seven": "7", "eight": "8", "nine": "9", "ten": "10", "eleven": "11", "twelve": "12",
-    "twenty": "20", "thirty": "30", "hundred": "100", "thousand": "1000", "million": "1000000",
-    "billion": "1000000000", "half": "0.5", "once": "1", "twice": "2", "first": "1st",
-    "second": "2nd", "third": "3rd",
+    "twenty": "20", "thirty": "30", "forty": "40", "fifty": "50", "hundred": "100",
 }  # fmt: skip
-_STOPWORDS = frozenset(
-    [
-        "a",
-        "about",
-        "above",
-        "after",
-        "again",
-        "against",
-        "all",
-        "am",
-        "an",
-        "and",
-        "any",
-        "are",
-        "as",
-        "at",
-        "be",
-        "because",
-        "been",
-        "before",
-        "being",
-        "below",
-        "between",
-        "both",
-        "but",
-        "by",
-        "can",
-        "could",
-        "did",
-        "do",
-        "does",
-        "doing",
-        "down",
-        "during",
-        "each",
-        "few",
-        "for",
-        "from",
-        "further",
-        "had",
-        "has",
-        "have",
-        "having",
-        "he",
-        "her",
-        "here",
-        "hers",
-        "herself",
-        "him",
-        "himself",
-        "his",
-        "how",
-        "i",
-        "if",
-        "in",
-        "into",
-        "is",
-        "it",
-        "its",
-        "itself",
-        "just",
-        "me",
-        "more",
-        "most",
-        "my",
-        "myself",
-        "of",
-        "off",
-        "on",
-        "once",
-        "only",
-        "or",
-        "other",
-        "our",
-        "ours",
-        "ourselves",
-        "out",
-        "over",
-        "own",
-        "same",
-        "she",
-        "should",
-        "so",
-        "some",
-        "such",
-        "than",
-        "that",
-        "the",
-        "their",
-        "theirs",
-        "them",
-        "themselves",
-        "then",
-        "there",
-        "these",
-        "they",
-        "this",
-        "those",
-        "through",
-        "to",
-        "too",
-        "under",
-        "until",
-        "up",
-        "very",
-        "was",
-        "we",
-        "were",
-        "what",
-        "when",
-        "where",
-        "which",
-        "while",
-        "who",
-        "whom",
-        "why",
-        "will",
-        "with",
-        "would",
-        "you",
-        "your",
-        "yours",
-        "yourself",
-        "yourselves",
-        "also",
-        "said",
-        "says",
-        "say",
-        "told",
-        "tell",
-        "get",
-        "gets",
-        "got",
-        "may",
-        "might",
-        "must",
-        "shall",
-        "us",
-        "i'm",
-        "it's",
-        "i've",
-        "i'd",
-        "don't",
-        "let",
-        "please",
-        "want",
-        "need",
-        "know",
-        "like",
-    ]
+_NEGATION = re.compile(
+    r"\b(?:not|no|never|without|none|nobody|nothing|neither|nor|cannot|nowhere)\b"
+    r"|n['\u2019]t\b",
+    re.IGNORECASE,
 )
-
-
-def _stem(word: str) -> str:
-    word = word.lower().strip("'-")
-    for suffix in ("ingly", "edly", "ings", "ing", "ied", "ies", "ed", "es", "ly", "s"):
-        if len(word) > len(suffix) + 3 and word.endswith(suffix):
-            return word[: -len(suffix)]
-    return word
+_TOKEN = re.compile(r"[A-Za-z][A-Za-z'\u2019\-]*|\d+(?:[.,]\d+)*")
+_NEGATION_WORDS = frozenset(
+    "not no never without none nobody nothing neither nor cannot nowhere".split()  # noqa: SIM905
+)
+_STOPWORDS = frozenset(
+    """a an the and or but if then than so as of at by for from in into on onto to with within
+    upon about above below over under between among through during before after since until up
+    down out off again further is am are was were be been being have has had having do does did
+    doing will would shall should can could may might must i me my mine we us our ours you your
+    yours he him his she her hers it its they them their theirs this that these those there here
+    who whom whose which what when where why how all any both each few more most other some such
+    only own same too very just also s t d ll m re ve said says say told according mr mrs ms dr
+    yesterday today""".split()  # noqa: SIM905
+)
+_TERM_PREFIX = 5  # key terms compare on their first five letters: a cheap, robust stemmer
 
 
 def _normalize_number(token: str) -> str:
-    token = token.replace(" percent", "%").lstrip("+")
-    if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?%?", token):
-        token = token.replace(",", "")
-    if "." in token and not token.endswith("%"):
-        token = token.rstrip("0").rstrip(".") if re.fullmatch(r"-?\d+\.\d+", token) else token
+    if re.fullmatch(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?", token):
+        token = token.replace(",", "")  # 1,000 -> 1000
+    if re.fullmatch(r"\d+\.\d+", token):
+        token = token.rstrip("0").rstrip(".")  # 3.50 -> 3.5
     return token
 
 
 @dataclass(frozen=True)
 class QueryFeatures:
-    """What the verifier compares: numbers, negation, named entities and key terms."""
+    """What the verifier compares.
+
+    Attributes:
+        numbers: normalized numbers, digits and number words alike.
+        negations: count of negation cues.
+        terms: key (non-stopword) terms, as five-letter prefixes.
+        entities: capitalized words not opening a sentence, lowercased.
+        tokens: word count.
+    """
 
     numbers: frozenset[str]
-    negated: bool
-    entities: frozenset[str]
+    negations: int
     terms: frozenset[str]
+    entities: frozenset[str]
+    tokens: int
 
     def to_json(self) -> str:
         """Serialize for storage next to a cache entry."""
         return json.dumps(
             {
                 "n": sorted(self.numbers),
-                "neg": self.negated,
-                "e": sorted(self.entities),
+                "neg": self.negations,
                 "t": sorted(self.terms),
+                "e": sorted(self.entities),
+                "k": self.tokens,
             },
             separators=(",", ":"),
         )
@@ -239,36 +92,48 @@ class QueryFeatures:
     def from_json(cls, data: str) -> QueryFeatures:
         """Read features stored with :meth:`to_json`."""
         raw = json.loads(data)
-        return cls(frozenset(raw["n"]), bool(raw["neg"]), frozenset(raw["e"]), frozenset(raw["t"]))
+        return cls(
+            frozenset(raw["n"]),
+            int(raw["neg"]),
+            frozenset(raw["t"]),
+            frozenset(raw["e"]),
+            int(raw["k"]),
+        )
 
 
 def extract_features(text: str) -> QueryFeatures:
     """Features of a query text.
 
     Example:
-        >>> f = extract_features("Can I return the Nimbus camera after 30 days?")
-        >>> sorted(f.numbers), f.negated, sorted(f.entities)
-        (['30'], False, ['nimbus'])
+        >>> f = extract_features("Can I return the Nimbus camera after thirty days?")
+        >>> sorted(f.numbers), f.negations, sorted(f.entities), f.tokens
+        (['30'], 0, ['nimbus'], 9)
     """
     numbers = {_normalize_number(m.group()) for m in _NUMBER.finditer(text)}
-    words = _WORD.findall(text)
-    lowered = [w.lower() for w in words]
-    numbers |= {_NUMBER_WORDS[w] for w in lowered if w in _NUMBER_WORDS}
-    negated = any(w in _NEGATIONS or w.endswith("n't") for w in lowered)
-    entities: set[str] = set()
-    sentence_start = True
-    for word, low in zip(words, lowered, strict=True):
-        is_name = word[0].isupper() and (not sentence_start or (word.isupper() and len(word) > 1))
-        if is_name and low not in _STOPWORDS and len(word) > 1:
-            entities.add(low)
-        sentence_start = False
-    for match in re.finditer(r"[.!?]\s+([A-Z][A-Za-z'\-]*)", text):
-        sentence_start_word = match.group(1).lower()
-        entities.discard(sentence_start_word) if sentence_start_word in _STOPWORDS else None
+    lowered_words = re.findall(r"[a-z]+", text.lower())
+    numbers |= {_NUMBER_WORDS[w] for w in lowered_words if w in _NUMBER_WORDS}
+    tokens = _TOKEN.findall(text)
     terms = {
-        _stem(w) for w in lowered if w not in _STOPWORDS and w not in _NEGATIONS and len(w) > 2
+        t.lower()[:_TERM_PREFIX]
+        for t in tokens
+        if len(t) > 1
+        and not t[0].isdigit()
+        and t.lower() not in _STOPWORDS
+        and t.lower() not in _NEGATION_WORDS
     }
-    return QueryFeatures(frozenset(numbers), negated, frozenset(entities), frozenset(terms))
+    entities = {
+        token.lower()
+        for index, token in enumerate(tokens)
+        if token[0].isupper()
+        and len(token) > 1
+        and token.lower() not in _STOPWORDS
+        and index > 0
+        and not re.search(r"[.!?]\s*$", text[: text.find(token)])
+    }
+    return QueryFeatures(
+        frozenset(numbers), len(_NEGATION.findall(text)), frozenset(terms), frozenset(entities),
+        len(tokens),
+    )  # fmt: skip
 
 
 def verify_candidate(
@@ -277,20 +142,25 @@ def verify_candidate(
     """Why ``candidate`` must not answer ``query``, or None when it may.
 
     Example:
-        >>> a = extract_features("Is the refund window 30 days?")
-        >>> b = extract_features("Is the refund window 14 days?")
+        >>> a = extract_features("Is the refund window 30 days for the router?")
+        >>> b = extract_features("Is the refund window 14 days for the router?")
         >>> verify_candidate(a, b, VerifierConfig())
         'numbers differ'
     """
-    if config.numbers and query.numbers != candidate.numbers:
+    limit = config.max_number_differences
+    if limit is not None and len(query.numbers ^ candidate.numbers) > limit:
         return "numbers differ"
-    if config.negation and query.negated != candidate.negated:
+    if config.negation and query.negations != candidate.negations:
         return "negation differs"
     if config.entities and query.entities != candidate.entities:
         return "named entities differ"
-    if config.min_term_overlap > 0 and query.terms and candidate.terms:
-        shared = len(query.terms & candidate.terms)
-        overlap = min(shared / len(query.terms), shared / len(candidate.terms))
-        if overlap < config.min_term_overlap:
-            return f"key terms overlap {overlap:.2f}"
+    shorter, longer = sorted((query.tokens, candidate.tokens))
+    if shorter < config.min_length_ratio * longer:
+        return "lengths differ"
+    small, large = sorted((query.terms, candidate.terms), key=len)
+    shared = len(small & large)
+    if shared < config.min_coverage_shorter * len(small) or (
+        shared < config.min_coverage_longer * len(large)
+    ):
+        return "key terms differ"
     return None

@@ -226,6 +226,32 @@ def bench_tokens(
     run_token_bench(reps=reps, target_tokens=target_tokens, as_json=as_json)
 
 
+@bench_app.command("cache")
+def bench_cache(
+    pairs: Annotated[Path, typer.Option("--pairs", help="File of labelled text pairs.")],
+    fmt: Annotated[
+        str, typer.Option("--format", help="gptcache, mrpc-tsv or pairs-jsonl.")
+    ] = "mrpc-tsv",
+    limit: Annotated[int | None, typer.Option(help="Use the first N pairs.")] = None,
+    threshold: Annotated[
+        float | None, typer.Option(help="Similarity threshold (default: the default policy's).")
+    ] = None,
+    sweep: Annotated[bool, typer.Option(help="Print the precision / hit-rate curve.")] = False,
+    scale: Annotated[
+        int, typer.Option(help="Also time lookups with this many entries in one partition.")
+    ] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Semantic-cache precision, hit rate and latency against a plain cosine threshold."""
+    from tokenlean.cli._bench_cache import cache_bench, print_report
+
+    result = cache_bench(pairs, fmt, limit=limit, threshold=threshold, sweep=sweep, scale=scale)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        print_report(result)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``tokenlean`` command; typed errors exit 2 with a one-line message."""
     try:

@@ -1,0 +1,397 @@
+"""``tokenlean bench cache``: semantic-cache precision and hit rate on labelled pairs.
+
+Protocol (issue 3): every pair's first text is a cache entry whose answer is the pair's id; every
+pair's second text is looked up. A hit is correct only when it returns the pair's own entry and
+the pair is a duplicate. Reported for tokenlean (semantic policy with the verifier, on a SQLite
+store) and, in the same run on the same embeddings, for a plain cosine-threshold baseline (what
+GPTCache does): once at the same threshold, and once at the threshold where the baseline reaches
+tokenlean's duplicate hit rate, which is the fair comparison of precision.
+
+Embeddings are computed once, with the real bundled model, and served to both variants from a
+table, so lookup latency is measured without embedding time; the time to embed one query is
+measured separately and added for the "with embedding" figures.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from tokenlean._cache.completion import CompletionCache
+from tokenlean._cache.index import VectorIndex
+from tokenlean._cache.policy import CachePolicy
+from tokenlean._cache.request import CacheRequest
+from tokenlean._cache.sqlite import SQLiteStore
+from tokenlean._canonical import canonicalize_text, fingerprint
+from tokenlean._embeddings import Embedder, SentenceTransformerEmbedder, default_embedder
+from tokenlean._errors import ConfigurationError, InvalidInputError
+
+__all__ = ["Pair", "cache_bench", "load_pairs"]
+
+FORMATS = ("gptcache", "mrpc-tsv", "pairs-jsonl")
+
+
+@dataclass(frozen=True)
+class Pair:
+    """Two texts and whether the second is a duplicate (paraphrase) of the first."""
+
+    text_a: str
+    text_b: str
+    duplicate: bool
+
+
+def load_pairs(path: Path, fmt: str, limit: int | None = None) -> list[Pair]:
+    """Read labelled pairs in one of :data:`FORMATS`.
+
+    Raises:
+        ConfigurationError: unknown format or missing file.
+        InvalidInputError: a row that does not have the format's shape.
+    """
+    if fmt not in FORMATS:
+        raise ConfigurationError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    if not path.is_file():
+        raise ConfigurationError(f"no such file: {path}")
+    pairs: list[Pair] = []
+    text = path.read_text(encoding="utf-8")
+    try:
+        if fmt == "gptcache":
+            pairs = [Pair(row["origin"], row["similar"], True) for row in json.loads(text)]
+        elif fmt == "mrpc-tsv":
+            for row in csv.reader(text.splitlines(), delimiter="\t", quoting=csv.QUOTE_NONE):
+                if row:
+                    pairs.append(Pair(row[3], row[4], row[0].strip() == "1"))
+        else:
+            for line in text.splitlines():
+                if line.strip():
+                    row = json.loads(line)
+                    pairs.append(Pair(row["text_a"], row["text_b"], int(row["label"]) == 1))
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{path} is not valid {fmt} data: {exc!r}") from exc
+    return pairs[:limit] if limit else pairs
+
+
+class _TableEmbedder:
+    """Serves precomputed embeddings (the benchmark embeds every text once, up front)."""
+
+    def __init__(self, table: dict[str, npt.NDArray[np.float32]], dimension: int) -> None:
+        self.table = table
+        self._dimension = dimension
+
+    @property
+    def dimension(self) -> int:
+        return self._dimension
+
+    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        # The cache embeds canonical text; the table is keyed by it too.
+        return np.stack([self.table[canonicalize_text(t)] for t in texts]).astype(np.float32)
+
+
+def _embed_all(embedder: Embedder, texts: list[str]) -> npt.NDArray[np.float32]:
+    """Embed every text once; reuse the result across runs from a cache file when the same
+    model embedded the same texts before (embedding thousands of texts takes minutes here)."""
+    name = embedder.model_name if isinstance(embedder, SentenceTransformerEmbedder) else None
+    cache_file = None
+    if name is not None:
+        folder = Path(tempfile.gettempdir()) / "tokenlean-bench-embeddings"
+        cache_file = folder / f"{fingerprint(name, *texts)}.npy"
+        if cache_file.is_file():
+            cached: npt.NDArray[np.float32] = np.load(cache_file)
+            if cached.shape[0] == len(texts):
+                return cached
+    print(f"embedding {len(texts)} texts...", file=sys.stderr)
+    vectors = embedder.embed(texts)
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        np.save(cache_file, vectors)
+    return vectors
+
+
+def _request(text: str) -> CacheRequest:
+    return CacheRequest(model="bench-model", messages=({"role": "user", "content": text},))
+
+
+def _figures(
+    outcomes: list[tuple[bool, bool, bool]], latencies_ms: list[float], embed_ms: float
+) -> dict[str, Any]:
+    """outcomes: (hit, correct, duplicate) per lookup."""
+    duplicates = sum(1 for _, _, dup in outcomes if dup)
+    hits = sum(1 for hit, _, _ in outcomes if hit)
+    correct = sum(1 for _, ok, _ in outcomes if ok)
+    p50 = statistics.median(latencies_ms)
+    p95 = statistics.quantiles(latencies_ms, n=20)[18] if len(latencies_ms) > 1 else p50
+    return {
+        "pairs": len(outcomes),
+        "duplicate_pairs": duplicates,
+        "hits": hits,
+        "correct_hits": correct,
+        "precision": round(correct / hits, 4) if hits else 1.0,
+        "duplicate_hit_rate": round(correct / duplicates, 4) if duplicates else 0.0,
+        "false_hit_rate": round((hits - correct) / len(outcomes), 4),
+        "lookup_ms_p50": round(p50 + embed_ms, 3),
+        "lookup_ms_p95": round(p95 + embed_ms, 3),
+        "lookup_ms_p50_no_embed": round(p50, 4),
+    }
+
+
+def _baseline(
+    vectors_a: npt.NDArray[np.float32],
+    vectors_b: npt.NDArray[np.float32],
+    pairs: list[Pair],
+    threshold: float,
+) -> tuple[list[tuple[bool, bool, bool]], list[float]]:
+    index = VectorIndex(vectors_a.shape[1], hnsw_threshold=10**9)
+    for i, vector in enumerate(vectors_a):
+        index.add(str(i), vector)
+    outcomes, latencies = [], []
+    for i, pair in enumerate(pairs):
+        start = time.perf_counter()
+        found = index.search(vectors_b[i], 1)
+        latencies.append((time.perf_counter() - start) * 1000)
+        hit = bool(found) and found[0][1] >= threshold
+        correct = hit and found[0][0] == str(i) and pair.duplicate
+        outcomes.append((hit, correct, pair.duplicate))
+    return outcomes, latencies
+
+
+def _baseline_curve(
+    vectors_a: npt.NDArray[np.float32], vectors_b: npt.NDArray[np.float32], pairs: list[Pair]
+) -> list[tuple[float, float, float, int]]:
+    """(threshold, precision, duplicate hit rate, hits) of top-1 cosine at every threshold."""
+    scores = vectors_b @ vectors_a.T
+    best = scores.argmax(axis=1)
+    top = scores[np.arange(len(pairs)), best]
+    own = np.array([best[i] == i and p.duplicate for i, p in enumerate(pairs)])
+    duplicates = max(1, sum(p.duplicate for p in pairs))
+    curve = []
+    for threshold in np.round(np.arange(0.50, 1.0001, 0.0025), 4):
+        hit = top >= threshold
+        hits, correct = int(hit.sum()), int((hit & own).sum())
+        curve.append(
+            (float(threshold), correct / hits if hits else 1.0, correct / duplicates, hits)
+        )
+    return curve
+
+
+def _tokenlean(
+    pairs: list[Pair], table: dict[str, npt.NDArray[np.float32]], dim: int, policy: CachePolicy
+) -> tuple[list[tuple[bool, bool, bool]], list[float], dict[str, Any]]:
+    folder = Path(tempfile.mkdtemp(prefix="tokenlean-bench-"))
+    store = SQLiteStore(folder / "cache.db")
+    cache = CompletionCache(store, policy=policy, embedder=_TableEmbedder(table, dim))
+    payload_bytes = 0
+    for i, pair in enumerate(pairs):
+        value = {"pair": i}
+        payload_bytes += len(json.dumps(value, separators=(",", ":")))
+        cache.store(_request(pair.text_a), value, tenant="bench")
+    outcomes, latencies = [], []
+    for i, pair in enumerate(pairs):
+        start = time.perf_counter()
+        result = cache.lookup(_request(pair.text_b), tenant="bench")
+        latencies.append((time.perf_counter() - start) * 1000)
+        correct = result.hit and result.value == {"pair": i} and pair.duplicate
+        outcomes.append((result.hit, correct, pair.duplicate))
+    entries, _ = store.usage()
+    store.close()
+    file_bytes = sum(f.stat().st_size for f in folder.iterdir())
+    storage = {
+        "bytes_per_entry": round((file_bytes - payload_bytes) / max(1, entries), 1),
+        "entries": entries,
+    }
+    return outcomes, latencies, storage
+
+
+def _scale_latency(
+    table: dict[str, npt.NDArray[np.float32]],
+    queries: list[str],
+    dim: int,
+    policy: CachePolicy,
+    size: int,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Lookup latency (no embedding) with ``size`` entries in one partition.
+
+    The filler entries are the real embeddings of the benchmark texts plus Gaussian noise,
+    re-normalized: synthetic, but distributed like real sentence embeddings.
+    """
+    rng = np.random.default_rng(seed)
+    base = np.stack(list(table.values()))
+    filler: dict[str, npt.NDArray[np.float32]] = {}
+    for i in range(size):
+        vector = base[i % len(base)] + rng.normal(0, 0.08, dim).astype(np.float32)
+        filler[f"filler sentence number {i}"] = (vector / np.linalg.norm(vector)).astype(np.float32)
+    embedder = _TableEmbedder({**table, **filler}, dim)
+    folder = Path(tempfile.mkdtemp(prefix="tokenlean-bench-scale-"))
+    cache = CompletionCache(SQLiteStore(folder / "cache.db"), policy=policy, embedder=embedder)
+    start = time.perf_counter()
+    for text in filler:
+        cache.store(_request(text), {"filler": 1}, tenant="bench")
+    build_s = time.perf_counter() - start
+    latencies = []
+    for text in queries[:500]:
+        t0 = time.perf_counter()
+        cache.lookup(_request(text), tenant="bench")
+        latencies.append((time.perf_counter() - t0) * 1000)
+    index = next(iter(cache._indexes_loaded().values()))
+    cache.close()
+    return {
+        "entries": size,
+        "index": index.kind,
+        "lookups": len(latencies),
+        "lookup_ms_p50_no_embed": round(statistics.median(latencies), 4),
+        "lookup_ms_p95_no_embed": round(statistics.quantiles(latencies, n=20)[18], 4),
+        "insert_s": round(build_s, 1),
+    }
+
+
+def cache_bench(
+    pairs_path: Path,
+    fmt: str,
+    *,
+    limit: int | None = None,
+    threshold: float | None = None,
+    sweep: bool = False,
+    scale: int = 0,
+    embedder: Embedder | None = None,
+) -> dict[str, Any]:
+    """Run the benchmark and return its figures (see the module documentation)."""
+    pairs = load_pairs(pairs_path, fmt, limit)
+    if not pairs:
+        raise InvalidInputError(f"{pairs_path} holds no pairs")
+    embedder = embedder or default_embedder()
+    texts = list(dict.fromkeys(canonicalize_text(t) for p in pairs for t in (p.text_a, p.text_b)))
+    vectors = _embed_all(embedder, texts)
+    table = dict(zip(texts, vectors, strict=True))
+    dim = vectors.shape[1]
+    sample = [p.text_b for p in pairs[:100]]
+    single = []
+    for text in sample:
+        t0 = time.perf_counter()
+        embedder.embed([text])
+        single.append((time.perf_counter() - t0) * 1000)
+    embed_ms = statistics.median(single)
+
+    policy = CachePolicy.semantic() if threshold is None else CachePolicy.semantic(threshold)
+    outcomes, latencies, storage = _tokenlean(pairs, table, dim, policy)
+    ours = _figures(outcomes, latencies, embed_ms) | storage | {"threshold": policy.threshold}
+
+    vectors_a = np.stack([table[canonicalize_text(p.text_a)] for p in pairs])
+    vectors_b = np.stack([table[canonicalize_text(p.text_b)] for p in pairs])
+    base_outcomes, base_latencies = _baseline(vectors_a, vectors_b, pairs, policy.threshold)
+    same = _figures(base_outcomes, base_latencies, embed_ms) | {"threshold": policy.threshold}
+    curve = _baseline_curve(vectors_a, vectors_b, pairs)
+    reachable = [c for c in curve if c[2] >= ours["duplicate_hit_rate"]]
+    matched_threshold = max(c[0] for c in reachable) if reachable else curve[0][0]
+    base_outcomes, base_latencies = _baseline(vectors_a, vectors_b, pairs, matched_threshold)
+    matched = _figures(base_outcomes, base_latencies, embed_ms) | {"threshold": matched_threshold}
+    for figures in (same, matched):
+        figures["bytes_per_entry"] = 4 * dim  # the baseline holds one float32 vector per entry
+
+    result: dict[str, Any] = {
+        "data": {"file": str(pairs_path), "format": fmt, "pairs": len(pairs)},
+        "embed_ms_p50": round(embed_ms, 3),
+        "tokenlean": ours,
+        "baseline": matched,
+        "baseline_same_threshold": same,
+    }
+    if sweep:
+        rows = []
+        for value in np.round(np.arange(0.70, 0.97, 0.02), 2):
+            outs, lats, _ = _tokenlean(pairs, table, dim, CachePolicy.semantic(float(value)))
+            figures = _figures(outs, lats, embed_ms)
+            rows.append(
+                {
+                    "threshold": float(value),
+                    "precision": figures["precision"],
+                    "duplicate_hit_rate": figures["duplicate_hit_rate"],
+                }
+            )
+        result["sweep"] = {
+            "tokenlean": rows,
+            "baseline": [
+                {"threshold": t, "precision": round(p, 4), "duplicate_hit_rate": round(r, 4)}
+                for t, p, r, _ in curve
+                if 0.70 <= t <= 0.96
+            ],
+        }
+    if scale:
+        result["scale"] = _scale_latency(table, [p.text_b for p in pairs], dim, policy, scale)
+    return result
+
+
+def print_report(result: dict[str, Any]) -> None:
+    """Human-readable tables of :func:`cache_bench`'s result."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=max(120, Console().width))
+    table = Table(
+        title=f"Semantic cache on {result['data']['file']} ({result['data']['pairs']} pairs)"
+    )
+    for column in (
+        "variant",
+        "threshold",
+        "precision",
+        "dup. hit rate",
+        "false hits",
+        "p50 ms",
+        "p50 ms no embed",
+        "bytes/entry",
+    ):
+        table.add_column(column)
+    for name, label in (
+        ("tokenlean", "tokenlean (verifier)"),
+        ("baseline", "cosine, same hit rate"),
+        ("baseline_same_threshold", "cosine, same threshold"),
+    ):
+        row = result[name]
+        table.add_row(
+            label,
+            f"{row['threshold']:.2f}",
+            f"{row['precision']:.3f}",
+            f"{row['duplicate_hit_rate']:.3f}",
+            f"{row['false_hit_rate']:.3f}",
+            f"{row['lookup_ms_p50']:.2f}",
+            f"{row['lookup_ms_p50_no_embed']:.3f}",
+            f"{row['bytes_per_entry']:.0f}",
+        )
+    console.print(table)
+    if "sweep" in result:
+        sweep = Table(title="Sweep: precision / duplicate hit rate by threshold")
+        for column in (
+            "threshold",
+            "tokenlean precision",
+            "tokenlean hit rate",
+            "cosine precision",
+            "cosine hit rate",
+        ):
+            sweep.add_column(column)
+        baseline = {row["threshold"]: row for row in result["sweep"]["baseline"]}
+        for row in result["sweep"]["tokenlean"]:
+            other = baseline.get(row["threshold"], {})
+            sweep.add_row(
+                f"{row['threshold']:.2f}",
+                f"{row['precision']:.3f}",
+                f"{row['duplicate_hit_rate']:.3f}",
+                f"{other.get('precision', float('nan')):.3f}",
+                f"{other.get('duplicate_hit_rate', float('nan')):.3f}",
+            )
+        console.print(sweep)
+    if "scale" in result:
+        scale = result["scale"]
+        console.print(
+            f"At {scale['entries']:,} entries ({scale['index']} index): lookup p50 "
+            f"{scale['lookup_ms_p50_no_embed']:.3f} ms, "
+            f"p95 {scale['lookup_ms_p95_no_embed']:.3f} ms without embedding; "
+            f"inserting took {scale['insert_s']} s."
+        )
