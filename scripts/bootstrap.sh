@@ -49,7 +49,8 @@ fi
 
 editables=(-e ".[all,dev]")
 for d in integrations/*/; do
-  if [ -f "$d/pyproject.toml" ]; then editables+=(-e "$d"); fi
+  # Each adapter with its test extra (its framework's standard test suites).
+  if [ -f "$d/pyproject.toml" ]; then editables+=(-e "${d%/}[test]"); fi
 done
 "${pip[@]}" install --quiet "${editables[@]}"
 

@@ -1,0 +1,90 @@
+"""TokenleanCache end to end with LangChain chat models: exact and semantic hits, marking."""
+
+from __future__ import annotations
+
+import asyncio
+
+from langchain_core.globals import set_llm_cache
+from langchain_core.language_models import FakeListChatModel, FakeMessagesListChatModel
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langchain_tokenlean import TokenleanCache
+
+from tokenlean import CachePolicy, CompletionCache
+from tokenlean.testing import HashingEmbedder
+
+
+def test_repeated_question_is_answered_from_the_exact_cache() -> None:
+    """The second identical call returns the first answer without calling the model."""
+    model = FakeListChatModel(responses=["first", "second"], cache=TokenleanCache())
+    assert model.invoke("Where is my order?").content == "first"
+    again = model.invoke("Where is my order?")
+    assert again.content == "first"
+    assert again.response_metadata["tokenlean_cache"]["layer"] == "exact"
+
+
+def test_paraphrase_is_answered_from_the_semantic_cache_with_the_real_model() -> None:
+    """A reworded question is served from the semantic layer (bundled all-MiniLM-L6-v2)."""
+    cache = TokenleanCache(CompletionCache(policy=CachePolicy.semantic()))
+    model = FakeListChatModel(responses=["Use the reset link.", "WRONG: model called"], cache=cache)
+    system = SystemMessage("You are the support agent of Northwind.")
+    first = model.invoke([system, HumanMessage("How do I reset my password?")])
+    second = model.invoke([system, HumanMessage("How can I reset my password?")])
+    assert first.content == second.content == "Use the reset link."
+    marker = second.response_metadata["tokenlean_cache"]
+    assert marker["layer"] == "semantic"
+    assert 0.7 <= marker["similarity"] < 1.0
+    unrelated = model.invoke([system, HumanMessage("What are your opening hours?")])
+    assert unrelated.content == "WRONG: model called"  # a miss reaches the model
+
+
+def test_cached_answers_report_no_spent_tokens() -> None:
+    """A hit's usage_metadata is zero; the original usage is kept in the marker."""
+    usage = {"input_tokens": 12, "output_tokens": 5, "total_tokens": 17}
+    model = FakeMessagesListChatModel(
+        responses=[AIMessage("answer", usage_metadata=usage)], cache=TokenleanCache()
+    )
+    assert model.invoke("q").usage_metadata["total_tokens"] == 17  # type: ignore[index]
+    hit = model.invoke("q")
+    assert hit.usage_metadata["input_tokens"] == 0  # type: ignore[index]
+    assert hit.usage_metadata["output_tokens"] == 0  # type: ignore[index]
+    assert hit.response_metadata["tokenlean_cache"]["original_usage"]["total_tokens"] == 17
+
+
+def test_tenants_are_isolated_through_the_adapter() -> None:
+    """Two adapters over one cache with different tenants never share answers."""
+    shared = CompletionCache()
+    acme = FakeListChatModel(responses=["acme answer"], cache=TokenleanCache(shared, tenant="acme"))
+    globex = FakeListChatModel(
+        responses=["globex answer"], cache=TokenleanCache(shared).for_tenant("globex")
+    )
+    assert acme.invoke("hi").content == "acme answer"
+    assert globex.invoke("hi").content == "globex answer"
+
+
+def test_global_cache_and_async_calls() -> None:
+    """set_llm_cache makes every model use it; ainvoke hits it too."""
+    cache = TokenleanCache(
+        CompletionCache(policy=CachePolicy.semantic(), embedder=HashingEmbedder())
+    )
+    set_llm_cache(cache)
+    try:
+        model = FakeListChatModel(responses=["one", "two"])
+
+        async def run() -> tuple[str, str]:
+            a = await model.ainvoke("status of order 42")
+            b = await model.ainvoke("status of order 42")
+            return str(a.content), str(b.content)
+
+        assert asyncio.run(run()) == ("one", "one")
+    finally:
+        set_llm_cache(None)
+
+
+def test_sampling_temperature_bypasses_the_cache_by_default() -> None:
+    """A call sampling at temperature 0.7 is not cached under the default policy."""
+    model = FakeListChatModel(responses=["one", "two", "three"], cache=TokenleanCache())
+    warm = [model.invoke("hi", temperature=0.7).content for _ in range(2)]
+    assert warm == ["one", "two"]
+    relaxed = TokenleanCache(CompletionCache(policy=CachePolicy.exact(max_temperature=1.0)))
+    model = FakeListChatModel(responses=["one", "two"], cache=relaxed)
+    assert [model.invoke("hi", temperature=0.7).content for _ in range(2)] == ["one", "one"]
