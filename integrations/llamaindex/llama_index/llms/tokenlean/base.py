@@ -1,0 +1,375 @@
+"""``CachedLLM``: a delegating LlamaIndex LLM that answers from a tokenlean cache when it can.
+
+LlamaIndex has no response-cache hook, so the cache sits in a wrapper. On a miss the call goes to
+the wrapped LLM, which fires its own instrumentation events, and the answer is stored. On a hit
+the answer comes from the cache through decorated replay methods, so LlamaIndex's start, progress
+and end events fire just as for a model call, and ``additional_kwargs["tokenlean_cache"]`` says
+which layer served it and with what similarity. ``chat`` and ``stream_chat`` share entries: a
+streamed hit replays the cached text in chunks.
+
+Policy (exact or semantic, TTL, temperature bound, tenants) lives in the core
+:class:`~tokenlean.CompletionCache`, exactly as for LangChain users.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator, Generator, Sequence
+from contextvars import ContextVar
+from typing import Any, cast
+
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    ChatResponse,
+    ChatResponseAsyncGen,
+    ChatResponseGen,
+    CompletionResponse,
+    CompletionResponseAsyncGen,
+    CompletionResponseGen,
+    LLMMetadata,
+)
+from llama_index.core.bridge.pydantic import Field, PrivateAttr, SerializeAsAny
+from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
+from llama_index.core.llms.llm import LLM
+
+from tokenlean import CacheLookup, CacheRequest, CompletionCache, replay_stream
+
+__all__ = ["CachedLLM"]
+
+# The cached value, handed from a public method to the decorated replay method that returns it.
+_HIT: ContextVar[Any] = ContextVar("tokenlean_cached_llm_hit", default=None)
+_CHUNK_CHARS = 16
+
+
+def _dump(response: ChatResponse | CompletionResponse) -> dict[str, Any]:
+    data = response.model_dump(mode="json", exclude={"raw"})
+    data["delta"] = None
+    return data
+
+
+def _marker(result: CacheLookup) -> dict[str, Any]:
+    return {"hit": True, "layer": result.layer, "similarity": result.similarity}
+
+
+def _chat_response(result: CacheLookup) -> ChatResponse:
+    response = ChatResponse.model_validate(result.value)
+    response.additional_kwargs = {**response.additional_kwargs, "tokenlean_cache": _marker(result)}
+    return response
+
+
+def _chat_chunks(result: CacheLookup) -> list[ChatResponse]:
+    final = _chat_response(result)
+    text = final.message.content or ""
+    chunks, so_far = [], ""
+    for piece in replay_stream(text, _CHUNK_CHARS) if text else [""]:
+        so_far += piece
+        message = ChatMessage(role=final.message.role, content=so_far)
+        chunks.append(
+            ChatResponse(message=message, delta=piece, additional_kwargs=final.additional_kwargs)
+        )
+    return chunks
+
+
+def _completion_response(result: CacheLookup) -> CompletionResponse:
+    response = CompletionResponse.model_validate(result.value)
+    response.additional_kwargs = {**response.additional_kwargs, "tokenlean_cache": _marker(result)}
+    return response
+
+
+def _completion_chunks(result: CacheLookup) -> list[CompletionResponse]:
+    final = _completion_response(result)
+    chunks, so_far = [], ""
+    for piece in replay_stream(final.text, _CHUNK_CHARS) if final.text else [""]:
+        so_far += piece
+        chunks.append(
+            CompletionResponse(text=so_far, delta=piece, additional_kwargs=final.additional_kwargs)
+        )
+    return chunks
+
+
+class CachedLLM(LLM):
+    """Wraps any LlamaIndex LLM with a tokenlean :class:`~tokenlean.CompletionCache`.
+
+    Args:
+        llm: the LLM to call on a miss.
+        cache: the tokenlean cache (default: exact, in memory).
+        tenant: tenant namespace of every lookup.
+        route: the cache policy route.
+
+    Example:
+        >>> from llama_index.core.llms import MockLLM
+        >>> llm = CachedLLM(MockLLM())
+        >>> llm.complete("hello").text == llm.complete("hello").text
+        True
+    """
+
+    llm: SerializeAsAny[LLM] = Field(description="The wrapped LLM, called on cache misses.")
+    tenant: str = Field(default="default", description="Tenant namespace of the cache.")
+    route: str | None = Field(default=None, description="Cache policy route.")
+    _cache: CompletionCache = PrivateAttr()
+
+    def __init__(
+        self,
+        llm: LLM,
+        cache: CompletionCache | None = None,
+        *,
+        tenant: str = "default",
+        route: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("callback_manager", llm.callback_manager)
+        kwargs.update(llm=llm, tenant=tenant, route=route)
+        super().__init__(**kwargs)
+        self._cache = cache or CompletionCache()
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "TokenleanCachedLLM"
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        return self.llm.metadata
+
+    @property
+    def cache(self) -> CompletionCache:
+        """The tokenlean cache behind this LLM."""
+        return self._cache
+
+    # ------------------------------------------------------------------ keys
+
+    def _request(
+        self, kind: str, messages: list[dict[str, Any]], kwargs: dict[str, Any]
+    ) -> CacheRequest:
+        params: dict[str, Any] = {
+            "kind": kind,
+            "llm": json.loads(json.dumps(self.llm.to_payload(), sort_keys=True, default=str)),
+            "kwargs": json.loads(json.dumps(kwargs, sort_keys=True, default=str)),
+        }
+        temperature = kwargs.get("temperature", getattr(self.llm, "temperature", None))
+        if isinstance(temperature, int | float):
+            params["temperature"] = temperature
+        model = f"llamaindex:{self.llm.class_name()}:{self.llm.metadata.model_name}"
+        return CacheRequest(model=model, messages=tuple(messages), params=params)
+
+    def _chat_request(
+        self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]
+    ) -> CacheRequest:
+        converted = [{"role": m.role.value, "content": m.content or ""} for m in messages]
+        return self._request("chat", converted, kwargs)
+
+    def _completion_request(
+        self, prompt: str, formatted: bool, kwargs: dict[str, Any]
+    ) -> CacheRequest:
+        return self._request(
+            "complete", [{"role": "user", "content": prompt}], {**kwargs, "formatted": formatted}
+        )
+
+    def _lookup(self, request: CacheRequest) -> CacheLookup:
+        return self._cache.lookup(request, tenant=self.tenant, route=self.route)
+
+    async def _alookup(self, request: CacheRequest) -> CacheLookup:
+        return await self._cache.alookup(request, tenant=self.tenant, route=self.route)
+
+    def _store(self, request: CacheRequest, response: ChatResponse | CompletionResponse) -> None:
+        self._cache.store(request, _dump(response), tenant=self.tenant, route=self.route)
+
+    async def _astore(
+        self, request: CacheRequest, response: ChatResponse | CompletionResponse
+    ) -> None:
+        await self._cache.astore(request, _dump(response), tenant=self.tenant, route=self.route)
+
+    # ------------------------------------------------------------------ replays (events fire)
+
+    @llm_chat_callback()
+    def _replay_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        return _chat_response(_HIT.get())
+
+    @llm_chat_callback()
+    def _replay_stream_chat(
+        self, messages: Sequence[ChatMessage], **kwargs: Any
+    ) -> ChatResponseGen:
+        return (chunk for chunk in _chat_chunks(_HIT.get()))
+
+    @llm_chat_callback()
+    async def _areplay_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        return _chat_response(_HIT.get())
+
+    @llm_chat_callback()
+    async def _areplay_stream_chat(
+        self, messages: Sequence[ChatMessage], **kwargs: Any
+    ) -> ChatResponseAsyncGen:
+        chunks = _chat_chunks(_HIT.get())
+
+        async def gen() -> ChatResponseAsyncGen:
+            for chunk in chunks:
+                yield chunk
+
+        return gen()
+
+    @llm_completion_callback()
+    def _replay_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponse:
+        return _completion_response(_HIT.get())
+
+    @llm_completion_callback()
+    def _replay_stream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponseGen:
+        return (chunk for chunk in _completion_chunks(_HIT.get()))
+
+    @llm_completion_callback()
+    async def _areplay_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponse:
+        return _completion_response(_HIT.get())
+
+    @llm_completion_callback()
+    async def _areplay_stream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponseAsyncGen:
+        chunks = _completion_chunks(_HIT.get())
+
+        async def gen() -> CompletionResponseAsyncGen:
+            for chunk in chunks:
+                yield chunk
+
+        return gen()
+
+    @staticmethod
+    def _with_hit(result: CacheLookup, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        token = _HIT.set(result)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _HIT.reset(token)
+
+    @staticmethod
+    async def _awith_hit(result: CacheLookup, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        token = _HIT.set(result)
+        try:
+            return await fn(*args, **kwargs)
+        finally:
+            _HIT.reset(token)
+
+    def _record(self, request: CacheRequest, stream: Any) -> Generator[Any, None, None]:
+        last = None
+        for chunk in stream:
+            last = chunk
+            yield chunk
+        if last is not None:  # only a fully consumed stream is cached
+            self._store(request, last)
+
+    async def _arecord(self, request: CacheRequest, stream: Any) -> AsyncGenerator[Any, None]:
+        last = None
+        async for chunk in stream:
+            last = chunk
+            yield chunk
+        if last is not None:
+            await self._astore(request, last)
+
+    # ------------------------------------------------------------------ public API
+
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        request = self._chat_request(messages, kwargs)
+        result = self._lookup(request)
+        if result.hit:
+            return cast(ChatResponse, self._with_hit(result, self._replay_chat, messages, **kwargs))
+        response = self.llm.chat(messages, **kwargs)
+        self._store(request, response)
+        return response
+
+    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        request = self._chat_request(messages, kwargs)
+        result = self._lookup(request)
+        if result.hit:
+            return cast(
+                ChatResponseGen,
+                self._with_hit(result, self._replay_stream_chat, messages, **kwargs),
+            )
+        return self._record(request, self.llm.stream_chat(messages, **kwargs))
+
+    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        request = self._chat_request(messages, kwargs)
+        result = await self._alookup(request)
+        if result.hit:
+            return cast(
+                ChatResponse, await self._awith_hit(result, self._areplay_chat, messages, **kwargs)
+            )
+        response = await self.llm.achat(messages, **kwargs)
+        await self._astore(request, response)
+        return response
+
+    async def astream_chat(
+        self, messages: Sequence[ChatMessage], **kwargs: Any
+    ) -> ChatResponseAsyncGen:
+        request = self._chat_request(messages, kwargs)
+        result = await self._alookup(request)
+        if result.hit:
+            return cast(
+                ChatResponseAsyncGen,
+                await self._awith_hit(result, self._areplay_stream_chat, messages, **kwargs),
+            )
+        return self._arecord(request, await self.llm.astream_chat(messages, **kwargs))
+
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        request = self._completion_request(prompt, formatted, kwargs)
+        result = self._lookup(request)
+        if result.hit:
+            return cast(
+                CompletionResponse,
+                self._with_hit(
+                    result, self._replay_complete, prompt, formatted=formatted, **kwargs
+                ),
+            )
+        response = self.llm.complete(prompt, formatted=formatted, **kwargs)
+        self._store(request, response)
+        return response
+
+    def stream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponseGen:
+        request = self._completion_request(prompt, formatted, kwargs)
+        result = self._lookup(request)
+        if result.hit:
+            return cast(
+                CompletionResponseGen,
+                self._with_hit(
+                    result, self._replay_stream_complete, prompt, formatted=formatted, **kwargs
+                ),
+            )
+        return self._record(
+            request, self.llm.stream_complete(prompt, formatted=formatted, **kwargs)
+        )
+
+    async def acomplete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponse:
+        request = self._completion_request(prompt, formatted, kwargs)
+        result = await self._alookup(request)
+        if result.hit:
+            return cast(
+                CompletionResponse,
+                await self._awith_hit(
+                    result, self._areplay_complete, prompt, formatted=formatted, **kwargs
+                ),
+            )
+        response = await self.llm.acomplete(prompt, formatted=formatted, **kwargs)
+        await self._astore(request, response)
+        return response
+
+    async def astream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponseAsyncGen:
+        request = self._completion_request(prompt, formatted, kwargs)
+        result = await self._alookup(request)
+        if result.hit:
+            return cast(
+                CompletionResponseAsyncGen,
+                await self._awith_hit(
+                    result, self._areplay_stream_complete, prompt, formatted=formatted, **kwargs
+                ),
+            )
+        return self._arecord(
+            request, await self.llm.astream_complete(prompt, formatted=formatted, **kwargs)
+        )

@@ -1,0 +1,169 @@
+"""CachedLLM: hits skip the wrapped LLM, streams replay, instrumentation events still fire."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    CompletionResponse,
+    CompletionResponseGen,
+    LLMMetadata,
+)
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+from llama_index.core.instrumentation.events import BaseEvent
+from llama_index.core.llms import CustomLLM
+from llama_index.core.llms.callbacks import llm_completion_callback
+from llama_index.llms.tokenlean import CachedLLM
+
+from tokenlean import CachePolicy, CompletionCache
+from tokenlean.testing import HashingEmbedder
+
+
+class CountingLLM(CustomLLM):
+    """A fake LLM that answers 'answer N' for its N-th call and counts calls."""
+
+    calls: int = 0
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        return LLMMetadata(model_name="counting-fake")
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        self.calls += 1
+        return CompletionResponse(text=f"answer {self.calls}: a reply long enough to stream")
+
+    @llm_completion_callback()
+    def stream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponseGen:
+        text = self.complete(prompt, formatted=formatted).text
+
+        def gen() -> CompletionResponseGen:
+            so_far = ""
+            for word in text.split(" "):
+                so_far += ("" if not so_far else " ") + word
+                yield CompletionResponse(text=so_far, delta=word)
+
+        return gen()
+
+
+class Collector(BaseEventHandler):
+    events: list[BaseEvent] = []
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "Collector"
+
+    def handle(self, event: BaseEvent, **kwargs: Any) -> None:
+        self.events.append(event)
+
+
+@pytest.fixture
+def events() -> Iterator[list[BaseEvent]]:
+    handler = Collector(events=[])
+    dispatcher = get_dispatcher()
+    dispatcher.add_event_handler(handler)
+    yield handler.events
+    dispatcher.event_handlers.remove(handler)
+
+
+def names(events: list[BaseEvent]) -> list[str]:
+    return [type(e).__name__ for e in events]
+
+
+def test_a_repeated_chat_is_served_from_the_cache_with_events(events: list[BaseEvent]) -> None:
+    """The second chat does not reach the LLM; start and end events still fire, marked as a hit."""
+    inner = CountingLLM()
+    llm = CachedLLM(inner)
+    messages = [ChatMessage(role="user", content="Where is my order?")]
+    first = llm.chat(messages)
+    events.clear()
+    second = llm.chat(messages)
+    assert inner.calls == 1
+    assert second.message.content == first.message.content
+    assert second.additional_kwargs["tokenlean_cache"]["layer"] == "exact"
+    assert names(events) == ["LLMChatStartEvent", "LLMChatEndEvent"]
+
+
+def test_a_cached_chat_replays_as_a_stream(events: list[BaseEvent]) -> None:
+    """stream_chat after chat replays the cached text in chunks, with progress events."""
+    inner = CountingLLM()
+    llm = CachedLLM(inner)
+    messages = [ChatMessage(role="user", content="Where is my order?")]
+    full = llm.chat(messages).message.content
+    events.clear()
+    chunks = list(llm.stream_chat(messages))
+    assert inner.calls == 1
+    assert len(chunks) > 1
+    assert "".join(c.delta or "" for c in chunks) == full
+    assert chunks[-1].message.content == full
+    assert names(events)[0] == "LLMChatStartEvent"
+    assert "LLMChatInProgressEvent" in names(events)
+    assert names(events)[-1] == "LLMChatEndEvent"
+
+
+def test_a_fully_consumed_stream_is_cached_and_a_broken_one_is_not() -> None:
+    """Only a stream read to its end is stored."""
+    inner = CountingLLM()
+    llm = CachedLLM(inner)
+    stream = llm.stream_complete("partial")
+    next(stream)  # abandoned after one chunk
+    assert llm.complete("partial").text.startswith("answer 2")
+    full = "".join(c.delta or "" for c in llm.stream_complete("whole"))
+    assert llm.complete("whole").text.replace(" ", "") == full.replace(" ", "")
+    assert inner.calls == 3
+
+
+def test_completion_and_async_paths_hit(events: list[BaseEvent]) -> None:
+    """acomplete, achat and the async streams are served from the cache after a first call."""
+    inner = CountingLLM()
+    llm = CachedLLM(inner)
+    messages = [ChatMessage(role="user", content="status of order 42")]
+
+    async def run() -> list[str]:
+        a = (await llm.acomplete("hello")).text
+        b = (await llm.acomplete("hello")).text
+        c = (await llm.achat(messages)).message.content or ""
+        d = (await llm.achat(messages)).message.content or ""
+        stream = await llm.astream_chat(messages)
+        e = "".join([chunk.delta or "" async for chunk in stream])
+        stream2 = await llm.astream_complete("hello")
+        f = "".join([chunk.delta or "" async for chunk in stream2])
+        return [a, b, c, d, e, f]
+
+    a, b, c, d, e, f = asyncio.run(run())
+    assert a == b == f
+    assert c == d == e
+    assert inner.calls == 2
+
+
+def test_paraphrases_hit_the_semantic_layer_and_tenants_stay_apart() -> None:
+    """With a semantic policy a reworded question is answered; another tenant is not."""
+    cache = CompletionCache(policy=CachePolicy.semantic(), embedder=HashingEmbedder())
+    inner = CountingLLM()
+    acme = CachedLLM(inner, cache, tenant="acme")
+    globex = CachedLLM(inner, cache, tenant="globex")
+    system = ChatMessage(role="system", content="You are a support agent.")
+    first = acme.chat([system, ChatMessage(role="user", content="where is my parcel right now")])
+    second = acme.chat([system, ChatMessage(role="user", content="where is my parcel now")])
+    assert second.message.content == first.message.content
+    assert second.additional_kwargs["tokenlean_cache"]["layer"] == "semantic"
+    globex.chat([system, ChatMessage(role="user", content="where is my parcel right now")])
+    assert inner.calls == 2
+
+
+def test_the_real_embedding_model_answers_a_paraphrase() -> None:
+    """With the bundled all-MiniLM-L6-v2, 'How can I reset my password?' hits 'How do I...'."""
+    pytest.importorskip("sentence_transformers")
+    inner = CountingLLM()
+    llm = CachedLLM(inner, CompletionCache(policy=CachePolicy.semantic()))
+    llm.chat([ChatMessage(role="user", content="How do I reset my password?")])
+    hit = llm.chat([ChatMessage(role="user", content="How can I reset my password?")])
+    assert hit.additional_kwargs["tokenlean_cache"]["layer"] == "semantic"
+    assert inner.calls == 1
