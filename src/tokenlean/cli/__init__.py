@@ -240,12 +240,15 @@ def bench_cache(
     scale: Annotated[
         int, typer.Option(help="Also time lookups with this many entries in one partition.")
     ] = 0,
+    verifier: Annotated[str, typer.Option(help="default, light or off.")] = "default",
     as_json: JsonOpt = False,
 ) -> None:
     """Semantic-cache precision, hit rate and latency against a plain cosine threshold."""
     from tokenlean.cli._bench_cache import cache_bench, print_report
 
-    result = cache_bench(pairs, fmt, limit=limit, threshold=threshold, sweep=sweep, scale=scale)
+    result = cache_bench(
+        pairs, fmt, limit=limit, threshold=threshold, sweep=sweep, scale=scale, verifier=verifier
+    )
     if as_json:
         typer.echo(json.dumps(result, indent=2))
     else:

@@ -30,7 +30,7 @@ import numpy.typing as npt
 
 from tokenlean._cache.completion import CompletionCache
 from tokenlean._cache.index import VectorIndex
-from tokenlean._cache.policy import CachePolicy
+from tokenlean._cache.policy import CachePolicy, VerifierConfig
 from tokenlean._cache.request import CacheRequest
 from tokenlean._cache.sqlite import SQLiteStore
 from tokenlean._canonical import canonicalize_text, fingerprint
@@ -262,6 +262,7 @@ def cache_bench(
     threshold: float | None = None,
     sweep: bool = False,
     scale: int = 0,
+    verifier: str = "default",
     embedder: Embedder | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark and return its figures (see the module documentation)."""
@@ -281,9 +282,16 @@ def cache_bench(
         single.append((time.perf_counter() - t0) * 1000)
     embed_ms = statistics.median(single)
 
-    policy = CachePolicy.semantic() if threshold is None else CachePolicy.semantic(threshold)
+    verifiers = {"default": VerifierConfig(), "light": VerifierConfig.light(), "off": None}
+    if verifier not in verifiers:
+        raise ConfigurationError(f"--verifier must be default, light or off, not {verifier!r}")
+    options: dict[str, Any] = {"verifier": verifiers[verifier]}
+    if threshold is not None:
+        options["threshold"] = threshold
+    policy = CachePolicy.semantic(**options)
     outcomes, latencies, storage = _tokenlean(pairs, table, dim, policy)
-    ours = _figures(outcomes, latencies, embed_ms) | storage | {"threshold": policy.threshold}
+    ours = _figures(outcomes, latencies, embed_ms) | storage
+    ours |= {"threshold": policy.threshold, "verifier": verifier}
 
     vectors_a = np.stack([table[canonicalize_text(p.text_a)] for p in pairs])
     vectors_b = np.stack([table[canonicalize_text(p.text_b)] for p in pairs])
@@ -307,7 +315,8 @@ def cache_bench(
     if sweep:
         rows = []
         for value in np.round(np.arange(0.70, 0.97, 0.02), 2):
-            outs, lats, _ = _tokenlean(pairs, table, dim, CachePolicy.semantic(float(value)))
+            swept = policy.model_copy(update={"threshold": float(value)})
+            outs, lats, _ = _tokenlean(pairs, table, dim, swept)
             figures = _figures(outs, lats, embed_ms)
             rows.append(
                 {
