@@ -1,0 +1,70 @@
+"""The cache benchmark: pair formats, the protocol's figures and its JSON schema."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import tokenlean as tl
+from tokenlean.cli._bench_cache import cache_bench, load_pairs
+from tokenlean.testing import HashingEmbedder
+
+PAIRS = [
+    {"text_a": "how do I reset my password", "text_b": "how can I reset my password", "label": 1},
+    {"text_a": "where is my parcel right now", "text_b": "where is my parcel now", "label": 1},
+    {"text_a": "refund within 30 days of delivery", "text_b": "refund within 14 days of delivery", "label": 0},
+    {"text_a": "opening hours of the Paris store", "text_b": "the weather in Paris tomorrow", "label": 0},
+]  # fmt: skip
+
+
+@pytest.fixture
+def pairs_file(tmp_path: Path) -> Path:
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("\n".join(json.dumps(p) for p in PAIRS), encoding="utf-8")
+    return path
+
+
+def test_the_three_formats_load(tmp_path: Path, pairs_file: Path) -> None:
+    """gptcache JSON, MRPC TSV and pairs JSONL all load as labelled pairs."""
+    gpt = tmp_path / "g.json"
+    gpt.write_text(json.dumps([{"origin": "a b", "similar": "a c"}]), encoding="utf-8")
+    tsv = tmp_path / "m.tsv"
+    tsv.write_text("1\t11\t12\tfirst text\tsecond text\n0\t13\t14\tx\ty\n", encoding="utf-8")
+    assert [p.duplicate for p in load_pairs(gpt, "gptcache")] == [True]
+    assert [(p.text_a, p.duplicate) for p in load_pairs(tsv, "mrpc-tsv")] == [
+        ("first text", True),
+        ("x", False),
+    ]
+    assert len(load_pairs(pairs_file, "pairs-jsonl", limit=3)) == 3
+
+
+def test_bad_pair_files_are_clear_errors(tmp_path: Path) -> None:
+    """Wrong format names, missing files and malformed rows raise typed errors."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text_a": "x"}\n', encoding="utf-8")
+    with pytest.raises(tl.InvalidInputError, match="not valid pairs-jsonl"):
+        load_pairs(bad, "pairs-jsonl")
+    with pytest.raises(tl.ConfigurationError, match="--format"):
+        load_pairs(bad, "csv")
+    with pytest.raises(tl.ConfigurationError, match="no such file"):
+        load_pairs(tmp_path / "missing.jsonl", "pairs-jsonl")
+
+
+def test_benchmark_figures_follow_the_protocol(pairs_file: Path) -> None:
+    """Duplicates answered from their own entry count as correct; the negatives are rejected."""
+    result = cache_bench(pairs_file, "pairs-jsonl", embedder=HashingEmbedder(), sweep=True)
+    keys = {
+        "precision", "duplicate_hit_rate", "false_hit_rate", "lookup_ms_p50", "lookup_ms_p95",
+        "lookup_ms_p50_no_embed", "bytes_per_entry", "pairs",
+    }  # fmt: skip
+    assert keys <= set(result["tokenlean"])
+    assert keys <= set(result["baseline"])
+    ours = result["tokenlean"]
+    assert ours["pairs"] == 4
+    assert ours["duplicate_hit_rate"] == 1.0
+    assert ours["precision"] == 1.0
+    assert ours["false_hit_rate"] == 0.0
+    assert result["sweep"]["tokenlean"]
+    assert result["baseline_same_threshold"]["false_hit_rate"] > 0  # the 30/14-day near miss
