@@ -11,12 +11,13 @@ import tokenlean as tl
 from tokenlean.cli._bench_cache import cache_bench, load_pairs
 from tokenlean.testing import HashingEmbedder
 
-PAIRS = [
-    {"text_a": "how do I reset my password", "text_b": "how can I reset my password", "label": 1},
-    {"text_a": "where is my parcel right now", "text_b": "where is my parcel now", "label": 1},
-    {"text_a": "refund within 30 days of delivery", "text_b": "refund within 14 days of delivery", "label": 0},
-    {"text_a": "opening hours of the Paris store", "text_b": "the weather in Paris tomorrow", "label": 0},
-]  # fmt: skip
+TEXTS = [
+    ("how do I reset my password", "how can I reset my password", 1),
+    ("where is my parcel right now", "where is my parcel now", 1),
+    ("refund within 30 days of delivery", "refund within 14 days of delivery", 0),
+    ("opening hours of the Paris store", "the weather in Paris tomorrow", 0),
+]
+PAIRS = [{"text_a": a, "text_b": b, "label": label} for a, b, label in TEXTS]
 
 
 @pytest.fixture
@@ -55,10 +56,8 @@ def test_bad_pair_files_are_clear_errors(tmp_path: Path) -> None:
 def test_benchmark_figures_follow_the_protocol(pairs_file: Path) -> None:
     """Duplicates answered from their own entry count as correct; the negatives are rejected."""
     result = cache_bench(pairs_file, "pairs-jsonl", embedder=HashingEmbedder(), sweep=True)
-    keys = {
-        "precision", "duplicate_hit_rate", "false_hit_rate", "lookup_ms_p50", "lookup_ms_p95",
-        "lookup_ms_p50_no_embed", "bytes_per_entry", "pairs",
-    }  # fmt: skip
+    keys = {"precision", "duplicate_hit_rate", "false_hit_rate", "lookup_ms_p50"}
+    keys |= {"lookup_ms_p95", "lookup_ms_p50_no_embed", "bytes_per_entry", "pairs"}
     assert keys <= set(result["tokenlean"])
     assert keys <= set(result["baseline"])
     ours = result["tokenlean"]
