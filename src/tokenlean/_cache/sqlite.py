@@ -20,12 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from tokenlean._cache.store import Selector, StoredEntry
-from tokenlean._errors import (
-    ConfigurationError,
-    CorruptedStoreError,
-    ForeignStoreError,
-    StoreError,
-)
+from tokenlean._errors import ConfigurationError, CorruptedStoreError, StoreError
+from tokenlean._sqlite_file import open_database
 
 __all__ = ["SQLiteStore"]
 
@@ -33,7 +29,6 @@ FORMAT = "tokenlean-cache"
 SCHEMA_VERSION = 1
 
 _SCHEMA = """
-CREATE TABLE tokenlean_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE tokenlean_entries (
     namespace TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -114,8 +109,7 @@ class SQLiteStore:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
-        self._conn = self._open(check)
-        self._secret = self._load_meta()
+        self._conn, self._secret = self._open(check)
         count, size, accessed = self._conn.execute(
             "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(MAX(accessed), 0) "
             "FROM tokenlean_entries"
@@ -124,79 +118,23 @@ class SQLiteStore:
 
     # ------------------------------------------------------------------ opening
 
-    def _open(self, check: bool) -> sqlite3.Connection:
-        existed = self.path.exists() and self.path.stat().st_size > 0
-        if self.path.exists() and not self.path.is_file():
-            raise StoreError(f"{self.path} is not a file")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
-                str(self.path), check_same_thread=False, isolation_level=None, timeout=30
-            )
-        except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"cannot open cache store {self.path}: {exc}") from exc
-        try:
-            tables = {
-                row[0]
-                for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-            }
-            if existed and check:
-                status = conn.execute("PRAGMA quick_check").fetchone()[0]
-                if status != "ok":
-                    raise CorruptedStoreError(f"{self.path} is damaged ({status}); left as it is")
-        except sqlite3.DatabaseError as exc:
-            conn.close()
-            raise CorruptedStoreError(
-                f"{self.path} is not a readable SQLite database ({exc}); left as it is"
-            ) from exc
-        except CorruptedStoreError:
-            conn.close()
-            raise
-        if tables and "tokenlean_meta" not in tables:
-            conn.close()
-            raise ForeignStoreError(
-                f"{self.path} is a database with other tables ({', '.join(sorted(tables))}), "
-                "not a tokenlean cache store; it was not modified"
-            )
-        if not tables:
-            conn.executescript("BEGIN;" + _SCHEMA + "COMMIT;")
-            conn.executemany(
-                "INSERT INTO tokenlean_meta (name, value) VALUES (?, ?)",
-                [
-                    ("format", FORMAT),
-                    ("schema_version", str(SCHEMA_VERSION)),
-                    ("secret", secrets.token_hex(32)),
-                ],
-            )
-        try:
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-        except sqlite3.Error as exc:  # pragma: no cover - read-only media
-            conn.close()
-            raise StoreError(f"cannot configure {self.path}: {exc}") from exc
-        return conn
-
-    def _load_meta(self) -> bytes:
-        meta = dict(self._conn.execute("SELECT name, value FROM tokenlean_meta").fetchall())
-        if meta.get("format") != FORMAT:
-            self._conn.close()
-            raise ForeignStoreError(f"{self.path} is not a tokenlean cache store (format)")
-        version = meta.get("schema_version", "")
-        if not version.isdigit() or int(version) > SCHEMA_VERSION:
-            self._conn.close()
-            raise ForeignStoreError(
-                f"{self.path} has cache schema {version!r}; this tokenlean reads up to "
-                f"{SCHEMA_VERSION}. It was not modified."
-            )
+    def _open(self, check: bool) -> tuple[sqlite3.Connection, bytes]:
+        conn, meta = open_database(
+            self.path,
+            fmt=FORMAT,
+            schema_version=SCHEMA_VERSION,
+            schema=_SCHEMA,
+            initial_meta={"secret": secrets.token_hex(32)},
+            check=check,
+        )
         try:
             secret = bytes.fromhex(meta["secret"])
-        except (KeyError, ValueError) as exc:
-            self._conn.close()
-            raise CorruptedStoreError(f"{self.path} has no valid key secret") from exc
+        except (KeyError, ValueError):
+            secret = b""
         if len(secret) < 16:
-            self._conn.close()
+            conn.close()
             raise CorruptedStoreError(f"{self.path} has no valid key secret")
-        return secret
+        return conn, secret
 
     # ------------------------------------------------------------------ operations
 
