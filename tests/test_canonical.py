@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import tokenlean as tl
 
-_FENCE_RE = re.compile(r"^[ ]{0,3}(`{3,}|~{3,})")
+_FENCE_RE = re.compile(r"^[ \t]*(`{3,}|~{3,})")
 
 prose_chars = st.sampled_from([*"ab cd\t  \n\r\n`~é e\u0301 xyz.,:-#*", "```", "\n```\n"])
 texts = st.lists(prose_chars, max_size=80).map("".join)
@@ -147,3 +147,14 @@ def test_fingerprint_is_stable_and_length_prefixed() -> None:
     assert tl.fingerprint("policy v1") == expected[:32] == "5787b5ff14dc627176e793b98f93557b"
     assert tl.fingerprint("policy v1", length=64) == expected
     assert tl.fingerprint("ab", "c") != tl.fingerprint("a", "bc")
+
+
+def test_an_indented_fence_inside_a_list_item_is_code() -> None:
+    """A fence indented under a list item keeps its code byte for byte."""
+    text = "- step one:\n    ```\n    a    b\n    ```\n- step two"
+    assert tl.canonicalize_text(text) == text
+
+
+def test_every_leading_byte_order_mark_goes_in_one_pass() -> None:
+    """Several BOMs at the start are all removed, so one pass is enough (idempotence)."""
+    assert tl.canonicalize_text("\ufeff\ufeffa") == "a"

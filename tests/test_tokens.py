@@ -267,3 +267,14 @@ def test_describe_counter_assumes_plain_callables_exact() -> None:
 
     assert tl.describe_counter(my_counter) == ("my_counter", False)
     assert tl.describe_counter(tl.ApproximateCounter()) == ("approximate", True)
+
+
+@pytest.mark.usefixtures("fresh_tokenizers")
+def test_an_offline_call_does_not_stop_later_online_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A counter built with TOKENLEAN_OFFLINE=1 does not mark the encoding as unavailable."""
+    monkeypatch.setenv("TOKENLEAN_OFFLINE", "1")
+    tl.get_token_counter("gpt-4")
+    monkeypatch.delenv("TOKENLEAN_OFFLINE")
+    real = tiktoken.Encoding(**_offline_spec())
+    monkeypatch.setattr(tiktoken, "get_encoding", lambda name: real)
+    assert tl.get_token_counter("gpt-4").inner.encoding is real  # type: ignore[attr-defined]

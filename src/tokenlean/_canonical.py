@@ -46,7 +46,8 @@ class CanonicalizeOptions(FrozenModel):
 
 
 _DEFAULT_OPTIONS = CanonicalizeOptions()
-_FENCE = re.compile(r"^[ ]{0,3}(`{3,}|~{3,})")
+# Any indentation: a fence inside a list item is indented; treating it as code keeps it intact.
+_FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})")
 _INLINE_CODE = re.compile(r"(`+)(?:(?!\1).)+?\1")
 _SPACES = re.compile(r"[ \t\f\v]{2,}|[\t\f\v]")
 
@@ -82,7 +83,7 @@ def canonicalize_text(text: str, options: CanonicalizeOptions | None = None) -> 
         'Hello world\\n\\n```\\ncode   here\\n```'
     """
     opts = options or _DEFAULT_OPTIONS
-    text = unicodedata.normalize("NFC", text.removeprefix("\ufeff"))
+    text = unicodedata.normalize("NFC", text.lstrip("\ufeff"))
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     out: list[str] = []
     fence: str | None = None  # the opening fence while inside a code block

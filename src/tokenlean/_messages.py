@@ -226,7 +226,7 @@ def count_message_tokens(
     per_message = tuple(_message_tokens(m, i, count, notes) for i, m in enumerate(messages))
     tool_tokens = _tool_tokens(tools or (), choice.encoding, count, notes)
     name, approximate = describe_counter(count)
-    if not choice.exact:
+    if not choice.exact and counter is None:
         notes.append(choice.reason)
     return RequestTokenCount(
         total=sum(per_message) + tool_tokens + REPLY_PRIMING,

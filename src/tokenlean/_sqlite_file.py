@@ -9,6 +9,7 @@ a database with other tables, another format or a newer schema (:class:`ForeignS
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -17,6 +18,20 @@ from tokenlean._errors import CorruptedStoreError, ForeignStoreError, StoreError
 __all__ = ["open_database"]
 
 _META = "CREATE TABLE tokenlean_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);"
+
+
+def _use_wal(conn: sqlite3.Connection, attempts: int = 100) -> None:
+    """Switch to write-ahead logging (persistent in the file). The switch needs a moment with
+    no other connection in a transaction; when several open the file at once, retry briefly."""
+    for attempt in range(attempts):
+        if conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+            return
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.OperationalError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
 
 
 def open_database(
@@ -53,11 +68,36 @@ def open_database(
     except (OSError, sqlite3.Error) as exc:
         raise StoreError(f"cannot open {path}: {exc}") from exc
     try:
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if existed and check:
             status = conn.execute("PRAGMA quick_check").fetchone()[0]
             if status != "ok":
                 raise CorruptedStoreError(f"{path} is damaged ({status}); left as it is")
+        # Creation happens in one write transaction, re-checked inside it, so two processes
+        # opening a new file at once cannot both create it or see it half made.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            tables = {
+                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
+            if not tables:
+                for statement in (_META + schema).split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                rows = {
+                    "format": fmt,
+                    "schema_version": str(schema_version),
+                    **(initial_meta or {}),
+                }
+                conn.executemany(
+                    "INSERT INTO tokenlean_meta (name, value) VALUES (?, ?)", rows.items()
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        raise StoreError(f"cannot open {path}: {exc}") from exc
     except sqlite3.DatabaseError as exc:
         conn.close()
         raise CorruptedStoreError(
@@ -72,10 +112,6 @@ def open_database(
             f"{path} is a database with other tables ({', '.join(sorted(tables))}), "
             f"not a {fmt} file; it was not modified"
         )
-    if not tables:
-        conn.executescript("BEGIN;" + _META + schema + "COMMIT;")
-        rows = {"format": fmt, "schema_version": str(schema_version), **(initial_meta or {})}
-        conn.executemany("INSERT INTO tokenlean_meta (name, value) VALUES (?, ?)", rows.items())
     meta = dict(conn.execute("SELECT name, value FROM tokenlean_meta").fetchall())
     if meta.get("format") != fmt:
         conn.close()
@@ -90,9 +126,9 @@ def open_database(
             "It was not modified."
         )
     try:
-        conn.execute("PRAGMA journal_mode = WAL")
+        _use_wal(conn)
         conn.execute("PRAGMA synchronous = NORMAL")
-    except sqlite3.Error as exc:  # pragma: no cover - read-only media
+    except sqlite3.Error as exc:
         conn.close()
         raise StoreError(f"cannot configure {path}: {exc}") from exc
     return conn, meta

@@ -214,7 +214,7 @@ def _encoding(name: str, *, offline: bool, timeout_s: float) -> Encoding | None:
     if name == OFFLINE_ENCODING:
         enc = _load_offline()
     elif offline:
-        enc = None
+        return None  # not tried, so not remembered as unavailable
     else:
         enc = _load_online(name, timeout_s)
     with _load_lock:

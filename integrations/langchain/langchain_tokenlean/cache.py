@@ -13,6 +13,7 @@ a cached answer as spent tokens; the counts the original call reported are kept 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any
 
@@ -20,40 +21,49 @@ from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
 from langchain_core.messages import AIMessage, message_to_dict, messages_from_dict
 from langchain_core.outputs import ChatGeneration, Generation
 
-from tokenlean import CacheLookup, CacheRequest, CompletionCache
+from tokenlean import CacheLookup, CacheRequest, CompletionCache, NotSerializableError
 
 __all__ = ["TokenleanCache"]
+
+logger = logging.getLogger("tokenlean.langchain")
 
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool",
           "function": "function", "chat": "user"}  # fmt: skip
 _TEMPERATURE = re.compile(r"""['"]temperature['"]\s*[:,]\s*([0-9]*\.?[0-9]+)""")
 
 
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(
-            block.get("text", "") if isinstance(block, dict) else str(block) for block in content
-        )
-    return str(content)
+def _is_serialized_message(item: Any) -> bool:
+    ident = item.get("id") if isinstance(item, dict) else None
+    return (
+        item.get("lc") == 1
+        and item.get("type") == "constructor"
+        and isinstance(ident, list)
+        and bool(ident)
+        and str(ident[-1]).endswith(("Message", "MessageChunk"))
+    )
 
 
 def _messages(prompt: str) -> list[dict[str, Any]]:
-    """Chat messages from LangChain's serialized prompt; a plain LLM prompt is one user turn."""
+    """Chat messages from LangChain's serialized prompt (``dumps(messages)``), keeping every
+    field that can change the answer; any other prompt (a plain LLM prompt, even one that
+    happens to be JSON) is one user turn, verbatim."""
     try:
         data = json.loads(prompt)
     except ValueError:
-        return [{"role": "user", "content": prompt}]
-    if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
+        data = None
+    if not isinstance(data, list) or not data or not all(map(_is_serialized_message, data)):
         return [{"role": "user", "content": prompt}]
     messages = []
     for item in data:
         kwargs = item.get("kwargs", {})
-        role = _ROLES.get(str(kwargs.get("type", "")), str(kwargs.get("type", "user")))
-        message: dict[str, Any] = {"role": role, "content": _text(kwargs.get("content", ""))}
-        if kwargs.get("tool_calls"):
-            message["tool_calls"] = kwargs["tool_calls"]
+        kind = str(kwargs.get("type", ""))
+        message: dict[str, Any] = {
+            "role": _ROLES.get(kind, kind),
+            "content": kwargs.get("content", ""),
+        }
+        for field in ("name", "tool_calls", "tool_call_id", "additional_kwargs"):
+            if kwargs.get(field):
+                message[field] = kwargs[field]
         messages.append(message)
     return messages
 
@@ -137,19 +147,36 @@ class TokenleanCache(BaseCache):
         request = self._request(prompt, llm_string)
         return self._generations(self.cache.lookup(request, tenant=self.tenant, route=self.route))
 
+    @staticmethod
+    def _value(return_val: RETURN_VAL_TYPE) -> list[dict[str, Any]] | None:
+        """JSON form of the generations; values without one (a datetime in metadata) become
+        strings, and anything still unserializable means: do not cache (never fail the call)."""
+        try:
+            dumped = [_dump(generation) for generation in return_val]
+            value: list[dict[str, Any]] = json.loads(json.dumps(dumped, default=str))
+            return value
+        except (TypeError, ValueError) as exc:
+            logger.warning("tokenlean: response not cached, it has no JSON form (%s)", exc)
+            return None
+
     def update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
-        """Cache the generations of a model call."""
-        value = [_dump(generation) for generation in return_val]
-        self.cache.store(
-            self._request(prompt, llm_string), value, tenant=self.tenant, route=self.route
-        )
+        """Cache the generations of a model call (a failure to cache never fails the call)."""
+        value = self._value(return_val)
+        if value is None:
+            return
+        try:
+            self.cache.store(
+                self._request(prompt, llm_string), value, tenant=self.tenant, route=self.route
+            )
+        except NotSerializableError as exc:
+            logger.warning("tokenlean: response not cached (%s)", exc)
 
     def clear(self, **kwargs: Any) -> None:
-        """Remove every entry (or, with ``tenant=...``, one tenant's entries)."""
-        if "tenant" in kwargs:
-            self.cache.invalidate(tenant=kwargs["tenant"])
-        else:
+        """Remove this adapter's tenant's entries; ``clear(all_tenants=True)`` removes all."""
+        if kwargs.get("all_tenants"):
             self.cache.clear()
+        else:
+            self.cache.invalidate(tenant=kwargs.get("tenant", self.tenant))
 
     async def alookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
         request = self._request(prompt, llm_string)
@@ -157,10 +184,15 @@ class TokenleanCache(BaseCache):
         return self._generations(result)
 
     async def aupdate(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
-        value = [_dump(generation) for generation in return_val]
-        await self.cache.astore(
-            self._request(prompt, llm_string), value, tenant=self.tenant, route=self.route
-        )
+        value = self._value(return_val)
+        if value is None:
+            return
+        try:
+            await self.cache.astore(
+                self._request(prompt, llm_string), value, tenant=self.tenant, route=self.route
+            )
+        except NotSerializableError as exc:
+            logger.warning("tokenlean: response not cached (%s)", exc)
 
     async def aclear(self, **kwargs: Any) -> None:
         self.clear(**kwargs)

@@ -7,6 +7,7 @@ import asyncio
 from langchain_core.globals import set_llm_cache
 from langchain_core.language_models import FakeListChatModel, FakeMessagesListChatModel
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langchain_core.outputs import Generation
 from langchain_tokenlean import TokenleanCache
 
 from tokenlean import CachePolicy, CompletionCache
@@ -88,3 +89,36 @@ def test_sampling_temperature_bypasses_the_cache_by_default() -> None:
     relaxed = TokenleanCache(CompletionCache(policy=CachePolicy.exact(max_temperature=1.0)))
     model = FakeListChatModel(responses=["one", "two"], cache=relaxed)
     assert [model.invoke("hi", temperature=0.7).content for _ in range(2)] == ["one", "one"]
+
+
+def test_plain_prompts_that_look_like_json_are_kept_whole() -> None:
+    """Two different JSON prompts to a plain LLM never share an answer."""
+    cache = TokenleanCache()
+    llm_string = "fake-llm"
+    cache.update('[{"review": "great product"}]', llm_string, [Generation(text="positive")])
+    assert cache.lookup('[{"review": "terrible product"}]', llm_string) is None
+
+
+def test_an_unserializable_response_is_not_cached_and_does_not_fail_the_call() -> None:
+    """A datetime in response metadata is stored as text; the call itself succeeds."""
+    from datetime import datetime, timezone
+
+    reply = AIMessage(
+        "ok", response_metadata={"created": datetime(2026, 1, 1, tzinfo=timezone.utc)}
+    )
+    model = FakeMessagesListChatModel(responses=[reply], cache=TokenleanCache())
+    assert model.invoke("q").content == "ok"
+    assert model.invoke("q").response_metadata["created"].startswith("2026-01-01")
+
+
+def test_clear_removes_only_the_adapters_tenant() -> None:
+    """clear() on one tenant's adapter keeps other tenants' entries; all_tenants=True clears."""
+    shared = CompletionCache()
+    acme, globex = TokenleanCache(shared, tenant="acme"), TokenleanCache(shared, tenant="globex")
+    acme.update("p", "l", [Generation(text="a")])
+    globex.update("p", "l", [Generation(text="g")])
+    acme.clear()
+    assert acme.lookup("p", "l") is None
+    assert globex.lookup("p", "l") == [Generation(text="g")]
+    globex.clear(all_tenants=True)
+    assert globex.lookup("p", "l") is None

@@ -168,3 +168,40 @@ def test_the_real_embedding_model_answers_a_paraphrase() -> None:
     hit = llm.chat([ChatMessage(role="user", content="How can I reset my password?")])
     assert hit.additional_kwargs["tokenlean_cache"]["layer"] == "semantic"
     assert inner.calls == 1
+
+
+class ToolCallingLLM(CountingLLM):
+    """Answers with a tool call in the message's additional_kwargs."""
+
+    def chat(self, messages: Any, **kwargs: Any) -> Any:
+        from llama_index.core.base.llms.types import ChatResponse
+
+        self.calls += 1
+        calls = {"tool_calls": [{"id": "1", "name": "lookup"}]}
+        message = ChatMessage(role="assistant", content="calling the tool", additional_kwargs=calls)
+        return ChatResponse(message=message)
+
+
+def test_a_streamed_hit_keeps_the_tool_calls_on_its_last_chunk() -> None:
+    """The final replayed chunk carries the full message, additional_kwargs included."""
+    inner = ToolCallingLLM()
+    llm = CachedLLM(inner)
+    messages = [ChatMessage(role="user", content="look it up")]
+    llm.chat(messages)
+    chunks = list(llm.stream_chat(messages))
+    assert chunks[-1].message.additional_kwargs["tool_calls"][0]["name"] == "lookup"
+    assert inner.calls == 1
+
+
+def test_messages_differing_only_in_tool_calls_do_not_share_an_entry() -> None:
+    """Two histories with the same text but different tool calls are different requests."""
+    inner = CountingLLM()
+    llm = CachedLLM(inner)
+
+    def history(tool: str) -> list[ChatMessage]:
+        return [ChatMessage(role="assistant", content="", additional_kwargs={"tool_calls": [tool]}),
+                ChatMessage(role="user", content="and now?")]  # fmt: skip
+
+    llm.chat(history("a"))
+    llm.chat(history("b"))
+    assert inner.calls == 2

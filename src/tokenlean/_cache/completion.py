@@ -171,13 +171,22 @@ class CompletionCache:
             self._secret, "exact", tenant, policy.version, request.canonical()
         )
 
+    def _embedder_identity(self) -> str:
+        embedder = self.embedder
+        name = getattr(embedder, "model_name", None) or type(embedder).__qualname__
+        return f"{name}:{embedder.dimension}"
+
     def _semantic_address(
         self, request: CacheRequest, tenant: str, policy: CachePolicy
-    ) -> _Semantic:
-        context, query = request.split_last_user_turn(policy.context_messages)
+    ) -> _Semantic | None:
+        split = request.split_last_user_turn(policy.context_messages)
+        if split is None:
+            return None
+        context, query = split
         namespace = hash_key(
-            self._secret, "semantic-ns", tenant, policy.version, request.settings(), context
-        )
+            self._secret, "semantic-ns", tenant, policy.version, self._embedder_identity(),
+            request.settings(), context,
+        )  # fmt: skip
         return _Semantic(namespace, hash_key(self._secret, "semantic", namespace, query), query)
 
     def _embed(self, query: str) -> npt.NDArray[np.float32]:
@@ -214,20 +223,26 @@ class CompletionCache:
             return self._indexes
 
     def _forget(self, addresses: Sequence[tuple[str, str]]) -> None:
-        if not addresses:
+        """Drop removed entries from the vector indexes. Call with ``_index_lock`` held, in the
+        same critical section as the store change, so a concurrent re-store is not lost."""
+        if not addresses or self._indexes is None:
             return
+        for namespace, key in addresses:
+            index = self._indexes.get(namespace)
+            if index is not None:
+                index.remove(key)
+
+    def _delete(self, selector: Selector) -> list[tuple[str, str]]:
         with self._index_lock:
-            if self._indexes is None:
-                return
-            for namespace, key in addresses:
-                index = self._indexes.get(namespace)
-                if index is not None:
-                    index.remove(key)
+            removed = self.store_backend.delete(selector)
+            self._forget(removed)
+            return removed
 
     def _live(self, namespace: str, key: str) -> StoredEntry | None:
         entry = self.store_backend.get(namespace, key)
-        if entry is not None and entry.expired(self.clock()):
-            self._forget(self.store_backend.delete(Selector(namespace=namespace, key=key)))
+        if entry is not None and entry.expired(now := self.clock()):
+            # Only an entry still expired is removed: a fresh one stored meanwhile stays.
+            self._delete(Selector(namespace=namespace, key=key, expired_at=now))
             return None
         return entry
 
@@ -256,6 +271,10 @@ class CompletionCache:
         if policy.mode != "semantic":
             return self._miss("exact", "miss", start)
         semantic = self._semantic_address(request, tenant_id, policy)
+        if semantic is None:
+            return self._miss(
+                "exact", "miss (no final text user turn to match semantically)", start
+            )
         entry = self._live(semantic.namespace, semantic.key)
         if entry is not None:
             return self._hit("exact", entry, 1.0, "exact match", start)
@@ -271,7 +290,9 @@ class CompletionCache:
                 break
             candidate = self._live(semantic.namespace, candidate_key)
             if candidate is None:
-                index.remove(candidate_key)
+                with self._index_lock:  # evicted elsewhere: drop it unless re-stored meanwhile
+                    if self.store_backend.get(semantic.namespace, candidate_key) is None:
+                        index.remove(candidate_key)
                 continue
             if policy.verifier is not None and candidate.features is not None:
                 rejection = verify_candidate(
@@ -322,6 +343,8 @@ class CompletionCache:
             payload = canonical_json(value).encode("utf-8")
         except NotSerializableError as exc:
             raise NotSerializableError(f"cannot cache this value: {exc}") from exc
+        if isinstance(tags, str):
+            tags = (tags,)
         tenant_id = self._tenant(tenant)
         now = self.clock()
         expires = now + policy.ttl_s if policy.ttl_s else None
@@ -333,8 +356,12 @@ class CompletionCache:
             "tags": tuple(tags),
             "plan_version": plan_version,
         }
-        if policy.mode == "semantic":
-            semantic = self._semantic_address(request, tenant_id, policy)
+        semantic = (
+            self._semantic_address(request, tenant_id, policy)
+            if policy.mode == "semantic"
+            else None
+        )
+        if semantic is not None:
             vector = self._embed(semantic.query)
             entry = StoredEntry(
                 semantic.namespace,
@@ -353,10 +380,14 @@ class CompletionCache:
                         len(vector), hnsw_threshold=self.hnsw_threshold
                     )
                 index.add(semantic.key, vector)
+                self._forget(evicted)
         else:
             namespace, key = self._exact_address(request, tenant_id, policy)
-            evicted = self.store_backend.put(StoredEntry(namespace, key, layer="exact", **common))  # type: ignore[arg-type]
-        self._forget(evicted)
+            with self._index_lock:
+                evicted = self.store_backend.put(
+                    StoredEntry(namespace, key, layer="exact", **common)  # type: ignore[arg-type]
+                )
+                self._forget(evicted)
         self._stats.count(writes=1)
         return True
 
@@ -405,20 +436,16 @@ class CompletionCache:
             tag=tag,
             plan_version=plan_version,
         )
-        removed = self.store_backend.delete(selector)
-        self._forget(removed)
-        return len(removed)
+        return len(self._delete(selector))
 
     def purge_expired(self) -> int:
         """Remove every entry whose TTL has passed; return how many."""
-        removed = self.store_backend.delete(Selector(expired_at=self.clock()))
-        self._forget(removed)
-        return len(removed)
+        return len(self._delete(Selector(expired_at=self.clock())))
 
     def clear(self) -> int:
         """Remove every entry; return how many."""
-        removed = self.store_backend.delete(Selector())
         with self._index_lock:
+            removed = self.store_backend.delete(Selector())
             self._indexes = {} if self._indexes is not None else None
         return len(removed)
 

@@ -3,7 +3,9 @@
 Up to ``hnsw_threshold`` vectors a partition uses exact search (``IndexFlatIP``); past it the
 partition is rebuilt once as HNSW (``IndexHNSWFlat``, inner product), which keeps a lookup well
 under a millisecond at 100,000 entries. Removals are tombstones, filtered out of results and
-compacted away when they pass a quarter of the index.
+compacted away when they pass a quarter of the index (a bitmap selector keeps them out of
+searches meanwhile). Converting a partition to HNSW rebuilds it once, holding the index's lock
+(about 4.5 s at 20,000 vectors on two cores).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class VectorIndex:
         self._keys: list[str | None] = []  # position -> key (None: removed)
         self._positions: dict[str, int] = {}
         self._removed = 0
+        self._live = np.zeros(0, dtype=bool)  # position -> not removed
 
     @property
     def kind(self) -> str:
@@ -90,6 +93,7 @@ class VectorIndex:
         self._keys = [key for key, _ in live]
         self._positions = {key: row for row, (key, _) in enumerate(live)}
         self._removed = 0
+        self._live = np.ones(len(self._keys), dtype=bool)
 
     def add(self, key: str, vector: npt.NDArray[np.float32]) -> None:
         """Add (or replace) the vector of ``key``."""
@@ -98,10 +102,12 @@ class VectorIndex:
             old = self._positions.pop(key, None)
             if old is not None:
                 self._keys[old] = None
+                self._live[old] = False
                 self._removed += 1
             self._index.add(row)
             self._positions[key] = len(self._keys)
             self._keys.append(key)
+            self._live = np.append(self._live, True)
             if self.kind == "flat" and len(self._positions) > self.hnsw_threshold:
                 self._rebuild(hnsw=True)
             elif self._removed > max(64, len(self._keys) // 4):
@@ -114,6 +120,7 @@ class VectorIndex:
             if position is None:
                 return False
             self._keys[position] = None
+            self._live[position] = False
             self._removed += 1
             if self._removed > max(64, len(self._keys) // 4):
                 self._rebuild(hnsw=self.kind == "hnsw")
@@ -125,19 +132,23 @@ class VectorIndex:
         with self._lock:
             if not self._positions:
                 return []
-            # Over-fetch to skip tombstones; a tombstone-heavy neighbourhood can only cause a
-            # miss (safe), and compaction keeps tombstones under a quarter of the index.
-            fetch = min(len(self._keys), k + min(self._removed, 4 * k + 16))
-            scores, positions = self._index.search(query, fetch)
+            fetch = min(len(self._positions), k)
+            params = None
+            if self._removed:
+                # Removed vectors stay in the FAISS index until compaction; a bitmap of live
+                # positions keeps them out of the search itself.
+                bits = np.packbits(self._live, bitorder="little")
+                selector = self.faiss.IDSelectorBitmap(len(self._live), self.faiss.swig_ptr(bits))
+                if self.kind == "hnsw":
+                    params = self.faiss.SearchParametersHNSW(sel=selector, efSearch=self.ef_search)
+                else:
+                    params = self.faiss.SearchParameters(sel=selector)
+            scores, positions = self._index.search(query, fetch, params=params)
             out: list[tuple[str, float]] = []
             for score, position in zip(scores[0], positions[0], strict=True):
-                if position < 0:
-                    continue
-                key = self._keys[position]
+                key = self._keys[position] if position >= 0 else None
                 if key is not None:
                     out.append((key, float(score)))
-                    if len(out) == k:
-                        break
             return out
 
     def bytes_used(self) -> int:

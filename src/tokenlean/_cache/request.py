@@ -47,14 +47,15 @@ def hash_key(secret: bytes, *parts: str) -> str:
     return mac.hexdigest()[:32]
 
 
-def _text_of(content: Any) -> str:
+def _plain_text(content: Any) -> str | None:
+    """The text of content made only of text; None when it holds anything else (an image…)."""
     if isinstance(content, str):
         return content
-    if isinstance(content, Sequence):
-        return "\n".join(
-            part.get("text", "") if isinstance(part, Mapping) else str(part) for part in content
-        )
-    return ""
+    if isinstance(content, Sequence) and all(
+        isinstance(part, Mapping) and part.get("type") in ("text", "input_text") for part in content
+    ):
+        return "\n".join(str(part.get("text", "")) for part in content)
+    return None
 
 
 def _canonical_message(message: Mapping[str, Any]) -> dict[str, Any]:
@@ -149,22 +150,27 @@ class CacheRequest:
             }
         )
 
-    def split_last_user_turn(self, context_messages: int | None) -> tuple[str, str]:
-        """``(context, query)``: the context the last user turn depends on, and its text.
+    def split_last_user_turn(self, context_messages: int | None) -> tuple[str, str] | None:
+        """``(context, query)`` for semantic matching, or None when the request has no place
+        for it.
 
-        The context is the canonical JSON of the system messages and of the turns before the
-        last user message (the last ``context_messages`` of those turns, or all of them).
-
-        Raises:
-            MalformedRequestError: the request has no user message.
+        Semantic matching applies only when the last message is a user turn of plain text (no
+        image, file or tool content, no extra fields): the query is that turn's canonical text,
+        and the context is the canonical JSON of the system messages and of the turns before it
+        (the last ``context_messages`` of those turns, or all of them). Any other request (an
+        agent step after a tool result, an image question) is matched exactly or not at all.
         """
-        for index in range(len(self.messages) - 1, -1, -1):
-            if self.messages[index].get("role") == "user":
-                before = [_canonical_message(m) for m in self.messages[:index]]
-                system = [m for m in before if m.get("role") in ("system", "developer")]
-                turns = [m for m in before if m.get("role") not in ("system", "developer")]
-                if context_messages is not None:
-                    turns = turns[len(turns) - context_messages :] if context_messages else []
-                query = canonicalize_text(_text_of(self.messages[index].get("content")))
-                return canonical_json({"system": system, "turns": turns}), query
-        raise MalformedRequestError("a semantic lookup needs a user message")
+        if not self.messages:
+            return None
+        last = self.messages[-1]
+        if last.get("role") != "user" or set(last) - {"role", "content"}:
+            return None
+        text = _plain_text(last.get("content"))
+        if text is None:
+            return None
+        before = [_canonical_message(m) for m in self.messages[:-1]]
+        system = [m for m in before if m.get("role") in ("system", "developer")]
+        turns = [m for m in before if m.get("role") not in ("system", "developer")]
+        if context_messages is not None:
+            turns = turns[len(turns) - context_messages :] if context_messages else []
+        return canonical_json({"system": system, "turns": turns}), canonicalize_text(text)

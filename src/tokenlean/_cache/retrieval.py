@@ -96,8 +96,8 @@ class RetrievalCache:
         start = time.perf_counter()
         namespace, key, _ = self._address(query, index_version, tenant, params or {})
         entry = self.store_backend.get(namespace, key)
-        if entry is not None and entry.expired(self.clock()):
-            self.store_backend.delete(Selector(namespace=namespace, key=key))
+        if entry is not None and entry.expired(now := self.clock()):
+            self.store_backend.delete(Selector(namespace=namespace, key=key, expired_at=now))
             entry = None
         self._stats.lookup("retrieval", entry is not None, (time.perf_counter() - start) * 1000)
         if entry is None:
@@ -119,6 +119,8 @@ class RetrievalCache:
         Raises:
             NotSerializableError: the ranking has no JSON form; nothing is written.
         """
+        if isinstance(ranking, str | bytes):
+            raise InvalidInputError("a ranking is a list of document ids, not a single string")
         namespace, key, tenant_id = self._address(query, index_version, tenant, params or {})
         payload = canonical_json(list(ranking)).encode("utf-8")
         now = self.clock()

@@ -47,6 +47,24 @@ def _dump(response: ChatResponse | CompletionResponse) -> dict[str, Any]:
     return data
 
 
+def _message(message: ChatMessage) -> dict[str, Any]:
+    """A message as the cache keys it: role and text, plus every non-text block (images…) and
+    additional fields (tool calls), so messages differing in those never share an entry."""
+    data: dict[str, Any] = {"role": message.role.value, "content": message.content or ""}
+    blocks = [
+        block.model_dump(mode="json")
+        for block in message.blocks
+        if getattr(block, "block_type", "text") != "text"
+    ]
+    if blocks:
+        data["blocks"] = blocks
+    if message.additional_kwargs:
+        data["additional_kwargs"] = json.loads(
+            json.dumps(message.additional_kwargs, sort_keys=True, default=str)
+        )
+    return data
+
+
 def _marker(result: CacheLookup) -> dict[str, Any]:
     return {"hit": True, "layer": result.layer, "similarity": result.similarity}
 
@@ -67,6 +85,7 @@ def _chat_chunks(result: CacheLookup) -> list[ChatResponse]:
         chunks.append(
             ChatResponse(message=message, delta=piece, additional_kwargs=final.additional_kwargs)
         )
+    chunks[-1].message = final.message  # the complete message, tool calls included
     return chunks
 
 
@@ -154,8 +173,7 @@ class CachedLLM(LLM):
     def _chat_request(
         self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]
     ) -> CacheRequest:
-        converted = [{"role": m.role.value, "content": m.content or ""} for m in messages]
-        return self._request("chat", converted, kwargs)
+        return self._request("chat", [_message(m) for m in messages], kwargs)
 
     def _completion_request(
         self, prompt: str, formatted: bool, kwargs: dict[str, Any]
