@@ -48,6 +48,11 @@ class HashingEmbedder:
     def dimension(self) -> int:
         return self._dimension
 
+    @property
+    def model_name(self) -> str:
+        """Identifies the fake (and its dimension) where an embedder's identity is recorded."""
+        return f"tokenlean-hashing-embedder-{self._dimension}"
+
     def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         out = np.zeros((len(texts), self._dimension), dtype=np.float32)
         for row, text in enumerate(texts):

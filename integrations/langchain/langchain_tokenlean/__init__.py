@@ -1,5 +1,6 @@
 """LangChain integration of tokenlean."""
 
 from langchain_tokenlean.cache import TokenleanCache
+from langchain_tokenlean.retrievers import TokenBudgetCompressor, TokenleanRetriever
 
-__all__ = ["TokenleanCache"]
+__all__ = ["TokenBudgetCompressor", "TokenleanCache", "TokenleanRetriever"]

@@ -255,6 +255,24 @@ def bench_cache(
         print_report(result)
 
 
+@bench_app.command("retrieval")
+def bench_retrieval(
+    beir: Annotated[Path, typer.Option("--beir", help="BEIR-layout folder.")],
+    split: Annotated[str, typer.Option(help="qrels split: train or test.")] = "train",
+    budget: Annotated[int, typer.Option(help="Token budget of the packed context.")] = 1000,
+    limit: Annotated[int | None, typer.Option(help="Use the first N queries.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """nDCG@10, recall@10 and recall within a token budget, against BM25 and dense alone."""
+    from tokenlean.cli._bench_retrieval import print_report, retrieval_bench
+
+    result = retrieval_bench(beir, split, budget=budget, limit=limit)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        print_report(result)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``tokenlean`` command; typed errors exit 2 with a one-line message."""
     try:

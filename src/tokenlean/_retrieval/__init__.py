@@ -1,0 +1,1 @@
+"""Budgeted retrieval: hybrid BM25 + dense search, reranking, dedup and packing into a budget."""
