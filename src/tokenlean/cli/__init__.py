@@ -273,6 +273,27 @@ def bench_retrieval(
         print_report(result)
 
 
+@bench_app.command("memory")
+def bench_memory(
+    files: Annotated[list[Path], typer.Argument(help="LoCoMo conversation files.")],
+    dataset: Annotated[str, typer.Option(help="Data format (locomo).")] = "locomo",
+    budget: Annotated[int, typer.Option(help="Token budget of each assembled context.")] = 2000,
+    limit: Annotated[int | None, typer.Option(help="First N questions per file.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Evidence recall of assembled contexts against the full transcript, a recent window and
+    dense top turns."""
+    from tokenlean.cli._bench_memory import memory_bench, print_report
+
+    if dataset != "locomo":
+        raise ConfigurationError(f"--dataset must be locomo, not {dataset!r}")
+    result = memory_bench(files, budget=budget, limit=limit)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        print_report(result, typer.echo)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``tokenlean`` command; typed errors exit 2 with a one-line message."""
     try:

@@ -1,0 +1,1 @@
+"""Context memory: transcripts, rolling summary, slots, and budgeted context packs."""
