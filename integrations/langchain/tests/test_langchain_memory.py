@@ -1,0 +1,91 @@
+"""The memory middleware for create_agent, and the chat message history for LCEL chains."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from langchain.agents import create_agent
+from langchain_core.language_models import FakeMessagesListChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_tokenlean import TokenleanChatMessageHistory, TokenleanMemoryMiddleware
+from langgraph.checkpoint.memory import InMemorySaver
+from pydantic import Field
+
+from tokenlean import ConversationMemory, count_message_tokens
+from tokenlean.testing import HashingEmbedder
+
+
+class RecordingModel(FakeMessagesListChatModel):
+    """A fake chat model that records the messages of every call."""
+
+    seen: list[list[BaseMessage]] = Field(default_factory=list)
+
+    def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> Any:
+        self.seen.append(list(messages))
+        return super()._generate(messages, *args, **kwargs)
+
+
+def _tokens(messages: list[BaseMessage]) -> int:
+    roles = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
+    return count_message_tokens(
+        [{"role": roles[m.type], "content": m.text} for m in messages]
+    ).total
+
+
+def test_the_agent_model_sees_a_budgeted_context_while_the_checkpointer_keeps_everything() -> None:
+    """Over a long thread, each model call fits the budget; the thread state holds every turn."""
+    memory = ConversationMemory(embedder=HashingEmbedder(64))
+    replies = [
+        AIMessage(f"Answer number {i}, with some detail about orders and refunds.")
+        for i in range(30)
+    ]
+    model = RecordingModel(responses=replies, seen=[])
+    packs = []
+    middleware = TokenleanMemoryMiddleware(memory, budget=300, on_pack=packs.append)
+    agent = create_agent(model, system_prompt="You are the support agent.",
+                         middleware=[middleware], checkpointer=InMemorySaver())  # fmt: skip
+    config = {"configurable": {"thread_id": "customer-42"}}
+    for i in range(25):
+        agent.invoke(
+            {"messages": [HumanMessage(f"Question {i}: where is order {1000 + i} now?")]}, config
+        )
+    state = agent.get_state(config).values["messages"]
+    assert len(state) == 50  # the checkpointer keeps the full history
+    assert len(memory.turns("customer-42")) == 50 - 1  # the last answer is recorded next call
+    last = model.seen[-1]
+    assert _tokens(last) <= 300
+    assert _tokens(last) < _tokens(state)
+    assert last[-1].text == "Question 24: where is order 1024 now?"
+    assert last[0].type == "system"
+    assert "support agent" in last[0].text
+    assert all(p.tokens <= 300 for p in packs)
+
+
+def test_the_middleware_works_with_ainvoke() -> None:
+    """The async path rewrites the request the same way."""
+    memory = ConversationMemory(embedder=HashingEmbedder(64))
+    model = RecordingModel(responses=[AIMessage(f"ok {i}") for i in range(5)], seen=[])
+    agent = create_agent(model, middleware=[TokenleanMemoryMiddleware(memory, budget=200)],
+                         checkpointer=InMemorySaver())  # fmt: skip
+    config = {"configurable": {"thread_id": "t"}}
+    for i in range(3):
+        asyncio.run(agent.ainvoke({"messages": [HumanMessage(f"hello {i}")]}, config))
+    assert model.seen[-1][-1].text == "hello 2"
+    assert len(memory.turns("t")) == 5
+
+
+def test_the_chat_history_returns_the_budgeted_context() -> None:
+    """messages is the compressed view; the raw transcript keeps every turn; clear starts afresh."""
+    memory = ConversationMemory(embedder=HashingEmbedder(64))
+    history = TokenleanChatMessageHistory(memory, "lcel", budget=150, system="Be brief.")
+    for i in range(20):
+        history.add_messages([HumanMessage(f"Message {i} about invoices and refunds."),
+                              AIMessage(f"Reply {i} about invoices and refunds.")])  # fmt: skip
+    messages = history.messages
+    assert _tokens(messages) <= 150
+    assert messages[0].type == "system"
+    assert len(memory.turns("lcel")) == 40
+    history.clear()
+    assert history.messages == []
+    assert len(memory.turns("lcel")) == 40  # nothing destroyed

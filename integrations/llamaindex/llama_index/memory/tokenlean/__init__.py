@@ -1,0 +1,5 @@
+"""tokenlean's budgeted context memory for LlamaIndex agents and chat engines."""
+
+from llama_index.memory.tokenlean.base import TokenleanMemory
+
+__all__ = ["TokenleanMemory"]

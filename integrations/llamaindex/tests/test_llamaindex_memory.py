@@ -1,0 +1,163 @@
+"""TokenleanMemory: a LlamaIndex BaseMemory for agents and chat engines."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from llama_index.core.agent.workflow import FunctionAgent
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    ChatResponse,
+    CompletionResponse,
+    LLMMetadata,
+)
+from llama_index.core.bridge.pydantic import Field
+from llama_index.core.chat_engine import SimpleChatEngine
+from llama_index.core.llms import MockLLM
+from llama_index.core.llms.function_calling import FunctionCallingLLM
+from llama_index.memory.tokenlean import TokenleanMemory
+
+from tokenlean import ConversationMemory, count_message_tokens
+from tokenlean.testing import HashingEmbedder
+
+
+def _tokens(messages: list[ChatMessage]) -> int:
+    return count_message_tokens(
+        [{"role": m.role.value, "content": m.content or ""} for m in messages]
+    ).total
+
+
+class FakeFunctionLLM(FunctionCallingLLM):
+    """A fake function-calling LLM that answers 'ok N' and never calls tools."""
+
+    calls: int = 0
+    seen: list[list[ChatMessage]] = Field(default_factory=list)
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        return LLMMetadata(is_function_calling_model=True, is_chat_model=True)
+
+    def _reply(self, messages: Any) -> ChatResponse:
+        self.seen.append(list(messages))
+        self.calls += 1
+        return ChatResponse(message=ChatMessage(role="assistant", content=f"ok {self.calls}"))
+
+    def chat(self, messages: Any, **kwargs: Any) -> ChatResponse:
+        return self._reply(messages)
+
+    async def achat(self, messages: Any, **kwargs: Any) -> ChatResponse:
+        return self._reply(messages)
+
+    def stream_chat(self, messages: Any, **kwargs: Any) -> Any:
+        reply = self._reply(messages)
+        return iter([ChatResponse(message=reply.message, delta=reply.message.content)])
+
+    async def astream_chat(self, messages: Any, **kwargs: Any) -> Any:
+        reply = self._reply(messages)
+
+        async def gen() -> Any:
+            yield ChatResponse(message=reply.message, delta=reply.message.content)
+
+        return gen()
+
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        return CompletionResponse(text="ok")
+
+    async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> Any:
+        return CompletionResponse(text="ok")
+
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> Any:
+        return iter([CompletionResponse(text="ok", delta="ok")])
+
+    async def astream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> Any:
+        async def gen() -> Any:
+            yield CompletionResponse(text="ok", delta="ok")
+
+        return gen()
+
+    def _prepare_chat_with_tools(self, tools: Any, user_msg: Any = None, chat_history: Any = None,
+                                 **kwargs: Any) -> dict[str, Any]:  # fmt: skip
+        messages = list(chat_history or [])
+        if user_msg is not None:
+            messages.append(
+                user_msg
+                if isinstance(user_msg, ChatMessage)
+                else ChatMessage(role="user", content=str(user_msg))
+            )
+        return {"messages": messages}
+
+    def get_tool_calls_from_response(self, response: Any, error_on_no_tool_call: bool = False,
+                                     **kwargs: Any) -> list[Any]:  # fmt: skip
+        return []
+
+
+def make(**kwargs: Any) -> TokenleanMemory:
+    return TokenleanMemory(ConversationMemory(embedder=HashingEmbedder(64)), **kwargs)
+
+
+def test_get_returns_a_budgeted_context_and_get_all_everything() -> None:
+    """After a long exchange, get() fits the budget; get_all() has every turn."""
+    memory = make(session="s", budget=200, system="You are the support agent.")
+    for i in range(30):
+        memory.put(
+            ChatMessage(role="user", content=f"Question {i} about invoices for order {1000 + i}")
+        )
+        memory.put(ChatMessage(role="assistant", content=f"Answer {i}: invoices are monthly."))
+    context = memory.get()
+    assert _tokens(context) <= 200
+    assert context[0].role.value == "system"
+    assert len(memory.get_all()) == 60
+    with_input = memory.get(input="invoices for order 1003?")
+    assert with_input[-1].content != "invoices for order 1003?"
+
+
+def test_async_methods_set_and_reset() -> None:
+    """aput_messages / aget / aset work; set only appends; reset keeps the stored turns."""
+    memory = make(session="a", budget=300)
+
+    async def run() -> list[ChatMessage]:
+        await memory.aput_messages([ChatMessage(role="user", content="hi"),
+                                    ChatMessage(role="assistant", content="hello")])  # fmt: skip
+        await memory.aset([*memory.get_all(), ChatMessage(role="user", content="again")])
+        return await memory.aget()
+
+    messages = asyncio.run(run())
+    assert [m.content for m in messages] == ["hi", "hello", "again"]
+    memory.reset()
+    assert memory.get() == []
+    assert len(memory.memory.turns("a")) == 3
+
+
+def test_a_chat_engine_and_a_function_agent_use_it() -> None:
+    """SimpleChatEngine and FunctionAgent run with the memory and record every turn."""
+    memory = make(session="engine", budget=300)
+    engine = SimpleChatEngine.from_defaults(llm=MockLLM(max_tokens=5), memory=memory)
+    for i in range(3):
+        engine.chat(f"tell me about order {i}")
+    assert len(memory.get_all()) == 6
+
+    agent_memory = make(session="agent", budget=300)
+    llm = FakeFunctionLLM()
+    agent = FunctionAgent(tools=[], llm=llm, system_prompt="Be brief.")
+
+    async def run() -> None:
+        for i in range(2):
+            await agent.run(user_msg=f"question {i}", memory=agent_memory)
+
+    asyncio.run(run())
+    assert [m.role.value for m in agent_memory.get_all()] == ["user", "assistant"] * 2
+    assert llm.seen[-1][-1].content == "question 1"
+
+
+def test_it_serializes_and_reopens_its_sqlite_transcript(tmp_path: Path) -> None:
+    """to_dict/from_dict keep the settings; with store_path the turns come back."""
+    path = str(tmp_path / "memory.db")
+    memory = TokenleanMemory(session="p", budget=500, store_path=path)
+    memory.memory._embedder = HashingEmbedder(64)
+    memory.put(ChatMessage(role="user", content="remember order 4242"))
+    data = memory.to_dict()
+    assert data["store_path"] == path
+    restored = TokenleanMemory.from_dict(data)
+    assert [m.content for m in restored.get_all()] == ["remember order 4242"]
