@@ -179,3 +179,58 @@ class TokenleanChatMessageHistory(BaseChatMessageHistory):
     def clear(self) -> None:
         epoch = self.memory.store.get_state(self.tenant, self.base_session, "epoch") or 0
         self.memory.store.put_state(self.tenant, self.base_session, "epoch", epoch + 1)
+
+
+class LangChainSummarizer:
+    """A tokenlean summarizer backed by any LangChain chat model.
+
+    Each update asks the model to summarize only the new turns, and appends the answer as one
+    summary item whose sources are those turns; earlier items are kept as they are, so the
+    summary never drifts through summaries of summaries.
+    """
+
+    PROMPT = (
+        "Summarize the following conversation turns in a few factual sentences. Keep names, "
+        "dates, numbers and decisions. Do not add anything that is not in the turns.\n\n{turns}"
+    )
+
+    def __init__(self, model: Any, *, prompt: str | None = None) -> None:
+        self.model = model
+        self.prompt = prompt or self.PROMPT
+
+    def summarize(self, previous: Any, turns: Sequence[Any]) -> list[Any]:
+        from tokenlean import SummaryItem
+        from tokenlean._memory.summary import turn_label
+
+        lines = "\n".join(f"{turn_label(t)}: {t.content}" for t in turns if t.content)
+        reply = self.model.invoke([HumanMessage(self.prompt.format(turns=lines))])
+        text = reply.text if isinstance(reply, BaseMessage) else str(reply)
+        item = SummaryItem(text.strip(), tuple(t.id for t in turns), 10.0)
+        return [*previous.items, item]
+
+
+class LangChainSlotExtractor:
+    """Fills slots with an LLM's structured output.
+
+    Pass a runnable that returns the slot model (or a dict), typically
+    ``chat_model.with_structured_output(MySlots)``. Each user turn is sent with the prompt; the
+    fields the model sets (not None) become slot updates, validated by the memory's slot model.
+    """
+
+    PROMPT = (
+        "Extract the following facts from the user's message if it states them; leave a field "
+        "empty otherwise.\n\nMessage: {text}"
+    )
+
+    def __init__(self, structured: Any, *, roles: Sequence[str] = ("user",),
+                 prompt: str | None = None) -> None:  # fmt: skip
+        self.structured = structured
+        self.roles = tuple(roles)
+        self.prompt = prompt or self.PROMPT
+
+    def extract(self, turn: Any) -> dict[str, Any]:
+        if turn.role not in self.roles or not turn.content:
+            return {}
+        result = self.structured.invoke(self.prompt.format(text=turn.content))
+        values = result.model_dump() if hasattr(result, "model_dump") else dict(result or {})
+        return {name: value for name, value in values.items() if value is not None}

@@ -89,3 +89,51 @@ def test_the_chat_history_returns_the_budgeted_context() -> None:
     history.clear()
     assert history.messages == []
     assert len(memory.turns("lcel")) == 40  # nothing destroyed
+
+
+def test_an_llm_summarizer_adds_one_sourced_item_per_update() -> None:
+    """The LangChain-backed summarizer summarizes only new turns and keeps earlier items."""
+    from langchain_core.language_models import FakeListChatModel
+    from langchain_tokenlean import LangChainSummarizer
+
+    model = FakeListChatModel(responses=["First part: invoices.", "Second part: refunds."])
+    memory = ConversationMemory(embedder=HashingEmbedder(64), summarizer=LangChainSummarizer(model),
+                                summarize_after=30, keep_recent=2)  # fmt: skip
+    for i in range(8):
+        memory.add("s", [{"role": "user", "content": f"A long question number {i} about invoices"}])
+    items = memory.summary("s").items
+    assert items[0].text == "First part: invoices."
+    assert all(items[0].sources)
+    pack = memory.context("s", budget=400, user="what about invoices?")
+    assert "First part: invoices." in pack.messages[0]["content"]
+
+
+def test_an_llm_slot_extractor_fills_and_validates_slots() -> None:
+    """Structured output becomes slot updates; an invalid value is rejected with a clear error."""
+    import pytest
+    from langchain_core.runnables import RunnableLambda
+    from langchain_tokenlean import LangChainSlotExtractor
+    from pydantic import BaseModel
+
+    from tokenlean import InvalidInputError
+
+    class Trip(BaseModel):
+        city: str | None = None
+        nights: int | None = None
+
+    def fake_structured_output(prompt: str) -> Trip:  # stands in for model.with_structured_output
+        if "Lisbon" in prompt:
+            return Trip(city="Lisbon", nights=3)
+        if "Porto" in prompt:
+            return Trip(city="Porto")
+        return Trip()
+
+    extractor = LangChainSlotExtractor(RunnableLambda(fake_structured_output))
+    memory = ConversationMemory(embedder=HashingEmbedder(64), slots=Trip, extractors=[extractor])
+    memory.add("s", [{"role": "user", "content": "Three nights in Lisbon please."}])
+    memory.add("s", [{"role": "user", "content": "Change of plan: Porto."}])
+    slots = memory.slots("s")
+    assert (slots.current.city, slots.current.nights) == ("Porto", 3)
+    assert [c.new for c in slots.history if c.slot == "city"] == ["Lisbon", "Porto"]
+    with pytest.raises(InvalidInputError):
+        memory.set_slots("s", {"nights": "many"})

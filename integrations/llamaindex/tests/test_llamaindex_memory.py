@@ -161,3 +161,18 @@ def test_it_serializes_and_reopens_its_sqlite_transcript(tmp_path: Path) -> None
     assert data["store_path"] == path
     restored = TokenleanMemory.from_dict(data)
     assert [m.content for m in restored.get_all()] == ["remember order 4242"]
+
+
+def test_an_llm_summarizer_backed_by_a_llamaindex_llm() -> None:
+    """LlamaIndexSummarizer turns new turns into one sourced summary item."""
+    from llama_index.memory.tokenlean import LlamaIndexSummarizer
+
+    summarizer = LlamaIndexSummarizer(MockLLM(max_tokens=6))
+    memory = ConversationMemory(embedder=HashingEmbedder(64), summarizer=summarizer,
+                                summarize_after=30, keep_recent=2)  # fmt: skip
+    for i in range(8):
+        memory.add("s", [{"role": "user", "content": f"A long question number {i} about invoices"}])
+    items = memory.summary("s").items
+    assert items
+    assert items[0].text == "text text text text text text"  # MockLLM's reply
+    assert items[0].sources == tuple(f"t{i}" for i in range(len(items[0].sources)))

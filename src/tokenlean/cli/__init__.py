@@ -279,6 +279,9 @@ def bench_memory(
     dataset: Annotated[str, typer.Option(help="Data format (locomo).")] = "locomo",
     budget: Annotated[int, typer.Option(help="Token budget of each assembled context.")] = 2000,
     limit: Annotated[int | None, typer.Option(help="First N questions per file.")] = None,
+    latency_turns: Annotated[
+        int, typer.Option(help="Also time assembly on a conversation of this many turns.")
+    ] = 0,
     as_json: JsonOpt = False,
 ) -> None:
     """Evidence recall of assembled contexts against the full transcript, a recent window and
@@ -287,7 +290,7 @@ def bench_memory(
 
     if dataset != "locomo":
         raise ConfigurationError(f"--dataset must be locomo, not {dataset!r}")
-    result = memory_bench(files, budget=budget, limit=limit)
+    result = memory_bench(files, budget=budget, limit=limit, latency_turns=latency_turns)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
     else:

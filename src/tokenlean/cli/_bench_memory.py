@@ -82,8 +82,13 @@ def memory_bench(
     budget: int = 2000,
     embedder: Embedder | None = None,
     limit: int | None = None,
+    latency_turns: int = 0,
 ) -> dict[str, Any]:
-    """Run the benchmark over LoCoMo files and return its figures."""
+    """Run the benchmark over LoCoMo files and return its figures.
+
+    With ``latency_turns``, also time assembly on the first file's turns repeated (with fresh
+    ids) to that many turns, over its questions.
+    """
     embedder = embedder or default_embedder()
     count = get_token_counter()
     variants = ("tokenlean", "full_transcript", "recent_window", "dense_top_turns")
@@ -160,7 +165,29 @@ def memory_bench(
             )
     if not rows["tokenlean"]:
         raise InvalidInputError("no questions with evidence in the given files")
-    return {"budget": budget, **{name: _summary(r) for name, r in rows.items()}}
+    result: dict[str, Any] = {"budget": budget, **{name: _summary(r) for name, r in rows.items()}}
+    if latency_turns:
+        messages, questions, _, _ = load_locomo(paths[0])
+        padded: list[dict[str, Any]] = []
+        while len(padded) < latency_turns:
+            copy = len(padded) // max(1, len(messages))
+            padded.extend({**m, "id": f"{m['id']}~{copy}"} for m in messages)
+        memory = ConversationMemory(embedder=embedder, counter=count)
+        memory.add("latency", padded[:latency_turns])
+        memory.context("latency", budget=budget, user="warm up")
+        times = []
+        for question in questions[: limit or None]:
+            start = time.perf_counter()
+            memory.context("latency", budget=budget, user=question["question"])
+            times.append((time.perf_counter() - start) * 1000)
+        result["latency"] = {
+            "turns": latency_turns,
+            "calls": len(times),
+            "assembly_ms_p50": round(statistics.median(times), 3),
+            "assembly_ms_p95": round(statistics.quantiles(times, n=20)[18], 3),
+            "includes_query_embedding": True,
+        }
+    return result
 
 
 def _row(question: dict[str, Any], evidence: set[str], present: set[str], tokens: int,
@@ -197,6 +224,10 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def print_report(result: dict[str, Any], emit: Callable[[str], None] = print) -> None:
     """A terminal summary of :func:`memory_bench`'s result."""
     emit(f"budget {result['budget']} tokens")
+    if "latency" in result:
+        lat = result["latency"]
+        emit(f"assembly over {lat['turns']} turns: p50 {lat['assembly_ms_p50']:.1f} ms, "
+             f"p95 {lat['assembly_ms_p95']:.1f} ms (query embedding included)")  # fmt: skip
     for name in ("tokenlean", "full_transcript", "recent_window", "dense_top_turns"):
         r = result[name]
         cats = " ".join(f"c{c}={v['evidence_recall_all']:.2f}" for c, v in r["by_category"].items())
