@@ -5,6 +5,24 @@ provider prefix-cache hints, and local embeddings. It never imports LangChain or
 their adapters live in separate distributions.
 """
 
+from tokenlean._batching.batch_files import (
+    read_anthropic_batch_results,
+    read_openai_batch_results,
+    write_anthropic_batch,
+    write_openai_batch,
+)
+from tokenlean._batching.executors import CallableExecutor, EmbeddingExecutor, SimulatedChatAPI
+from tokenlean._batching.routing import LearnedGate, RouteDecision, Router, RouterMetrics, RuleGate
+from tokenlean._batching.scheduler import (
+    BatchClosedError,
+    BatchExecutor,
+    BatchKey,
+    BatchMetrics,
+    BatchQueueFullError,
+    LatencyClass,
+    MicroBatcher,
+    SyncMicroBatcher,
+)
 from tokenlean._cache.completion import CacheLookup, CompletionCache, replay_stream
 from tokenlean._cache.memory import MemoryStore
 from tokenlean._cache.policy import CachePolicy, VerifierConfig
@@ -103,6 +121,11 @@ __all__ = [
     "PROVIDER_TABLE_AS_OF",
     "AnthropicPrompt",
     "ApproximateCounter",
+    "BatchClosedError",
+    "BatchExecutor",
+    "BatchKey",
+    "BatchMetrics",
+    "BatchQueueFullError",
     "BudgetedRetriever",
     "CacheBreakpoint",
     "CacheLookup",
@@ -112,6 +135,7 @@ __all__ = [
     "CacheStore",
     "CachedTokenCounter",
     "CalibrationStats",
+    "CallableExecutor",
     "CanonicalizeOptions",
     "Chunk",
     "CompletionCache",
@@ -124,6 +148,7 @@ __all__ = [
     "DroppedItem",
     "Embedder",
     "EmbeddingError",
+    "EmbeddingExecutor",
     "EncodingChoice",
     "ExtractiveSummarizer",
     "ForeignStoreError",
@@ -134,7 +159,9 @@ __all__ = [
     "InputDecodeError",
     "InputTooLargeError",
     "InvalidInputError",
+    "LatencyClass",
     "LayerStats",
+    "LearnedGate",
     "LexicalSemanticReranker",
     "MalformedRequestError",
     "MaskResult",
@@ -142,6 +169,7 @@ __all__ = [
     "MemoryBudget",
     "MemoryStore",
     "MemoryTranscriptStore",
+    "MicroBatcher",
     "MissingDependencyError",
     "NotSerializableError",
     "PackItem",
@@ -157,6 +185,10 @@ __all__ = [
     "Reranker",
     "RetrievalCache",
     "RollingSummary",
+    "RouteDecision",
+    "Router",
+    "RouterMetrics",
+    "RuleGate",
     "SQLiteStore",
     "SQLiteTranscriptStore",
     "ScoredChunk",
@@ -165,6 +197,7 @@ __all__ = [
     "Selector",
     "SentenceSplitter",
     "SentenceTransformerEmbedder",
+    "SimulatedChatAPI",
     "SlotChange",
     "SlotExtractor",
     "SlotState",
@@ -172,6 +205,7 @@ __all__ = [
     "StoredEntry",
     "Summarizer",
     "SummaryItem",
+    "SyncMicroBatcher",
     "TiktokenCounter",
     "TokenCounter",
     "TokenizerUnavailableError",
@@ -205,8 +239,12 @@ __all__ = [
     "pack_chunks",
     "parse_chat_request",
     "prefix_cache_rule",
+    "read_anthropic_batch_results",
+    "read_openai_batch_results",
     "replay_stream",
     "resolve_encoding",
     "split_sentences",
     "verify_candidate",
+    "write_anthropic_batch",
+    "write_openai_batch",
 ]

@@ -1,0 +1,1 @@
+"""Micro-batching and model routing."""
