@@ -8,6 +8,7 @@ from langchain_tokenlean.memory import (
     TokenleanMemoryMiddleware,
 )
 from langchain_tokenlean.retrievers import TokenBudgetCompressor, TokenleanRetriever
+from langchain_tokenlean.routing import routed_chat_model
 
 __all__ = [
     "LangChainSlotExtractor",
@@ -17,4 +18,5 @@ __all__ = [
     "TokenleanChatMessageHistory",
     "TokenleanMemoryMiddleware",
     "TokenleanRetriever",
+    "routed_chat_model",
 ]

@@ -297,6 +297,52 @@ def bench_memory(
         print_report(result, typer.echo)
 
 
+@bench_app.command("batching")
+def bench_batching(
+    callers: Annotated[int, typer.Option(help="Concurrent embedding callers.")] = 32,
+    per_caller: Annotated[int, typer.Option(help="Texts each caller embeds.")] = 8,
+    as_json: JsonOpt = False,
+) -> None:
+    """Micro-batched versus one-call-each: embeddings, and a simulated chat API."""
+    from tokenlean.cli._bench_batching import batching_bench
+
+    result = batching_bench(callers=callers, per_caller=per_caller)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    e = result["embedding"]
+    b, u = e["batched"], e["unbatched"]
+    typer.echo(
+        f"embeddings, {e['callers']} callers: {e['throughput_ratio']}x throughput "
+        f"({b['items_per_s']} vs {u['items_per_s']} items/s), "
+        f"p95 {b['latency_ms_p95']} vs {u['latency_ms_p95']} ms"
+    )
+    for r in result["simulated_api"]["rates"]:
+        b, u = r["batched"], r["unbatched"]
+        typer.echo(
+            f"simulated API at {r['arrival_rate_per_s']}/s: {r['throughput_ratio']}x, p95 "
+            f"{b['latency_ms_p95']} vs {u['latency_ms_p95']} ms, "
+            f"fill {r['batch_fill_rate']}, queue p95 {r['queue_delay_ms_p95']} ms"
+        )
+
+
+@bench_app.command("routing")
+def bench_routing(as_json: JsonOpt = False) -> None:
+    """Cost and accuracy of routing versus always-small and always-large."""
+    from tokenlean.cli._bench_batching import routing_bench
+
+    result = routing_bench()
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    for name in ("always_small", "always_large", "routed"):
+        r = result[name]
+        typer.echo(
+            f"{name:13} accuracy {r['accuracy']:.3f}  cost/request {r['cost_per_request']}  "
+            f"cost/success {r['cost_per_success']}"
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``tokenlean`` command; typed errors exit 2 with a one-line message."""
     try:

@@ -1,5 +1,6 @@
-"""tokenlean's caching LLM wrapper for LlamaIndex."""
+"""tokenlean's LLM wrappers for LlamaIndex: caching and routing."""
 
 from llama_index.llms.tokenlean.base import CachedLLM
+from llama_index.llms.tokenlean.routed import RoutedLLM
 
-__all__ = ["CachedLLM"]
+__all__ = ["CachedLLM", "RoutedLLM"]
