@@ -72,6 +72,10 @@ from tokenlean._messages import (
     count_request_tokens,
     count_tool_tokens,
 )
+from tokenlean._metrics.collector import MetricsCollector, MetricsSink, RequestRecord
+from tokenlean._metrics.exporters import OpenTelemetryExporter, PrometheusExporter
+from tokenlean._metrics.prices import PRICE_TABLE_AS_OF, Cost, ModelPrice, PriceTable
+from tokenlean._metrics.redaction import DEFAULT_PATTERNS, Redactor, hash_label
 from tokenlean._plan import PromptPlan, RenderedPrompt, Segment, SegmentKind
 from tokenlean._prefix_cache import (
     AnthropicPrompt,
@@ -118,6 +122,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_DETECTORS",
+    "DEFAULT_PATTERNS",
+    "PRICE_TABLE_AS_OF",
     "PROVIDER_TABLE_AS_OF",
     "AnthropicPrompt",
     "ApproximateCounter",
@@ -143,6 +149,7 @@ __all__ = [
     "ContextPack",
     "ConversationMemory",
     "CorruptedStoreError",
+    "Cost",
     "CrossEncoderReranker",
     "Document",
     "DroppedItem",
@@ -169,18 +176,26 @@ __all__ = [
     "MemoryBudget",
     "MemoryStore",
     "MemoryTranscriptStore",
+    "MetricsCollector",
+    "MetricsSink",
     "MicroBatcher",
     "MissingDependencyError",
+    "ModelPrice",
     "NotSerializableError",
+    "OpenTelemetryExporter",
     "PackItem",
     "PackedContext",
     "PackedItem",
     "PrefixCacheRule",
+    "PriceTable",
+    "PrometheusExporter",
     "PromptPlan",
     "QueryFeatures",
+    "Redactor",
     "RegexDetector",
     "RegexExtractor",
     "RenderedPrompt",
+    "RequestRecord",
     "RequestTokenCount",
     "Reranker",
     "RetrievalCache",
@@ -232,6 +247,7 @@ __all__ = [
     "extract_features",
     "fingerprint",
     "get_token_counter",
+    "hash_label",
     "load_settings",
     "mask_volatile",
     "openai_prompt_cache_key",

@@ -1,6 +1,7 @@
 """LangChain integration of tokenlean."""
 
 from langchain_tokenlean.cache import TokenleanCache
+from langchain_tokenlean.callbacks import TokenleanCallbackHandler
 from langchain_tokenlean.memory import (
     LangChainSlotExtractor,
     LangChainSummarizer,
@@ -15,6 +16,7 @@ __all__ = [
     "LangChainSummarizer",
     "TokenBudgetCompressor",
     "TokenleanCache",
+    "TokenleanCallbackHandler",
     "TokenleanChatMessageHistory",
     "TokenleanMemoryMiddleware",
     "TokenleanRetriever",

@@ -343,6 +343,24 @@ def bench_routing(as_json: JsonOpt = False) -> None:
         )
 
 
+@bench_app.command("overhead")
+def bench_overhead(
+    reps: Annotated[int, typer.Option(help="Timed recordings.")] = 20_000,
+    as_json: JsonOpt = False,
+) -> None:
+    """The cost of recording one request into the metrics collector."""
+    from tokenlean.cli._bench_overhead import overhead_bench
+
+    result = overhead_bench(reps)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        typer.echo(
+            f"record one request: {result['record_us_p50']} us (median of {reps}); "
+            f"with OpenTelemetry: {result['record_with_otel_us_p50']} us"
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``tokenlean`` command; typed errors exit 2 with a one-line message."""
     try:

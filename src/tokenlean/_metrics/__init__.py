@@ -1,0 +1,1 @@
+"""Token-efficiency metrics, cost accounting, privacy and exporters."""
