@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -152,3 +153,48 @@ def test_prometheus_scrape() -> None:
     assert 'tokenlean_requests_total{cache="none",model="gpt-4o"} 1.0' in text
     assert 'tokenlean_cache_lookups_total{hit="false",layer="exact"} 1.0' in text
     assert "tokenlean_operation_duration_seconds_bucket" in text
+
+
+def test_components_feed_the_collector() -> None:
+    """Caches, retrieval, memory, batching and routing report into one collector."""
+    from tokenlean.testing import HashingEmbedder
+
+    collector = tl.MetricsCollector()
+    cache = tl.CompletionCache(collector=collector)
+    request = tl.CacheRequest.from_openai(
+        {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    )
+    cache.lookup(request)
+    cache.store(request, "A")
+    cache.lookup(request)
+    index = tl.HybridIndex(embedder=HashingEmbedder(32))
+    index.add([{"id": "d", "text": "Refunds take five days. Shipping takes two."}])
+    retriever = tl.BudgetedRetriever(index, cache=tl.RetrievalCache(collector=collector),
+                                     collector=collector)  # fmt: skip
+    retriever.retrieve("refunds", budget=50)
+    memory = tl.ConversationMemory(embedder=HashingEmbedder(32), summarize_after=20,
+                                   keep_recent=2, collector=collector)  # fmt: skip
+    memory.add("s", [{"role": "user", "content": f"Message {i} about the Lyon warehouse order {i}. "
+                      "It was late. We called twice. Nobody answered the phone at all."}
+                     for i in range(12)])  # fmt: skip
+    router = tl.Router(small=lambda q: "?", large=lambda q: "!", verifier=lambda q, a: 0.0,
+                       collector=collector)  # fmt: skip
+    router.run("hello")
+
+    async def batch() -> None:
+        async def run(key: tl.BatchKey, payloads: Any) -> list[Any]:
+            return list(payloads)
+
+        batcher = tl.MicroBatcher(run, collector=collector)
+        await asyncio.gather(*(batcher.submit(i, model="x") for i in range(4)))
+        await batcher.aclose()
+
+    asyncio.run(batch())
+    snap = collector.snapshot()
+    assert snap["headline"]["cache_hit_rate"]["exact"] == {"hits": 1, "lookups": 2, "hit_rate": 0.5}
+    assert snap["headline"]["cache_hit_rate"]["retrieval"]["lookups"] == 1
+    secondary = snap["secondary"]
+    assert secondary["retrieval_payload_tokens_mean"] > 0
+    assert secondary["summary_compression_ratio"] > 1
+    assert secondary["batch_fill_rate"] == 4 / 32
+    assert secondary["escalation_rate"] == 1.0

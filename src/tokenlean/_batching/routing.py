@@ -17,13 +17,16 @@ import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from tokenlean._embeddings import Embedder
 from tokenlean._errors import ConfigurationError, InvalidInputError
+
+if TYPE_CHECKING:
+    from tokenlean._metrics.collector import MetricsCollector
 
 __all__ = ["LearnedGate", "RouteDecision", "Router", "RouterMetrics", "RuleGate"]
 
@@ -207,7 +210,9 @@ class Router:
         min_confidence: float = 0.5,
         cost: dict[str, float] | None = None,
         text: Callable[[Any], str] = str,
+        collector: MetricsCollector | None = None,
     ) -> None:
+        self.collector = collector
         self.small, self.large = small, large
         self.gates = list(gates)
         self.verifier = verifier
@@ -233,6 +238,8 @@ class Router:
             setattr(self.metrics, path, getattr(self.metrics, path) + 1)
             self.metrics.escalations += int(escalated)
             self.metrics.cost += sum(self.costs[c] for c in calls)
+        if self.collector is not None:
+            self.collector.record_routing(escalated)
 
     def record_outcome(self, success: bool) -> None:
         """Report whether the last answer resolved the task (for cost per success)."""

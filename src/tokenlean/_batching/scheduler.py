@@ -17,13 +17,16 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from concurrent.futures import Future as ThreadFuture
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import Field
 
 from tokenlean._canonical import canonical_json
 from tokenlean._config import FrozenModel
 from tokenlean._errors import ConfigurationError, TokenleanError
+
+if TYPE_CHECKING:
+    from tokenlean._metrics.collector import MetricsCollector
 
 __all__ = [
     "BatchClosedError",
@@ -164,7 +167,9 @@ class MicroBatcher:
         max_queue: int = 10_000,
         overflow: Literal["wait", "reject"] = "wait",
         key_fn: Callable[[Any], Hashable] | None = None,
+        collector: MetricsCollector | None = None,
     ) -> None:
+        self.collector = collector
         if overflow not in ("wait", "reject"):
             raise ConfigurationError(f"overflow must be 'wait' or 'reject', not {overflow!r}")
         if max_queue < 1:
@@ -262,6 +267,8 @@ class MicroBatcher:
         limits = self.classes[key.latency_class]
         self.metrics.flush_reasons[reason] += 1
         self.metrics.item_fill.append(len(items) / limits.max_items)
+        if self.collector is not None:
+            self.collector.record_batch(len(items) / limits.max_items)
         self.metrics.token_fill.append(min(1.0, partition.tokens / limits.max_tokens))
         task = asyncio.ensure_future(self._run(key, items))
         self._running.add(task)

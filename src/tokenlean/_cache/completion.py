@@ -18,7 +18,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -35,6 +35,9 @@ from tokenlean._embeddings import Embedder, default_embedder
 from tokenlean._errors import ConfigurationError, NotSerializableError
 
 __all__ = ["CacheLookup", "CompletionCache", "replay_stream"]
+
+if TYPE_CHECKING:
+    from tokenlean._metrics.collector import MetricsCollector
 
 logger = logging.getLogger("tokenlean.cache")
 Clock = Callable[[], float]
@@ -100,6 +103,7 @@ class CompletionCache:
             on first semantic use).
         clock: time source for TTLs (seconds).
         hnsw_threshold: entries per partition past which the vector index becomes HNSW.
+        collector: a :class:`MetricsCollector` that records every lookup's layer and outcome.
 
     Example:
         >>> cache = CompletionCache()
@@ -124,7 +128,9 @@ class CompletionCache:
         embedder: Embedder | None = None,
         clock: Clock = time.time,
         hnsw_threshold: int = 20_000,
+        collector: MetricsCollector | None = None,
     ) -> None:
+        self.collector = collector
         self.store_backend: CacheStore = store if store is not None else MemoryStore()
         self.policy = policy or CachePolicy.exact()
         self.routes = dict(routes or {})
@@ -309,10 +315,14 @@ class CompletionCache:
         self, layer: str, entry: StoredEntry, similarity: float, reason: str, start: float
     ) -> CacheLookup:
         self._stats.lookup(layer, True, (time.perf_counter() - start) * 1000)
+        if self.collector is not None:
+            self.collector.record_cache(layer, True)
         return CacheLookup(True, json.loads(entry.payload), layer, similarity, reason)
 
     def _miss(self, layer: str, reason: str, start: float) -> CacheLookup:
         self._stats.lookup(layer, False, (time.perf_counter() - start) * 1000)
+        if self.collector is not None:
+            self.collector.record_cache(layer, False)
         return CacheLookup(False, None, layer, None, reason)
 
     # ------------------------------------------------------------------ writes

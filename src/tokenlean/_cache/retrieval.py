@@ -7,7 +7,7 @@ import json
 import time
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tokenlean._cache.memory import MemoryStore
 from tokenlean._cache.request import hash_key
@@ -15,6 +15,9 @@ from tokenlean._cache.stats import CacheStats, StatsRecorder
 from tokenlean._cache.store import CacheStore, Selector, StoredEntry
 from tokenlean._canonical import canonical_json, canonicalize_text
 from tokenlean._errors import ConfigurationError, InvalidInputError
+
+if TYPE_CHECKING:
+    from tokenlean._metrics.collector import MetricsCollector
 
 __all__ = ["RetrievalCache", "canonical_query"]
 
@@ -56,7 +59,9 @@ class RetrievalCache:
         *,
         ttl_s: float | None = None,
         clock: Callable[[], float] = time.time,
+        collector: MetricsCollector | None = None,
     ) -> None:
+        self.collector = collector
         if ttl_s is not None and ttl_s <= 0:
             raise ConfigurationError("ttl_s must be positive or None")
         self.store_backend: CacheStore = store if store is not None else MemoryStore()
@@ -100,6 +105,8 @@ class RetrievalCache:
             self.store_backend.delete(Selector(namespace=namespace, key=key, expired_at=now))
             entry = None
         self._stats.lookup("retrieval", entry is not None, (time.perf_counter() - start) * 1000)
+        if self.collector is not None:
+            self.collector.record_cache("retrieval", entry is not None)
         if entry is None:
             return None
         result: list[Any] = json.loads(entry.payload)

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
@@ -37,6 +37,9 @@ from tokenlean._retrieval.documents import SentenceSplitter
 from tokenlean._retrieval.index import HybridIndex
 from tokenlean._retrieval.search import HybridSearcher
 from tokenlean._tokens import get_token_counter
+
+if TYPE_CHECKING:
+    from tokenlean._metrics.collector import MetricsCollector
 
 __all__ = ["ContextPack", "ConversationMemory", "MemoryBudget", "PackItem"]
 
@@ -148,7 +151,9 @@ class ConversationMemory:
         keep_recent: int = 8,
         background: bool = False,
         clock: Callable[[], float] = time.time,
+        collector: MetricsCollector | None = None,
     ) -> None:
+        self.collector = collector
         self.store = store if store is not None else MemoryTranscriptStore()
         self._embedder = embedder
         self.counter = counter or get_token_counter()
@@ -258,6 +263,12 @@ class ConversationMemory:
             return previous
         state.summary_error = None
         updated = RollingSummary(tuple(items), end)
+        if self.collector is not None:
+            previous_sources = {s for i in previous.items for s in i.sources}
+            new_tokens = sum(
+                self.counter(i.text) for i in items if not set(i.sources) <= previous_sources
+            )
+            self.collector.record_summary(size, new_tokens)
         self.store.put_state(tenant, session, "summary", updated.to_json())
         return updated
 

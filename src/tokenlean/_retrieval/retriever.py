@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tokenlean._cache.retrieval import RetrievalCache
 from tokenlean._errors import ConfigurationError, InvalidInputError
 from tokenlean._retrieval.index import HybridIndex
 from tokenlean._retrieval.packing import Order, PackedContext, pack_chunks
 from tokenlean._retrieval.search import HybridSearcher, ScoredChunk
+
+if TYPE_CHECKING:
+    from tokenlean._metrics.collector import MetricsCollector
 
 __all__ = ["BudgetedRetriever"]
 
@@ -46,7 +49,9 @@ class BudgetedRetriever:
         counter: Callable[[str], int] | None = None,
         candidates: int = 30,
         tenant: str = "default",
+        collector: MetricsCollector | None = None,
     ) -> None:
+        self.collector = collector
         if candidates < 1:
             raise ConfigurationError("candidates must be >= 1")
         self.index = index
@@ -114,9 +119,12 @@ class BudgetedRetriever:
         if budget < 0:
             raise ConfigurationError(f"budget must be >= 0, got {budget}")
         ranked = self.search(query, k=max(self.candidates, k or 0), filters=filters)
-        return pack_chunks(
+        packed = pack_chunks(
             ranked, budget, query=query, counter=self.counter, k=k, trim=trim, order=order
         )
+        if self.collector is not None:
+            self.collector.record_retrieval(packed.tokens)
+        return packed
 
     async def asearch(
         self, query: str, *, k: int = 10, filters: Mapping[str, Any] | None = None
