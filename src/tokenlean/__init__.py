@@ -59,7 +59,13 @@ from tokenlean._errors import (
 from tokenlean._input import decode_text, parse_chat_request
 from tokenlean._memory.memory import ContextPack, ConversationMemory, MemoryBudget, PackItem
 from tokenlean._memory.slots import RegexExtractor, SlotChange, SlotExtractor, SlotState
-from tokenlean._memory.summary import ExtractiveSummarizer, RollingSummary, Summarizer, SummaryItem
+from tokenlean._memory.summary import (
+    ExtractiveSummarizer,
+    PromptSummarizer,
+    RollingSummary,
+    Summarizer,
+    SummaryItem,
+)
 from tokenlean._memory.transcript import (
     MemoryTranscriptStore,
     SQLiteTranscriptStore,
@@ -190,6 +196,7 @@ __all__ = [
     "PriceTable",
     "PrometheusExporter",
     "PromptPlan",
+    "PromptSummarizer",
     "QueryFeatures",
     "Redactor",
     "RegexDetector",

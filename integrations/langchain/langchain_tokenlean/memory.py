@@ -26,7 +26,7 @@ from langchain_core.messages import (
     ToolMessage,
 )
 
-from tokenlean import ContextPack, ConversationMemory
+from tokenlean import ContextPack, ConversationMemory, PromptSummarizer
 
 __all__ = [
     "TokenleanChatMessageHistory",
@@ -181,32 +181,17 @@ class TokenleanChatMessageHistory(BaseChatMessageHistory):
         self.memory.store.put_state(self.tenant, self.base_session, "epoch", epoch + 1)
 
 
-class LangChainSummarizer:
-    """A tokenlean summarizer backed by any LangChain chat model.
-
-    Each update asks the model to summarize only the new turns, and appends the answer as one
-    summary item whose sources are those turns; earlier items are kept as they are, so the
-    summary never drifts through summaries of summaries.
-    """
-
-    PROMPT = (
-        "Summarize the following conversation turns in a few factual sentences. Keep names, "
-        "dates, numbers and decisions. Do not add anything that is not in the turns.\n\n{turns}"
-    )
+class LangChainSummarizer(PromptSummarizer):
+    """A tokenlean summarizer backed by any LangChain chat model (see
+    :class:`~tokenlean.PromptSummarizer`: one new item per update, sourced from its turns)."""
 
     def __init__(self, model: Any, *, prompt: str | None = None) -> None:
+        def complete(text: str) -> str:
+            reply = model.invoke([HumanMessage(text)])
+            return reply.text if isinstance(reply, BaseMessage) else str(reply)
+
+        super().__init__(complete, prompt=prompt)
         self.model = model
-        self.prompt = prompt or self.PROMPT
-
-    def summarize(self, previous: Any, turns: Sequence[Any]) -> list[Any]:
-        from tokenlean import SummaryItem
-        from tokenlean._memory.summary import turn_label
-
-        lines = "\n".join(f"{turn_label(t)}: {t.content}" for t in turns if t.content)
-        reply = self.model.invoke([HumanMessage(self.prompt.format(turns=lines))])
-        text = reply.text if isinstance(reply, BaseMessage) else str(reply)
-        item = SummaryItem(text.strip(), tuple(t.id for t in turns), 10.0)
-        return [*previous.items, item]
 
 
 class LangChainSlotExtractor:

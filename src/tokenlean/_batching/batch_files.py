@@ -15,7 +15,7 @@ they work and are tested without network.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,20 @@ def _check_ids(requests: Mapping[str, Any]) -> None:
     for custom_id in requests:
         if not isinstance(custom_id, str) or not custom_id or len(custom_id) > 64:
             raise InvalidInputError(f"custom ids must be 1 to 64 characters, got {custom_id!r}")
+
+
+def _rows(path: str | Path, provider: str, *keys: str) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a results file, each checked for ``keys``."""
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            for key in keys:
+                row[key]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InvalidInputError(f"{path}:{number}: not an {provider} batch result") from exc
+        yield row
 
 
 def write_openai_batch(requests: Mapping[str, Mapping[str, Any]], path: str | Path,
@@ -54,14 +68,8 @@ def read_openai_batch_results(path: str | Path) -> dict[str, Any]:
         InvalidInputError: a line that is not a batch result.
     """
     results: dict[str, Any] = {}
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            custom_id = row["custom_id"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise InvalidInputError(f"{path}:{number}: not an OpenAI batch result") from exc
+    for row in _rows(path, "OpenAI", "custom_id"):
+        custom_id = row["custom_id"]
         response = row.get("response") or {}
         if row.get("error") or response.get("status_code", 200) >= 400:
             results[custom_id] = InvalidInputError(f"{custom_id}: {row.get('error') or response}")
@@ -87,14 +95,10 @@ def read_anthropic_batch_results(path: str | Path) -> dict[str, Any]:
         InvalidInputError: a line that is not a batch result.
     """
     results: dict[str, Any] = {}
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            custom_id, result = row["custom_id"], row["result"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise InvalidInputError(f"{path}:{number}: not an Anthropic batch result") from exc
+    for row in _rows(path, "Anthropic", "custom_id", "result"):
+        custom_id, result = row["custom_id"], row["result"]
+        if not isinstance(result, dict):
+            raise InvalidInputError(f"{path}: {custom_id}: result must be an object")
         if result.get("type") == "succeeded":
             results[custom_id] = result.get("message")
         else:

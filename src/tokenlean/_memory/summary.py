@@ -210,3 +210,27 @@ class ExtractiveSummarizer:
                 total -= self.counter(items[index].text)
             items = [item for i, item in enumerate(items) if i not in removed]
         return items
+
+
+class PromptSummarizer:
+    """Summarizes with any LLM through a ``complete(prompt) -> text`` function.
+
+    Each update asks for a summary of the new turns only and appends it as one item sourced
+    from those turns; earlier items are kept as they are, so the summary never drifts through
+    summaries of summaries. The LangChain and LlamaIndex adapters build one from a chat model or
+    an LLM.
+    """
+
+    PROMPT = (
+        "Summarize the following conversation turns in a few factual sentences. Keep names, "
+        "dates, numbers and decisions. Do not add anything that is not in the turns.\n\n{turns}"
+    )
+
+    def __init__(self, complete: Callable[[str], str], *, prompt: str | None = None) -> None:
+        self.complete = complete
+        self.prompt = prompt or self.PROMPT
+
+    def summarize(self, previous: RollingSummary, turns: Sequence[Turn]) -> list[SummaryItem]:
+        lines = "\n".join(f"{turn_label(t)}: {t.content}" for t in turns if t.content)
+        text = self.complete(self.prompt.format(turns=lines)).strip()
+        return [*previous.items, SummaryItem(text, tuple(t.id for t in turns), 10.0)]

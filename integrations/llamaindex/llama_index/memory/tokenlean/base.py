@@ -15,7 +15,7 @@ from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.memory.types import BaseMemory
 
-from tokenlean import ConversationMemory, SQLiteTranscriptStore
+from tokenlean import ConversationMemory, PromptSummarizer, SQLiteTranscriptStore
 
 __all__ = ["TokenleanMemory"]
 
@@ -117,23 +117,10 @@ class TokenleanMemory(BaseMemory):
         self._memory.store.put_state(self.tenant, self.session, "epoch", epoch + 1)
 
 
-class LlamaIndexSummarizer:
-    """A tokenlean summarizer backed by any LlamaIndex LLM (one new item per update, sourced
-    from the turns it summarizes; earlier items are never re-summarized)."""
-
-    PROMPT = (
-        "Summarize the following conversation turns in a few factual sentences. Keep names, "
-        "dates, numbers and decisions. Do not add anything that is not in the turns.\n\n{turns}"
-    )
+class LlamaIndexSummarizer(PromptSummarizer):
+    """A tokenlean summarizer backed by any LlamaIndex LLM (see
+    :class:`~tokenlean.PromptSummarizer`: one new item per update, sourced from its turns)."""
 
     def __init__(self, llm: Any, *, prompt: str | None = None) -> None:
+        super().__init__(lambda text: llm.complete(text).text, prompt=prompt)
         self.llm = llm
-        self.prompt = prompt or self.PROMPT
-
-    def summarize(self, previous: Any, turns: Any) -> list[Any]:
-        from tokenlean import SummaryItem
-        from tokenlean._memory.summary import turn_label
-
-        lines = "\n".join(f"{turn_label(t)}: {t.content}" for t in turns if t.content)
-        text = self.llm.complete(self.prompt.format(turns=lines)).text
-        return [*previous.items, SummaryItem(text.strip(), tuple(t.id for t in turns), 10.0)]
