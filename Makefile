@@ -1,6 +1,7 @@
 # The two commands of the README:
 #   make demo   runs the main job on embedded defaults (no API keys, no servers)
-#   make test   runs the whole test suite: ruff, mypy (strict on src/tokenlean) and pytest
+#   make test   runs the whole test suite: ruff, mypy (strict on src/tokenlean), the docs site
+#               build (mkdocs --strict) and pytest
 # Both create or update .venv first (scripts/bootstrap.sh), idempotently.
 
 VENV ?= .venv
@@ -9,6 +10,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+export NO_MKDOCS_2_WARNING := 1
 
 .PHONY: demo test setup lint typecheck pytest bench
 
@@ -22,6 +24,7 @@ test: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/mkdocs build --strict --quiet
 	$(BIN)/pytest
 
 bench: setup
