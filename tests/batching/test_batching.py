@@ -276,3 +276,37 @@ def test_the_router_escalates_unsure_small_answers_and_counts_costs() -> None:
     assert metrics["cost_per_request"] == (1 + 11 + 10 + 10) / 4
     assert metrics["cost_per_success"] == 8.0
     assert asyncio.run(router.arun("easy question")) == "small answer"
+
+
+def test_review_regressions_in_the_scheduler_and_router() -> None:
+    """A failing counter frees its slot; an aborted batch fails its requests; close is final;
+    a risk flag wins over every gate."""
+
+    def bad_counter(payload: Any) -> int:
+        raise ValueError("cannot count")
+
+    async def cancelling(key: tl.BatchKey, payloads: Sequence[Any]) -> list[Any]:
+        raise asyncio.CancelledError
+
+    async def main() -> tuple[Any, Any]:
+        batcher = tl.MicroBatcher(Recorder(), classes=FAST, counter=bad_counter, max_queue=1,
+                                  overflow="reject")  # fmt: skip
+        for _ in range(3):
+            with pytest.raises(ValueError, match="cannot count"):
+                await batcher.submit("x", model="m")
+        ok = await batcher.submit("x", model="m", tokens=1)
+        aborted = tl.MicroBatcher(cancelling, classes=FAST)
+        result = await asyncio.gather(aborted.submit("y", model="m"), return_exceptions=True)
+        return ok, result
+
+    ok, result = asyncio.run(main())
+    assert ok == "done x"
+    assert isinstance(result[0], tl.BatchClosedError | asyncio.CancelledError)
+    sync = tl.SyncMicroBatcher(Recorder(), classes=FAST)
+    sync.close()
+    sync.close()
+    with pytest.raises(tl.BatchClosedError):
+        sync.submit("late", model="m")
+    gate = tl.LearnedGate(HashingEmbedder(16)).train(["easy"], [False])
+    router = tl.Router(small=lambda q: "small", large=lambda q: "large", gates=[gate])
+    assert router.run("easy", risk=True) == "large"

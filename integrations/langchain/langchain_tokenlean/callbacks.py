@@ -80,8 +80,6 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
         cache_hit = marker.get("layer") if isinstance(marker, dict) else None
         if cache_hit is None and usage.get("total_cost") == 0 and "input_tokens" in usage:
             cache_hit = "langchain"
-        if cache_hit is not None:
-            self.collector.record_cache(str(cache_hit), True)
         if "input_tokens" in usage and cache_hit is None:
             details = usage.get("input_token_details") or {}
             self.collector.record_request(

@@ -26,7 +26,7 @@ from langchain_core.messages import (
     ToolMessage,
 )
 
-from tokenlean import ContextPack, ConversationMemory, PromptSummarizer
+from tokenlean import ConfigurationError, ContextPack, ConversationMemory, PromptSummarizer
 
 __all__ = [
     "TokenleanChatMessageHistory",
@@ -41,6 +41,8 @@ _ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"
 def to_tokenlean(message: BaseMessage) -> dict[str, Any]:
     """A LangChain message as a tokenlean message (text content, tool calls, ids)."""
     data: dict[str, Any] = {"role": _ROLES.get(message.type, "user"), "content": message.text}
+    if message.id:
+        data["id"] = message.id
     if isinstance(message, AIMessage) and message.tool_calls:
         data["tool_calls"] = [dict(call) for call in message.tool_calls]
     if isinstance(message, ToolMessage):
@@ -62,14 +64,22 @@ def to_langchain(message: dict[str, Any]) -> BaseMessage:
     return HumanMessage(content, name=message.get("name"))
 
 
-def _thread_id(default: str) -> str:
+def _thread_id(default: str | None) -> str:
+    thread = None
     try:
         from langgraph.config import get_config
 
-        configurable = get_config().get("configurable", {})
-        return str(configurable.get("thread_id") or default)
+        thread = get_config().get("configurable", {}).get("thread_id")
     except RuntimeError:  # called outside a graph run
+        pass
+    if thread:
+        return str(thread)
+    if default:
         return default
+    raise ConfigurationError(
+        "TokenleanMemoryMiddleware needs a conversation: run the agent with "
+        "config={'configurable': {'thread_id': ...}} or pass session= to the middleware"
+    )
 
 
 class TokenleanMemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
@@ -79,7 +89,8 @@ class TokenleanMemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         memory: the tokenlean memory (its store keeps every turn).
         budget: prompt-token budget of each model call.
         tenant: tenant namespace.
-        session: the session when the run has no ``thread_id`` (default ``"default"``).
+        session: the session when the run has no ``thread_id`` (default: none, and a run
+            without a ``thread_id`` is refused rather than mixed with other conversations).
         on_pack: called with each :class:`ContextPack` (auditing, metrics).
     """
 
@@ -89,7 +100,7 @@ class TokenleanMemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         *,
         budget: int = 2000,
         tenant: str = "default",
-        session: str = "default",
+        session: str | None = None,
         on_pack: Callable[[ContextPack], None] | None = None,
     ) -> None:
         super().__init__()
@@ -100,10 +111,10 @@ class TokenleanMemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         self.on_pack = on_pack
 
     def _sync(self, session: str, messages: Sequence[BaseMessage]) -> None:
-        known = len(
-            [t for t in self.memory.turns(session, tenant=self.tenant) if t.role != "system"]
-        )
-        new = [to_tokenlean(m) for m in messages[known:] if m.type != "system"]
+        """Record the messages not recorded yet, by message id (the agent state gives every
+        message one); system prompts are taken from the request, not stored as turns."""
+        known = {t.id for t in self.memory.turns(session, tenant=self.tenant)}
+        new = [to_tokenlean(m) for m in messages if m.type != "system" and m.id not in known]
         if new:
             self.memory.add(session, new, tenant=self.tenant)
 

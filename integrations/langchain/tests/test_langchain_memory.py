@@ -137,3 +137,23 @@ def test_an_llm_slot_extractor_fills_and_validates_slots() -> None:
     assert [c.new for c in slots.history if c.slot == "city"] == ["Lisbon", "Porto"]
     with pytest.raises(InvalidInputError):
         memory.set_slots("s", {"nights": "many"})
+
+
+def test_the_middleware_refuses_runs_without_a_conversation_and_records_each_message_once() -> None:
+    """No thread_id and no session: a clear error; a system message in the input is not stored."""
+    import pytest
+    from langchain_core.messages import SystemMessage
+
+    from tokenlean import ConfigurationError
+
+    memory = ConversationMemory(embedder=HashingEmbedder(64))
+    model = RecordingModel(responses=[AIMessage(f"ok {i}") for i in range(4)], seen=[])
+    agent = create_agent(model, middleware=[TokenleanMemoryMiddleware(memory, budget=300)])
+    with pytest.raises(ConfigurationError, match="thread_id"):
+        agent.invoke({"messages": [HumanMessage("hi")]})
+    agent = create_agent(model, middleware=[TokenleanMemoryMiddleware(memory, budget=300)],
+                         checkpointer=InMemorySaver())  # fmt: skip
+    config = {"configurable": {"thread_id": "t"}}
+    agent.invoke({"messages": [SystemMessage("Be brief."), HumanMessage("I am Ada")]}, config)
+    agent.invoke({"messages": [HumanMessage("who am I?")]}, config)
+    assert [t.content for t in memory.turns("t")] == ["I am Ada", "ok 0", "who am I?"]

@@ -7,7 +7,7 @@ from langchain_core.messages import AIMessage
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_tokenlean import TokenleanCache, TokenleanCallbackHandler
 
-from tokenlean import MetricsCollector, OpenTelemetryExporter, PriceTable
+from tokenlean import CompletionCache, MetricsCollector, OpenTelemetryExporter, PriceTable
 
 
 def reply(i: int) -> AIMessage:
@@ -19,7 +19,8 @@ def reply(i: int) -> AIMessage:
 def test_a_chain_records_provider_usage_costs_and_cache_hits() -> None:
     """Provider-reported usage is recorded with its cost; a cache hit spends no tokens."""
     collector = MetricsCollector()
-    model = FakeMessagesListChatModel(responses=[reply(0), reply(1)], cache=TokenleanCache())
+    cache = TokenleanCache(CompletionCache(collector=collector))  # the cache reports its lookups
+    model = FakeMessagesListChatModel(responses=[reply(0), reply(1)], cache=cache)
     chain = ChatPromptTemplate.from_messages([("system", "Be brief."), ("human", "{q}")]) | model
     handler = TokenleanCallbackHandler(collector, tenant="acme")
     with collector.task("ticket") as task:
@@ -32,7 +33,11 @@ def test_a_chain_records_provider_usage_costs_and_cache_hits() -> None:
     assert snap["totals"]["requests"] == 3
     assert snap["totals"]["input_tokens"] == 100 + 101
     assert snap["totals"]["output_tokens"] == 20
-    assert snap["headline"]["cache_hit_rate"]["exact"]["hits"] == 1
+    assert snap["headline"]["cache_hit_rate"]["exact"] == {
+        "hits": 1,
+        "lookups": 3,
+        "hit_rate": 0.3333,
+    }
     expected = PriceTable.default().cost("gpt-4o-mini", input_tokens=201, output_tokens=20,
                                          cached_tokens=100).usd  # fmt: skip
     assert abs(snap["totals"]["cost_usd"] - expected) < 1e-9

@@ -176,3 +176,18 @@ def test_an_llm_summarizer_backed_by_a_llamaindex_llm() -> None:
     assert items
     assert items[0].text == "text text text text text text"  # MockLLM's reply
     assert items[0].sources == tuple(f"t{i}" for i in range(len(items[0].sources)))
+
+
+def test_tool_calls_survive_the_memory() -> None:
+    """An assistant tool call and its result come back from get() together, calls included."""
+    memory = make(session="tools", budget=500)
+    call = {"id": "c1", "type": "function", "function": {"name": "track", "arguments": "{}"}}
+    memory.put(ChatMessage(role="user", content="where is order 1234?"))
+    memory.put(ChatMessage(role="assistant", content="", additional_kwargs={"tool_calls": [call]}))
+    memory.put(
+        ChatMessage(role="tool", content="In Lyon", additional_kwargs={"tool_call_id": "c1"})
+    )
+    messages = memory.get()
+    assistant = next(m for m in messages if m.role.value == "assistant")
+    assert assistant.additional_kwargs["tool_calls"][0]["id"] == "c1"
+    assert messages[-1].additional_kwargs["tool_call_id"] == "c1"

@@ -12,7 +12,7 @@ from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.llms import MockLLM
 from llama_index.llms.tokenlean import CachedLLM
 
-from tokenlean import MetricsCollector
+from tokenlean import CompletionCache, MetricsCollector
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def test_a_query_engine_is_measured_and_cache_hits_cost_nothing(
     collector: MetricsCollector,
 ) -> None:
     """Each LLM call is recorded with estimated tokens; a CachedLLM hit is a free cache hit."""
-    llm = CachedLLM(MockLLM(max_tokens=8))
+    llm = CachedLLM(MockLLM(max_tokens=8), CompletionCache(collector=collector))
     index = VectorStoreIndex.from_documents(
         [
             Document(text="Refunds are paid within five days."),

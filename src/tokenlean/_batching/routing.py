@@ -223,6 +223,8 @@ class Router:
 
     def decide(self, request: Any, *, tools: bool = False, risk: bool = False) -> RouteDecision:
         """The path for ``request`` (without running it)."""
+        if risk:
+            return RouteDecision("large", "risk flag")
         text = self.text(request)
         for gate in self.gates:
             decision = gate.decide(text, tools=tools, risk=risk)

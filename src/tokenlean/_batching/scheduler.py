@@ -216,6 +216,7 @@ class MicroBatcher:
             raise ConfigurationError(f"unknown latency class {latency_class!r}")
         key = BatchKey(model, canonical_json(dict(settings or {})), latency_class, shape,
                        self.key_fn(payload) if self.key_fn else None)  # fmt: skip
+        tokens = tokens if tokens is not None else self.counter(payload)  # before taking a slot
         room = self._condition()
         async with room:
             if self._queued >= self.max_queue:
@@ -226,8 +227,7 @@ class MicroBatcher:
                     raise BatchClosedError("the batcher closed while waiting for room")
             self._queued += 1
         loop = asyncio.get_running_loop()
-        pending = _Pending(payload, tokens if tokens is not None else self.counter(payload),
-                           loop.create_future(), time.perf_counter())  # fmt: skip
+        pending = _Pending(payload, tokens, loop.create_future(), time.perf_counter())  # fmt: skip
         partition = self._partitions.setdefault(key, _Partition())
         partition.items.append(pending)
         partition.tokens += pending.tokens
@@ -302,6 +302,10 @@ class MicroBatcher:
                 else:
                     item.future.set_result(result)
         finally:
+            # Whatever happened (even a cancellation), no request of this batch is left waiting.
+            for item in items:
+                if not item.future.done():
+                    item.future.set_exception(BatchClosedError("the batch was aborted"))
             await self._release(len(items))
 
     async def _alone(self, key: BatchKey, payload: Any) -> Any:
@@ -359,6 +363,7 @@ class SyncMicroBatcher:
                                         daemon=True)  # fmt: skip
         self._thread.start()
         self.batcher: MicroBatcher = self._call(self._make(executor, options))
+        self._closed = False
 
     @staticmethod
     async def _make(executor: Any, options: dict[str, Any]) -> MicroBatcher:
@@ -369,7 +374,13 @@ class SyncMicroBatcher:
         return future.result()
 
     def submit(self, payload: Any, **options: Any) -> Any:
-        """Queue a request from any thread and block until its result."""
+        """Queue a request from any thread and block until its result.
+
+        Raises:
+            BatchClosedError: the batcher is closed.
+        """
+        if self._closed:
+            raise BatchClosedError("the batcher is closed")
         return self._call(self.batcher.submit(payload, **options))
 
     @property
@@ -378,7 +389,10 @@ class SyncMicroBatcher:
         return metrics
 
     def close(self, *, drain: bool = True) -> None:
-        """Shut the scheduler down and stop its thread."""
+        """Shut the scheduler down and stop its thread (a second call does nothing)."""
+        if self._closed:
+            return
+        self._closed = True
         self._call(self.batcher.aclose(drain=drain))
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)

@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 
 from tokenlean._config import FrozenModel
 from tokenlean._embeddings import Embedder
-from tokenlean._errors import ConfigurationError
+from tokenlean._errors import ConfigurationError, InvalidInputError
 from tokenlean._memory.slots import SlotExtractor, SlotState
 from tokenlean._memory.summary import ExtractiveSummarizer, RollingSummary, Summarizer, turn_label
 from tokenlean._memory.transcript import (
@@ -102,6 +102,7 @@ class _Session:
     indexed: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
     pending: Future[None] | None = None  # a background summary update
+    dirty: bool = False  # new turns arrived while it ran
     summary_error: str | None = None
 
 
@@ -190,18 +191,26 @@ class ConversationMemory:
         """
         state = self._session(tenant, session)
         with state.lock:
-            start = len(self.store.turns(tenant, session))
-            now = self.clock()
-            turns = [turn_from_message(m, start + i, now) for i, m in enumerate(messages)]
-            self.store.append(tenant, session, turns)
-        if self.slot_model is not None and self.extractors:
-            slots = self.slots(session, tenant=tenant)
-            for turn in turns:
-                for extractor in self.extractors:
-                    values = extractor.extract(turn)
-                    if values:
-                        slots.update(values, turn_id=turn.id, timestamp=turn.timestamp)
-            self.store.put_state(tenant, session, "slots", slots.to_json())
+            for attempt in range(5):
+                start = len(self.store.turns(tenant, session))
+                now = self.clock()
+                turns = [turn_from_message(m, start + i, now) for i, m in enumerate(messages)]
+                try:
+                    self.store.append(tenant, session, turns)
+                    break
+                except InvalidInputError:
+                    # Another process sharing the store appended meanwhile: take the new
+                    # length and try again (a duplicate id given by the caller fails again).
+                    if attempt == 4:
+                        raise
+            if self.slot_model is not None and self.extractors:
+                slots = self.slots(session, tenant=tenant)
+                for turn in turns:
+                    for extractor in self.extractors:
+                        values = extractor.extract(turn)
+                        if values:
+                            slots.update(values, turn_id=turn.id, timestamp=turn.timestamp)
+                self.store.put_state(tenant, session, "slots", slots.to_json())
         self._maybe_summarize(tenant, session)
         return turns
 
@@ -222,9 +231,10 @@ class ConversationMemory:
         turn_id: str | None = None,
     ) -> None:  # fmt: skip
         """Set slot values (validated; on error nothing changes)."""
-        slots = self.slots(session, tenant=tenant)
-        slots.update(values, turn_id=turn_id, timestamp=self.clock())
-        self.store.put_state(tenant, session, "slots", slots.to_json())
+        with self._session(tenant, session).lock:
+            slots = self.slots(session, tenant=tenant)
+            slots.update(values, turn_id=turn_id, timestamp=self.clock())
+            self.store.put_state(tenant, session, "slots", slots.to_json())
 
     # ------------------------------------------------------------------ summary
 
@@ -234,8 +244,11 @@ class ConversationMemory:
     def _maybe_summarize(self, tenant: str, session: str) -> None:
         state = self._session(tenant, session)
         if self._executor is not None:
-            if state.pending is None or state.pending.done():
-                state.pending = self._executor.submit(self._summarize_quietly, tenant, session)
+            with self._lock:
+                if state.pending is None or state.pending.done():
+                    state.pending = self._executor.submit(self._summarize_quietly, tenant, session)
+                else:
+                    state.dirty = True  # run again when the current update finishes
             return
         self.update_summary(session, tenant=tenant)
 
@@ -273,7 +286,13 @@ class ConversationMemory:
         return updated
 
     def _summarize_quietly(self, tenant: str, session: str) -> None:
-        self.update_summary(session, tenant=tenant)
+        state = self._session(tenant, session)
+        while True:
+            self.update_summary(session, tenant=tenant)
+            with self._lock:
+                if not state.dirty:
+                    return
+                state.dirty = False
 
     def wait(self) -> None:
         """Wait for background summaries to finish."""
@@ -424,7 +443,6 @@ class ConversationMemory:
             position = {t.id: i for i, t in enumerate(older)}
             chosen: dict[str, Turn] = {}
             spent = 0
-            in_summary = {s for item in summary_items for s in item.sources}
 
             def take(turn: Turn) -> bool:
                 nonlocal spent
@@ -439,8 +457,7 @@ class ConversationMemory:
 
             top = [by_id[h.chunk.doc_id] for h in hits if h.chunk.doc_id in by_id]
             for turn in top:
-                if turn.id not in in_summary or len(turn.content) > 0:
-                    take(turn)
+                take(turn)
             for turn in top[:5]:
                 at = position[turn.id]
                 for step in range(1, shares.neighbours + 1):
@@ -466,6 +483,9 @@ class ConversationMemory:
             recent_groups.insert(0, group)
             left -= cost
         recent = [t for g in recent_groups for t in g]
+        final_recent = {t.id for t in recent}
+        # Summary items whose turns are now all in the recent window would say them twice.
+        summary_items = [i for i in summary_items if not set(i.sources) <= final_recent]
 
         recent_items = [PackItem("recent", t.content, count(t.content), (t.id,)) for t in recent]
         all_items = [*(items[:-1] if user is not None else items), *summary_items, *retrieved]

@@ -71,7 +71,13 @@ class BudgetedRetriever:
         """
         if not isinstance(query, str):
             raise InvalidInputError("a query must be a string")
-        params = {"k": k, "filters": dict(filters or {}), "searcher": self._settings()}
+        canonical_filters = {
+            key: sorted(value, key=str)
+            if isinstance(value, set | frozenset | tuple | list)
+            else value
+            for key, value in (filters or {}).items()
+        }
+        params = {"k": k, "filters": canonical_filters, "searcher": self._settings()}
         version = self.index.version
         if self.cache is not None:
             cached = self.cache.get(query, index_version=version, tenant=self.tenant, params=params)

@@ -361,6 +361,51 @@ def bench_overhead(
         )
 
 
+@app.command()
+def audit(
+    log: Annotated[Path, typer.Argument(help="JSONL request log (see docs/audit.md).")],
+    near_duplicates: Annotated[
+        float | None, typer.Option(help="Also count near-duplicate user turns at this cosine.")
+    ] = None,
+    html_report: Annotated[
+        Path | None, typer.Option("--html", help="Write an HTML report here.")
+    ] = None,
+    generate: Annotated[
+        int, typer.Option(help="Write a generated sample log of N requests to LOG first.")
+    ] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Where the tokens of a request log go, and what each lever would save."""
+    from tokenlean._audit import audit_log, read_request_log
+    from tokenlean.cli._audit import render_html, write_sample_log
+
+    if generate:
+        write_sample_log(log, generate)
+    if not log.is_file():
+        raise ConfigurationError(f"no such file: {log}")
+    report = audit_log(read_request_log(log), near_duplicates=near_duplicates).to_json()
+    if html_report is not None:
+        html_report.write_text(render_html(report), encoding="utf-8")
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    typer.echo(
+        f"{report['requests']} requests, {report['input_tokens']:,} input tokens; "
+        f"{report['history_share']:.0%} of them old history; "
+        f"{report['exact_duplicates']['requests']} exact duplicates"
+    )
+    for lever, tokens in report["savings_tokens"].items():
+        usd = report["savings_usd"].get(lever, 0.0)
+        typer.echo(f"  {lever:20} {tokens:>12,} tokens  ${usd:,.4f}")
+    for route, figures in report["routes"].items():
+        typer.echo(
+            f"  route {route}: {figures['distinct_raw_prefixes']} raw static prefixes, "
+            f"{figures['distinct_static_prefixes']} once canonical, top one "
+            f"{figures['top_prefix_share']:.0%} of requests, {figures['top_prefix_tokens']} tokens "
+            f"(provider minimum {figures['provider_min_tokens']})"
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``tokenlean`` command; typed errors exit 2 with a one-line message."""
     try:

@@ -37,8 +37,15 @@ def _usage(raw: Any) -> dict[str, int] | None:
     if prompt is None:
         return None
     details = get("prompt_tokens_details") or {}
-    cached = details.get("cached_tokens", 0) if isinstance(details, dict) else 0
-    cached = cached or get("cache_read_input_tokens") or 0
+    if isinstance(details, dict):
+        cached = details.get("cached_tokens") or 0
+    else:
+        cached = getattr(details, "cached_tokens", 0) or 0
+    read = get("cache_read_input_tokens") or 0
+    write = get("cache_creation_input_tokens") or 0
+    if read or write:  # Anthropic's input_tokens exclude cache reads and writes
+        prompt = int(prompt) + int(read) + int(write)
+        cached = read
     output = get("completion_tokens") or get("output_tokens") or 0
     return {"input": int(prompt), "output": int(output), "cached": int(cached)}
 
@@ -83,8 +90,6 @@ class TokenleanEventHandler(BaseEventHandler):
             response = event.response
             marker = (response.additional_kwargs or {}).get("tokenlean_cache")
             cache_hit = marker.get("layer") if isinstance(marker, dict) else None
-            if cache_hit is not None:
-                self._collector.record_cache(str(cache_hit), True)
             text = response.message.content if isinstance(event, LLMChatEndEvent) else response.text
             usage = _usage(response.raw)
             latency = time.perf_counter() - start

@@ -27,13 +27,25 @@ def _to_tokenlean(message: ChatMessage) -> dict[str, Any]:
     data: dict[str, Any] = {"role": role, "content": message.content or ""}
     if role == "tool":
         data["tool_call_id"] = str(message.additional_kwargs.get("tool_call_id") or "unknown")
+    calls = message.additional_kwargs.get("tool_calls")
+    if calls:
+        data["tool_calls"] = [
+            call if isinstance(call, dict) else call.model_dump() for call in calls
+        ]
     return data
 
 
 def _to_llamaindex(message: dict[str, Any]) -> ChatMessage:
-    kwargs = {"tool_call_id": message["tool_call_id"]} if message.get("tool_call_id") else {}
-    return ChatMessage(role=MessageRole(message["role"]), content=message.get("content") or "",
-                       additional_kwargs=kwargs)  # fmt: skip
+    kwargs: dict[str, Any] = {}
+    if message.get("tool_call_id"):
+        kwargs["tool_call_id"] = message["tool_call_id"]
+    if message.get("tool_calls"):
+        kwargs["tool_calls"] = list(message["tool_calls"])
+    return ChatMessage(
+        role=MessageRole(message["role"]),
+        content=message.get("content") or "",
+        additional_kwargs=kwargs,
+    )
 
 
 class TokenleanMemory(BaseMemory):

@@ -12,7 +12,7 @@ from typing import Any
 
 from llama_index.core.bridge.pydantic import Field
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
-from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode
 
 from tokenlean import Chunk, ScoredChunk, pack_chunks
 
@@ -41,7 +41,7 @@ class TokenBudgetPostprocessor(BaseNodePostprocessor):
         candidates = []
         for rank, i in enumerate(order):
             node = nodes[i]
-            text = node.node.get_content()
+            text = node.node.get_content(metadata_mode=MetadataMode.NONE)
             source = node.node.source_node
             doc_id = source.node_id if source is not None else node.node.node_id
             chunk = Chunk(node.node.node_id, doc_id, rank, text, 0, len(text))
@@ -61,6 +61,9 @@ class TokenBudgetPostprocessor(BaseNodePostprocessor):
                 text=item.text,
                 metadata=metadata,
                 relationships=original.node.relationships,
+                # The budget covers the text the model sees: metadata is not sent to it.
+                excluded_llm_metadata_keys=list(metadata),
+                excluded_embed_metadata_keys=list(metadata),
             )
             out.append(NodeWithScore(node=node, score=original.score))
         return out

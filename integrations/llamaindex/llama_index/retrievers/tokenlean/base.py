@@ -32,6 +32,10 @@ def _node(
         text=text,
         metadata=metadata,
         relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=doc_id)},
+        # Provenance stays in metadata but is not sent to the LLM or the embedder: the budget
+        # covers the text the model sees.
+        excluded_llm_metadata_keys=list(metadata),
+        excluded_embed_metadata_keys=list(metadata),
     )
     return NodeWithScore(node=node, score=score)
 
