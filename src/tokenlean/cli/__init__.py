@@ -31,8 +31,40 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-bench_app = typer.Typer(help="Benchmarks that print figures (add --json for machine output).")
+bench_app = typer.Typer(
+    help="Benchmarks that print figures (add --json for machine output). Without a subcommand:"
+    " the end-to-end harness comparing four ways of building prompts.",
+    invoke_without_command=True,
+)
 app.add_typer(bench_app, name="bench")
+
+
+@bench_app.callback()
+def bench_main(
+    ctx: typer.Context,
+    users: Annotated[int, typer.Option(help="Users in the generated workload.")] = 12,
+    seed: Annotated[int, typer.Option(help="Workload seed.")] = 7,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the end-to-end harness when no benchmark subcommand is given."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from tokenlean._embeddings import default_embedder
+    from tokenlean._harness.harness import run_harness
+    from tokenlean._harness.workload import generate_workload
+
+    result = run_harness(generate_workload(users=users, seed=seed), embedder=default_embedder())
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    for name, figures in result["variants"].items():
+        typer.echo(
+            f"{name:22} success {figures['success_rate']:.3f}  input tokens/task "
+            f"{figures['input_tokens_per_task']:>7}  cost/success {figures['cost_per_success']}  "
+            f"p95 {figures['latency_ms_p95']} ms  cache hits {figures['cache_hit_rate']:.2f}  "
+            f"failures {figures['failures']}"
+        )
+
 
 InputKind = Literal["auto", "text", "request"]
 SourceArg = Annotated[str, typer.Argument(help="A file path, or - for standard input.")]
