@@ -1,5 +1,6 @@
 # The two commands of the README:
-#   make demo   runs the main job on embedded defaults (no API keys, no servers)
+#   make demo   runs the main job on embedded defaults (no API keys, no servers): the prompt
+#               canonicalization demo, then the end-to-end benchmark with its HTML report
 #   make test   runs the whole test suite: ruff, mypy (strict on src/tokenlean), the docs site
 #               build (mkdocs --strict) and pytest
 # Both create or update .venv first (scripts/bootstrap.sh), idempotently.
@@ -19,6 +20,7 @@ setup:
 
 demo: setup
 	@$(BIN)/tokenlean demo
+	@$(BIN)/tokenlean bench --reports reports
 
 test: setup
 	$(BIN)/ruff check .

@@ -43,3 +43,18 @@ def test_four_variants_report_the_documented_figures() -> None:
         < variants["baseline"]["input_tokens_per_task"]
     )
     assert variants["cached"]["cost_per_success"] < variants["baseline"]["cost_per_success"]
+
+
+def test_the_report_is_written(tmp_path: object) -> None:
+    """write_report produces a self-contained page with a table and charts, and the JSON."""
+    from pathlib import Path
+
+    from tokenlean._harness.report import write_report
+
+    result = run_harness(generate_workload(users=2), embedder=HashingEmbedder(64))
+    page = write_report(result, Path(str(tmp_path)) / "reports")
+    text = page.read_text(encoding="utf-8")
+    assert "<svg" in text
+    assert "all_levers" in text
+    assert (page.parent / "result.json").is_file()
+    assert "latency_by_prompt_size" in result["variants"]["baseline"]

@@ -47,9 +47,9 @@ class SimulatedModel:
 
     One call takes ``overhead_ms + prefill_ms_per_token x uncached input tokens +
     cached_prefill_ms_per_token x cached input tokens + decode_ms_per_token x output tokens``.
-    The provider caches a request's static prefix (the first system message, exact bytes) once
-    it has seen it and it is at least ``min_cached_tokens`` long; cached tokens cost the price
-    table's cached-read price. The answer is the value of the asked fact in the *last* sentence
+    The provider caches prefixes at message boundaries: the longest run of leading messages seen
+    before, if at least ``min_cached_tokens`` long, is read from cache at the price table's
+    cached-read price. The answer is the value of the asked fact in the *last* sentence
     of the context that states it, or "I don't know".
     """
 
@@ -69,20 +69,30 @@ class SimulatedModel:
         product, attribute = question.fact.rsplit(" ", 1)
         keyword = {"warranty": "warranty", "battery": "battery", "return": "Returns"}[attribute]
         sentences = re.split(r"(?<=[.!?])\s+|\n+", text)
-        hits = [s for s in sentences if product in s and keyword in s and _NUMBER.search(s)]
+        hits = [
+            s
+            for s in sentences
+            if product in s and keyword in s and _NUMBER.search(s) and not s.rstrip().endswith("?")
+        ]
         numbers = _NUMBER.findall(hits[-1]) if hits else []
         return numbers[0] if numbers else "I don't know"
 
     def call(self, messages: list[dict[str, Any]], count: Any) -> tuple[int, int, float]:
-        """(input tokens, cached input tokens, latency ms) of one call."""
+        """(input tokens, cached input tokens, latency ms) of one call.
+
+        The provider's prefix cache works at message boundaries: the longest run of leading
+        messages identical to a run seen before, if it reaches ``min_cached_tokens``, is read
+        from cache.
+        """
         tokens = count_message_tokens(messages, counter=count).total
-        first = str(messages[0].get("content") or "") if messages else ""
-        static_tokens = count(first) if messages and messages[0].get("role") == "system" else 0
-        key = fingerprint(self.model, first)
         cached = 0
-        if static_tokens >= self.min_cached_tokens:
-            if key in self._seen:
-                cached = static_tokens
+        running = 0
+        key = self.model
+        for message in messages[:-1]:
+            key = fingerprint(key, str(message.get("role")), str(message.get("content") or ""))
+            running += count(str(message.get("content") or "")) + 4
+            if key in self._seen and running >= self.min_cached_tokens:
+                cached = running
             self._seen.add(key)
         latency = (
             self.overhead_ms
@@ -91,6 +101,13 @@ class SimulatedModel:
             + self.decode_ms_per_token * 10
         )
         return tokens, cached, latency
+
+
+def _bucket(tokens: int) -> str:
+    for limit, label in ((1000, "<1k"), (4000, "1k-4k"), (16000, "4k-16k")):
+        if tokens < limit:
+            return label
+    return "16k+"
 
 
 @dataclass
@@ -103,6 +120,7 @@ class _Tally:
     latencies: list[float] = field(default_factory=list)
     cache_hits: int = 0
     failures: dict[str, int] = field(default_factory=dict)
+    by_size: dict[str, list[float]] = field(default_factory=dict)
 
     def fail(self, kind: str) -> None:
         self.failures[kind] = self.failures.get(kind, 0) + 1
@@ -123,6 +141,14 @@ class _Tally:
             "latency_ms_p95": pct(0.95),
             "latency_ms_p99": pct(0.99),
             "cache_hit_rate": round(self.cache_hits / self.tasks, 4),
+            "latency_by_prompt_size": {
+                bucket: {
+                    "p50_ms": round(sorted(v)[len(v) // 2], 1),
+                    "p95_ms": round(sorted(v)[min(len(v) - 1, int(0.95 * len(v)))], 1),
+                    "calls": len(v),
+                }
+                for bucket, v in sorted(self.by_size.items())
+            },
             "failures": dict(sorted(self.failures.items())),
         }
 
@@ -175,24 +201,28 @@ def run_harness(workload: Workload, *, embedder: Any, budget: int = 2600) -> dic
                     messages = plan.render().messages
                 else:
                     packed = retriever.retrieve(question.text, budget=300)
-                    pack = memory.context(
-                        session.user,
-                        budget=budget,
-                        user=question.text,
-                        system=f"{workload.policy}\n\nDocumentation:\n{packed.text}",
-                    )
-                    messages = pack.messages
-                    if variant == "all_levers":
-                        messages = [
-                            messages[0],
-                            {"role": "system", "content": f"Current time: {now}"},
-                            *messages[1:],
-                        ]
+                    docs = f"Documentation:\n{packed.text}"
+                    if variant == "summarized_retrieved":
+                        pack = memory.context(
+                            session.user,
+                            budget=budget,
+                            user=question.text,
+                            system=f"{workload.policy}\nCurrent time: {now}\n\n{docs}",
+                        )
+                        messages = pack.messages
                     else:
-                        messages[0] = {
-                            **messages[0],
-                            "content": messages[0]["content"] + f"\nCurrent time: {now}",
-                        }
+                        # Static to volatile: the policy alone first (a cacheable prefix), then
+                        # the retrieved documentation, the time, and the memory's context.
+                        head = [
+                            {"role": "system", "content": workload.policy},
+                            {"role": "system", "content": docs},
+                            {"role": "system", "content": f"Current time: {now}"},
+                        ]
+                        room = budget - count_message_tokens(head, counter=count).total
+                        pack = memory.context(
+                            session.user, budget=room, user=question.text, system=""
+                        )
+                        messages = [*head, *pack.messages]
                 request = CacheRequest(
                     model="sim",
                     messages=tuple(messages[-1:])
@@ -235,6 +265,8 @@ def run_harness(workload: Workload, *, embedder: Any, budget: int = 2600) -> dic
                         target.model, input_tokens=tokens, output_tokens=10, cached_tokens=cached
                     ).usd
                     tally.latencies.append(latency)
+                    bucket = _bucket(tokens)
+                    tally.by_size.setdefault(bucket, []).append(latency)
                     if variant == "cached":
                         exact.store(request, answer)
                     elif variant == "all_levers" and answer != "I don't know":

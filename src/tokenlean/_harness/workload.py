@@ -25,6 +25,16 @@ _PRODUCTS = [
     "Terra drone",
     "Nova phone",
 ]
+_FILLER = [
+    "it is sold in every region through the online store and selected partners",
+    "the box contains the device, a quick start guide and the regulatory leaflet",
+    "clean it with a dry cloth and keep it away from heat sources and liquids",
+    "it meets the applicable safety, radio and environmental regulations",
+    "compatible accessories are listed on the product page and sold separately",
+    "support is available by chat and email in the customer's language",
+    "orders leave the warehouse within one business day of payment",
+    "the device and its packaging can be recycled at any collection point",
+]
 _CITIES = ["Lyon", "Oslo", "Porto", "Kyoto", "Quebec", "Recife", "Gdansk", "Tartu"]
 _ATTRIBUTES = {
     "warranty": (
@@ -115,7 +125,22 @@ def generate_workload(
         for attribute, (template, *_rest, values) in _ATTRIBUTES.items():
             value = rng.choice(values)
             doc_id = f"doc-{product.split()[0].lower()}-{attribute}"
-            filler = f"{product} overview. It is sold in every region. Care instructions apply. "
+            filler = (
+                " ".join(
+                    f"{product} {topic}: {rng.choice(_FILLER)}."
+                    for topic in (
+                        "overview",
+                        "packaging",
+                        "care",
+                        "compliance",
+                        "accessories",
+                        "support",
+                        "shipping",
+                        "recycling",
+                    )
+                )
+                + " "
+            )
             documents.append({"id": doc_id, "text": filler + template.format(p=product, v=value)})
             facts[(product, attribute)] = (str(value), doc_id)
     sessions = []

@@ -44,6 +44,9 @@ def bench_main(
     ctx: typer.Context,
     users: Annotated[int, typer.Option(help="Users in the generated workload.")] = 12,
     seed: Annotated[int, typer.Option(help="Workload seed.")] = 7,
+    reports: Annotated[Path, typer.Option(help="Folder for report.html and result.json.")] = Path(
+        "reports"
+    ),
     as_json: JsonOpt = False,
 ) -> None:
     """Run the end-to-end harness when no benchmark subcommand is given."""
@@ -51,9 +54,12 @@ def bench_main(
         return
     from tokenlean._embeddings import default_embedder
     from tokenlean._harness.harness import run_harness
+    from tokenlean._harness.report import write_report
     from tokenlean._harness.workload import generate_workload
 
     result = run_harness(generate_workload(users=users, seed=seed), embedder=default_embedder())
+    page = write_report(result, reports)
+    typer.echo(f"report: {page}", err=True)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
