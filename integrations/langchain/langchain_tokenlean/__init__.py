@@ -1,5 +1,6 @@
 """LangChain integration of tokenlean."""
 
+from langchain_tokenlean.bench import bench_model
 from langchain_tokenlean.cache import TokenleanCache
 from langchain_tokenlean.callbacks import TokenleanCallbackHandler
 from langchain_tokenlean.memory import (
@@ -20,5 +21,6 @@ __all__ = [
     "TokenleanChatMessageHistory",
     "TokenleanMemoryMiddleware",
     "TokenleanRetriever",
+    "bench_model",
     "routed_chat_model",
 ]

@@ -153,8 +153,23 @@ class _Tally:
         }
 
 
-def run_harness(workload: Workload, *, embedder: Any, budget: int = 2600) -> dict[str, Any]:
-    """Run the four variants over ``workload`` and return their figures."""
+def run_harness(
+    workload: Workload,
+    *,
+    embedder: Any,
+    budget: int = 2600,
+    model_factory: Any = None,
+) -> dict[str, Any]:
+    """Run the four variants over ``workload`` and return their figures.
+
+    ``model_factory(name) -> model`` replaces the simulated model (``name`` is
+    ``"gpt-4o-mini"`` for the main path and ``"gpt-4.1-nano"`` for the routed small path). A
+    model has ``model`` (its price-table name), ``answer(messages, question) -> str``,
+    ``call(messages, counter) -> (input tokens, cached tokens, latency ms)`` for the call just
+    answered, and optionally ``is_correct(answer, gold) -> bool``;
+    ``langchain_tokenlean.bench_model`` wraps any LangChain chat model this way.
+    """
+    factory = model_factory or (lambda name: SimulatedModel(model=name))
     count = get_token_counter()
     prices = PriceTable.default()
     documents = "\n".join(d["text"] for d in workload.documents)
@@ -165,7 +180,7 @@ def run_harness(workload: Workload, *, embedder: Any, budget: int = 2600) -> dic
     tallies: dict[str, _Tally] = {}
     for variant in ("baseline", "cached", "summarized_retrieved", "all_levers"):
         tally = tallies[variant] = _Tally()
-        model, small = SimulatedModel(), SimulatedModel(model="gpt-4.1-nano")
+        model, small = factory("gpt-4o-mini"), factory("gpt-4.1-nano")
         exact = CompletionCache(policy=CachePolicy.exact())
         semantic = CompletionCache(
             embedder=embedder,
@@ -271,7 +286,9 @@ def run_harness(workload: Workload, *, embedder: Any, budget: int = 2600) -> dic
                         exact.store(request, answer)
                     elif variant == "all_levers" and answer != "I don't know":
                         semantic.store(request, answer, route=route)
-                if answer == question.answer:
+                judge = getattr(model, "is_correct", None)
+                correct = judge(answer, question.answer) if judge else answer == question.answer
+                if correct:
                     tally.successes += 1
                 elif from_cache:
                     tally.fail("wrong_cache_hit")

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -47,6 +48,13 @@ def bench_main(
     reports: Annotated[Path, typer.Option(help="Folder for report.html and result.json.")] = Path(
         "reports"
     ),
+    model_factory: Annotated[
+        str | None,
+        typer.Option(
+            help="module:callable returning a model for the harness instead of the simulated "
+            "one (env TOKENLEAN_BENCH_MODEL_FACTORY); see docs/benchmarks.md."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run the end-to-end harness when no benchmark subcommand is given."""
@@ -57,7 +65,20 @@ def bench_main(
     from tokenlean._harness.report import write_report
     from tokenlean._harness.workload import generate_workload
 
-    result = run_harness(generate_workload(users=users, seed=seed), embedder=default_embedder())
+    factory = None
+    spec = model_factory or os.environ.get("TOKENLEAN_BENCH_MODEL_FACTORY")
+    if spec:
+        import importlib
+
+        module_name, _, attribute = spec.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise ConfigurationError(f"cannot load the model factory {spec!r}: {exc}") from exc
+    result = run_harness(
+        generate_workload(users=users, seed=seed), embedder=default_embedder(),
+        model_factory=factory,
+    )  # fmt: skip
     page = write_report(result, reports)
     typer.echo(f"report: {page}", err=True)
     if as_json:

@@ -1,0 +1,55 @@
+"""Plug a LangChain chat model into ``tokenlean bench`` in place of the simulated model.
+
+``tokenlean bench --model-factory mypackage.models:factory`` calls ``factory(name)`` for the
+main path (``"gpt-4o-mini"``) and the routed small path (``"gpt-4.1-nano"``); return
+``bench_model(ChatOpenAI(model=name))`` (or any chat model) from it. Tokens come from the
+model's ``usage_metadata`` (cached input from ``input_token_details.cache_read``), latency is
+measured, and an answer is correct when it contains the gold answer.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+
+from langchain_tokenlean.memory import to_langchain
+
+__all__ = ["bench_model"]
+
+
+class _LangChainBenchModel:
+    def __init__(self, chat_model: BaseChatModel, name: str) -> None:
+        self.chat_model = chat_model
+        self.model = name
+        self._last: tuple[int, int, float] = (0, 0, 0.0)
+
+    def answer(self, messages: list[dict[str, Any]], question: Any) -> str:
+        start = time.perf_counter()
+        reply = self.chat_model.invoke([to_langchain(m) for m in messages])
+        latency = (time.perf_counter() - start) * 1000
+        usage = dict(getattr(reply, "usage_metadata", None) or {})
+        cached = int((usage.get("input_token_details") or {}).get("cache_read", 0))
+        self._last = (int(usage.get("input_tokens", 0)), cached, latency)
+        return str(reply.text)
+
+    def call(self, messages: list[dict[str, Any]], counter: Any) -> tuple[int, int, float]:
+        tokens, cached, latency = self._last
+        if not tokens:  # no usage reported: count the prompt ourselves
+            from tokenlean import count_message_tokens
+
+            tokens = count_message_tokens(messages, counter=counter).total
+        return tokens, cached, latency
+
+    @staticmethod
+    def is_correct(answer: str, gold: str) -> bool:
+        return gold.lower() in answer.lower()
+
+
+def bench_model(chat_model: BaseChatModel, name: str | None = None) -> Any:
+    """Wrap a LangChain chat model for the harness (``name``: its price-table model name)."""
+    label = name or str(
+        getattr(chat_model, "model_name", None) or getattr(chat_model, "model", "") or "unknown"
+    )
+    return _LangChainBenchModel(chat_model, label)
