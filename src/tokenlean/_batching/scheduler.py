@@ -102,8 +102,9 @@ class BatchMetrics:
     batches: int = 0
     items: int = 0
     failed_items: int = 0
-    item_fill: list[float] = field(default_factory=list)
-    token_fill: list[float] = field(default_factory=list)
+    # Fill rates of the most recent 10,000 batches (bounded: a long-running service must not grow).
+    item_fill: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+    token_fill: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
     queue_delay_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
     flush_reasons: Counter[str] = field(default_factory=Counter)
     started: float = field(default_factory=time.perf_counter)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import bisect
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -114,9 +115,10 @@ class _State:
     latency_by_bucket: dict[str, Histogram] = field(default_factory=dict)
     prompt_tokens: Histogram = field(default_factory=lambda: Histogram(_TOKEN_EDGES))
     retrieval_tokens: Histogram = field(default_factory=lambda: Histogram(_TOKEN_EDGES))
-    compression: list[float] = field(default_factory=list)
-    batch_fill: list[float] = field(default_factory=list)
-    routed: list[bool] = field(default_factory=list)
+    # The most recent 10,000 of each (bounded: a long-running service must not grow).
+    compression: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+    batch_fill: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+    routed: deque[bool] = field(default_factory=lambda: deque(maxlen=10_000))
     reported_cached: int = 0
     estimated_cached: int = 0
     tasks_done: int = 0
