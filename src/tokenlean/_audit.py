@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import json
-import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -313,7 +312,3 @@ def _near_duplicates(texts: list[str], threshold: float, embedder: Any) -> dict[
         "pairs": pairs,
         "share": round(duplicates / len(texts), 4),
     }
-
-
-def median(values: list[float]) -> float:  # pragma: no cover - helper for reports
-    return statistics.median(values) if values else 0.0

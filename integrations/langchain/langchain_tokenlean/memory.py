@@ -172,8 +172,7 @@ class TokenleanChatMessageHistory(BaseChatMessageHistory):
 
     @property
     def session(self) -> str:
-        epoch = self.memory.store.get_state(self.tenant, self.base_session, "epoch") or 0
-        return self.base_session if not epoch else f"{self.base_session}#{epoch}"
+        return self.memory.segment(self.base_session, tenant=self.tenant)
 
     @property
     def messages(self) -> list[BaseMessage]:  # type: ignore[override]
@@ -188,8 +187,7 @@ class TokenleanChatMessageHistory(BaseChatMessageHistory):
         self.memory.add(self.session, [to_tokenlean(m) for m in messages], tenant=self.tenant)
 
     def clear(self) -> None:
-        epoch = self.memory.store.get_state(self.tenant, self.base_session, "epoch") or 0
-        self.memory.store.put_state(self.tenant, self.base_session, "epoch", epoch + 1)
+        self.memory.new_segment(self.base_session, tenant=self.tenant)
 
 
 class LangChainSummarizer(PromptSummarizer):

@@ -17,7 +17,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -86,9 +86,6 @@ class _Semantic:
     namespace: str
     key: str
     query: str
-    vector: npt.NDArray[np.float32] | None = None
-    features: QueryFeatures | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class CompletionCache:

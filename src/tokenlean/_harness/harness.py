@@ -30,6 +30,7 @@ from tokenlean._canonical import fingerprint
 from tokenlean._harness.workload import Question, Workload
 from tokenlean._memory.memory import ConversationMemory
 from tokenlean._messages import count_message_tokens
+from tokenlean._metrics.collector import _bucket
 from tokenlean._metrics.prices import PriceTable
 from tokenlean._plan import PromptPlan
 from tokenlean._retrieval.index import HybridIndex
@@ -101,13 +102,6 @@ class SimulatedModel:
             + self.decode_ms_per_token * 10
         )
         return tokens, cached, latency
-
-
-def _bucket(tokens: int) -> str:
-    for limit, label in ((1000, "<1k"), (4000, "1k-4k"), (16000, "4k-16k")):
-        if tokens < limit:
-            return label
-    return "16k+"
 
 
 @dataclass

@@ -214,6 +214,20 @@ class ConversationMemory:
         self._maybe_summarize(tenant, session)
         return turns
 
+    def segment(self, session: str, *, tenant: str = "default") -> str:
+        """The session's current segment: ``session``, or ``session#n`` after
+        :meth:`new_segment` (frameworks' ``clear``/``reset`` map to it)."""
+        epoch = self.store.get_state(tenant, session, "epoch") or 0
+        return session if not epoch else f"{session}#{epoch}"
+
+    def new_segment(self, session: str, *, tenant: str = "default") -> str:
+        """Start a new segment of ``session``: its earlier turns stay stored (the transcript is
+        never destroyed) but no longer reach the model. Returns the new segment's name."""
+        with self._session(tenant, session).lock:
+            epoch = self.store.get_state(tenant, session, "epoch") or 0
+            self.store.put_state(tenant, session, "epoch", epoch + 1)
+        return self.segment(session, tenant=tenant)
+
     def turns(self, session: str, *, tenant: str = "default") -> list[Turn]:
         """The whole raw transcript of a session."""
         return self.store.turns(tenant, session)
@@ -376,10 +390,7 @@ class ConversationMemory:
             items.append(PackItem("user", user, count(user),
                                   (user_turn.id,) if user_turn else ()))  # fmt: skip
 
-        def render(pack_items: Sequence[PackItem], recent: Sequence[Turn]) -> list[dict[str, Any]]:
-            return _render(pack_items, recent)
-
-        pinned = render(items, [])
+        pinned = _render(items, [])
         pinned_tokens = count_message_tokens(pinned, counter=count).total
         if pinned_tokens > budget:
             raise ConfigurationError(

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -259,7 +258,3 @@ class SQLiteTranscriptStore:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
-
-
-Clock = Callable[[], float]
-DEFAULT_CLOCK: Clock = time.time

@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import bisect
 import threading
-import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -337,10 +336,3 @@ class MetricsCollector:
                     "cached_input_tokens_estimated": s.estimated_cached,
                 },
             }
-
-
-def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    """Run ``fn`` and return its result and the seconds it took."""
-    start = time.perf_counter()
-    result = fn()
-    return result, time.perf_counter() - start

@@ -10,7 +10,15 @@ from typing import Any
 from tokenlean._errors import ConfigurationError, InvalidInputError
 from tokenlean._tokens import get_token_counter
 
-__all__ = ["Chunk", "Document", "SentenceSplitter", "split_sentences"]
+__all__ = ["Chunk", "Document", "SentenceSplitter", "key_terms", "split_sentences"]
+
+_TERM = re.compile(r"[a-z0-9]+")
+
+
+def key_terms(text: str) -> set[str]:
+    """Words of three letters or more, as six-letter prefixes (a cheap, robust stemmer): what
+    reranking, trimming and summary selection compare between a query and a text."""
+    return {w[:6] for w in _TERM.findall(text.lower()) if len(w) > 2}
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,12 @@ Every candidate left out is reported with the reason.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from tokenlean._errors import ConfigurationError
-from tokenlean._retrieval.documents import split_sentences
+from tokenlean._retrieval.documents import key_terms, split_sentences
 from tokenlean._retrieval.search import ScoredChunk
 from tokenlean._tokens import get_token_counter
 
@@ -24,7 +23,6 @@ __all__ = ["DroppedItem", "PackedContext", "PackedItem", "pack_chunks"]
 
 Order = Literal["edges", "score", "document"]
 SEPARATOR = "\n\n"
-_WORD = re.compile(r"[a-z0-9]+")
 
 
 @dataclass(frozen=True)
@@ -69,21 +67,17 @@ class PackedContext:
         return list(dict.fromkeys(item.doc_id for item in self.items))
 
 
-def _query_terms(query: str) -> set[str]:
-    return {w[:6] for w in _WORD.findall(query.lower()) if len(w) > 2}
-
-
 def _trim(text: str, query: str, room: int, count: Callable[[str], int]) -> str | None:
     """The sentences of ``text`` that share terms with the query, most relevant first while
     they fit in ``room`` tokens, kept in document order; the lead sentence when none does."""
     spans = list(split_sentences(text))
     if len(spans) < 2:
         return None
-    terms = _query_terms(query)
+    terms = key_terms(query)
     scored = []
     for index, (start, end) in enumerate(spans):
         sentence = text[start:end]
-        overlap = len(terms & {w[:6] for w in _WORD.findall(sentence.lower())})
+        overlap = len(terms & key_terms(sentence))
         scored.append((overlap, -index, index, sentence))
     relevant = [item for item in sorted(scored, reverse=True) if item[0] > 0] or [scored[0]]
     chosen: list[tuple[int, str]] = []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -11,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tokenlean._errors import ConfigurationError, MissingDependencyError
-from tokenlean._retrieval.documents import Chunk
+from tokenlean._retrieval.documents import Chunk, key_terms
 from tokenlean._retrieval.index import HybridIndex
 
 __all__ = [
@@ -23,7 +22,6 @@ __all__ = [
 ]
 
 Fusion = Literal["rrf", "weighted"]
-_WORD = re.compile(r"[a-z0-9]+")
 
 
 @dataclass(frozen=True)
@@ -46,10 +44,6 @@ class Reranker(Protocol):
         ...
 
 
-def _terms(text: str) -> set[str]:
-    return {w[:6] for w in _WORD.findall(text.lower()) if len(w) > 2}
-
-
 class LexicalSemanticReranker:
     """The offline default: embedding similarity plus lexical features, no extra model.
 
@@ -70,11 +64,11 @@ class LexicalSemanticReranker:
         lexical = np.array([c.lexical for c in candidates], dtype=np.float64)
         top = lexical.max()
         lexical = lexical / top if top > 0 else lexical
-        query_terms = _terms(query)
+        query_terms = key_terms(query)
         scores = []
         for candidate, lex in zip(candidates, lexical, strict=True):
             coverage = (
-                len(query_terms & _terms(candidate.chunk.text)) / len(query_terms)
+                len(query_terms & key_terms(candidate.chunk.text)) / len(query_terms)
                 if query_terms
                 else 0.0
             )

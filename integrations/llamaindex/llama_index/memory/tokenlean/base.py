@@ -88,8 +88,7 @@ class TokenleanMemory(BaseMemory):
 
     @property
     def _session(self) -> str:
-        epoch = self._memory.store.get_state(self.tenant, self.session, "epoch") or 0
-        return self.session if not epoch else f"{self.session}#{epoch}"
+        return self._memory.segment(self.session, tenant=self.tenant)
 
     def get(self, input: str | None = None, **kwargs: Any) -> list[ChatMessage]:
         """The budgeted context. With ``input`` (a chat engine's pending message), it guides
@@ -125,8 +124,7 @@ class TokenleanMemory(BaseMemory):
 
     def reset(self) -> None:
         """Start a new segment: earlier turns stay stored but no longer reach the model."""
-        epoch = self._memory.store.get_state(self.tenant, self.session, "epoch") or 0
-        self._memory.store.put_state(self.tenant, self.session, "epoch", epoch + 1)
+        self._memory.new_segment(self.session, tenant=self.tenant)
 
 
 class LlamaIndexSummarizer(PromptSummarizer):
