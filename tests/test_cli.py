@@ -185,3 +185,23 @@ def test_the_installed_console_script_runs() -> None:
     script = Path(sys.executable).with_name("tokenlean")
     out = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=True)
     assert "canonicalize" in out.stdout
+
+
+def test_bench_runs_the_harness(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``tokenlean bench`` runs the harness, writes the report and prints the documented JSON;
+    without --json it prints the table; an unknown variant is a clear error."""
+    reports = tmp_path / "reports"
+    argv = ["bench", "--users", "2", "--reports", str(reports), "--variant", "cached"]
+    code, out, err = run([*argv, "--variant", "baseline", "--json"], capsys)
+    assert code == 0, err
+    result = json.loads(out)
+    assert list(result["variants"]) == ["baseline", "cached"]
+    assert result["variants"]["baseline"]["success_rate"] == 1.0
+    assert (reports / "report.html").is_file()
+    code, out, _ = run(argv, capsys)
+    assert code == 0
+    assert "cached" in out
+    assert "input tok/task" in out
+    code, _, err = run([*argv, "--variant", "everything"], capsys)
+    assert code == 2
+    assert "unknown variant" in err

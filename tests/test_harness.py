@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tokenlean._cache.completion import CompletionCache
+from tokenlean._embeddings import default_embedder
+from tokenlean._errors import ConfigurationError
 from tokenlean._harness.harness import SimulatedModel, run_harness
+from tokenlean._harness.report import write_report
 from tokenlean._harness.workload import generate_workload
 from tokenlean.testing import HashingEmbedder
 
@@ -13,48 +23,160 @@ def test_the_workload_is_reproducible_and_has_gold_answers() -> None:
     assert [q.text for s in a.sessions for q in s.questions] == [
         q.text for s in b.sessions for q in s.questions
     ]
+    assert a.updates == b.updates
     assert all(q.answer and q.evidence for s in a.sessions for q in s.questions)
+    assert any(q.hops == 2 for s in a.sessions for q in s.questions)
+
+
+def test_waves_hold_one_question_per_user_in_time_order() -> None:
+    """Users are concurrent: a wave has at most one question per user, and each user's
+    questions come in their own order."""
+    workload = generate_workload(users=5)
+    waves = workload.waves()
+    assert sum(len(w) for w in waves) == workload.questions
+    for wave in waves:
+        users = [session.user for session, _ in wave]
+        assert len(users) == len(set(users))
+    order = [q.id for wave in waves for s, q in wave if s.user == "user1"]
+    assert order == [q.id for s in workload.sessions if s.user == "user1" for q in s.questions]
+    assert max(len(w) for w in waves) == 5
+
+
+def test_updated_facts_change_the_gold_answer() -> None:
+    """After the update wave, questions about an updated fact expect the new value, which only
+    the updated document states."""
+    workload = generate_workload(users=12)
+    (wave, documents), *_ = workload.updates.items()
+    updated = {d["id"]: d["text"] for d in documents}
+    original = {d["id"]: d["text"] for d in workload.documents}
+    model = SimulatedModel()
+    asked = 0
+    for session in workload.sessions:
+        for question in session.questions:
+            doc = next((e for e in question.evidence if e in updated), None)
+            if doc is None or question.hops != 1:
+                continue
+            text = updated[doc] if question.wave >= wave else original[doc]
+            messages = [{"role": "system", "content": text}, {"role": "user", "content": "?"}]
+            assert model.answer(messages, question) == question.answer
+            asked += 1
+    assert asked > 0
 
 
 def test_the_simulated_model_needs_the_context() -> None:
-    """Without the fact in the context the simulated model cannot answer."""
+    """Without the fact in the context the simulated model cannot answer; the two-hop question
+    needs both the purchase and the document, and the small model does not do two hops."""
     workload = generate_workload(users=1)
-    question = next(q for s in workload.sessions for q in s.questions if q.fact != "delivery city")
+    question = next(q for s in workload.sessions for q in s.questions if q.hops == 1)
     model = SimulatedModel()
     assert model.answer([{"role": "user", "content": question.text}], question) == "I don't know"
     docs = "\n".join(d["text"] for d in workload.documents)
     messages = [{"role": "system", "content": docs}, {"role": "user", "content": question.text}]
     assert model.answer(messages, question) == question.answer
 
+    session = workload.sessions[0]
+    two_hop = next(q for q in session.questions if q.hops == 2)
+    with_purchase = [
+        {"role": "system", "content": docs},
+        {"role": "user", "content": session.statements[1]},
+        {"role": "user", "content": two_hop.text},
+    ]
+    assert model.answer(messages, two_hop) == "I don't know"
+    assert model.answer(with_purchase, two_hop) == two_hop.answer
+    assert SimulatedModel(multi_hop=False).answer(with_purchase, two_hop) == "I don't know"
 
-def test_four_variants_report_the_documented_figures() -> None:
+
+def test_a_batch_pays_the_overhead_once() -> None:
+    """call_batch: every item waits for the longest; the per-call overhead is paid once."""
+    short = [{"role": "user", "content": "hi"}]
+    long = [{"role": "system", "content": "word " * 2000}, {"role": "user", "content": "hi"}]
+    alone = [SimulatedModel().call(m, len)[2] for m in (short, long)]
+    batched = [f[2] for f in SimulatedModel().call_batch([short, long], len)]
+    assert batched[0] == batched[1] == max(alone)
+    assert batched[0] <= sum(alone) - SimulatedModel().overhead_ms  # one overhead, not two
+
+
+@pytest.fixture(scope="module")
+def result() -> dict[str, Any]:
+    """The harness as ``tokenlean bench`` runs it (the bundled embedding model), on 6 users."""
+    return run_harness(generate_workload(users=6), embedder=default_embedder())
+
+
+def test_four_variants_report_the_documented_figures(result: dict[str, Any]) -> None:
     """Each variant has the documented keys; the full context answers everything; the levers
     spend fewer input tokens per task."""
-    result = run_harness(generate_workload(users=3), embedder=HashingEmbedder(64))
     variants = result["variants"]
     keys = {"success_rate", "input_tokens_per_task", "output_tokens_per_task", "cost_per_success"}
     keys |= {"latency_ms_p50", "latency_ms_p95", "latency_ms_p99", "cache_hit_rate", "failures"}
     assert set(variants) == {"baseline", "cached", "summarized_retrieved", "all_levers"}
     for figures in variants.values():
         assert keys <= set(figures)
+        assert len(figures["latency_ms_percentiles"]) == 101
     assert variants["baseline"]["success_rate"] == 1.0
     assert (
         variants["all_levers"]["input_tokens_per_task"]
+        < variants["summarized_retrieved"]["input_tokens_per_task"]
         < variants["baseline"]["input_tokens_per_task"]
     )
     assert variants["cached"]["cost_per_success"] < variants["baseline"]["cost_per_success"]
+    assert variants["cached"]["prefix_cached_share"] > 0.5
+    assert variants["baseline"]["prefix_cached_share"] == 0.0
 
 
-def test_the_report_is_written(tmp_path: object) -> None:
-    """write_report produces a self-contained page with a table and charts, and the JSON."""
-    from pathlib import Path
+def test_all_levers_batches_routes_and_caches(result: dict[str, Any]) -> None:
+    """The all_levers variant batches the misses of a wave, routes between the small and the
+    main model (escalating what the small one cannot answer), and serves repeats from the
+    cache."""
+    levers = result["variants"]["all_levers"]
+    assert levers["batching"]["mean_batch_size"] > 1
+    assert levers["batching"]["items"] > levers["batching"]["batches"]
+    assert 0 < levers["routing"]["small_share"] < 1
+    assert 0 < levers["routing"]["escalation_rate"] < 0.5
+    assert levers["cache_hit_rate"] > 0
+    assert levers["model_calls_per_task"] < 1 + levers["routing"]["escalation_rate"]
+    assert levers["success_rate"] == result["variants"]["baseline"]["success_rate"]
 
-    from tokenlean._harness.report import write_report
 
-    result = run_harness(generate_workload(users=2), embedder=HashingEmbedder(64))
-    page = write_report(result, Path(str(tmp_path)) / "reports")
+def test_document_updates_invalidate_cached_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without invalidation on update, the semantic cache serves stale answers: the harness
+    counts them as wrong cache hits. With it (the default), none."""
+    workload, embedder = generate_workload(users=12), default_embedder()
+    calm = run_harness(workload, embedder=embedder, variants=["all_levers"])
+    assert "wrong_cache_hit" not in calm["variants"]["all_levers"]["failures"]
+    monkeypatch.setattr(CompletionCache, "invalidate", lambda self, **criteria: 0)
+    stale = run_harness(workload, embedder=embedder, variants=["all_levers"])
+    assert stale["variants"]["all_levers"]["failures"].get("wrong_cache_hit", 0) > 0
+
+
+def test_the_report_is_written(result: dict[str, Any], tmp_path: Path) -> None:
+    """write_report produces a self-contained page with a table, bars and the latency curves,
+    and the JSON."""
+    page = write_report(result, tmp_path / "reports")
     text = page.read_text(encoding="utf-8")
-    assert "<svg" in text
+    assert text.count("<svg") >= 4
+    assert "<polyline" in text
     assert "all_levers" in text
-    assert (page.parent / "result.json").is_file()
+    assert json.loads((page.parent / "result.json").read_text())["questions"] == 60
     assert "latency_by_prompt_size" in result["variants"]["baseline"]
+
+
+def test_progress_is_reported_per_variant() -> None:
+    """The progress callback sees every variant reach the total."""
+    seen: dict[str, tuple[int, int]] = {}
+    workload = generate_workload(users=2, sessions_per_user=1)
+    run_harness(
+        workload,
+        embedder=HashingEmbedder(64),
+        progress=lambda variant, done, total: seen.__setitem__(variant, (done, total)),
+    )
+    assert seen == dict.fromkeys(seen, (workload.questions, workload.questions))
+    assert len(seen) == 4
+
+
+def test_a_subset_of_variants_runs_and_unknown_names_are_refused() -> None:
+    """``variants`` picks the variants; a typo is a ConfigurationError, not a silent skip."""
+    workload = generate_workload(users=1, sessions_per_user=1)
+    result = run_harness(workload, embedder=HashingEmbedder(64), variants=["cached"])
+    assert list(result["variants"]) == ["cached"]
+    with pytest.raises(ConfigurationError, match="all_lever"):
+        run_harness(workload, embedder=HashingEmbedder(64), variants=["all_lever"])

@@ -1,7 +1,8 @@
 """Plug a LangChain chat model into ``tokenlean bench`` in place of the simulated model.
 
 ``tokenlean bench --model-factory mypackage.models:factory`` calls ``factory(name)`` for the
-main path (``"gpt-4o-mini"``) and the routed small path (``"gpt-4.1-nano"``); return
+main path (``"gpt-4o-mini"``) and the routed small path (``"gpt-4.1-nano"``, tried first in the
+``all_levers`` variant, escalating when its answer says "I don't know"); return
 ``bench_model(ChatOpenAI(model=name))`` (or any chat model) from it. Tokens come from the
 model's ``usage_metadata`` (cached input from ``input_token_details.cache_read``), latency is
 measured, and an answer is correct when it contains the gold answer.
@@ -34,12 +35,14 @@ class _LangChainBenchModel:
         self._last = (int(usage.get("input_tokens", 0)), cached, latency)
         return str(reply.text)
 
-    def call(self, messages: list[dict[str, Any]], counter: Any) -> tuple[int, int, float]:
+    def call(
+        self, messages: list[dict[str, Any]], counter: Any, tools: Any = ()
+    ) -> tuple[int, int, float]:
         tokens, cached, latency = self._last
         if not tokens:  # no usage reported: count the prompt ourselves
             from tokenlean import count_message_tokens
 
-            tokens = count_message_tokens(messages, counter=counter).total
+            tokens = count_message_tokens(messages, tools=tools or None, counter=counter).total
         return tokens, cached, latency
 
     @staticmethod

@@ -37,6 +37,40 @@ def _bars(title: str, values: dict[str, float], unit: str) -> str:
     )
 
 
+def _cdf(title: str, series: dict[str, list[float]]) -> str:
+    """Latency distributions as cumulative curves: x is latency (ms), y the share of tasks."""
+    width, height, left, bottom = 560, 260, 50, 30
+    top = max((max(v) for v in series.values() if v), default=0) or 1
+    plot_w, plot_h = width - left - 150, height - bottom - 10
+    parts = [
+        f"<line x1='{left}' y1='{10 + plot_h}' x2='{left + plot_w}' y2='{10 + plot_h}' "
+        "stroke='#444'/>",
+        f"<line x1='{left}' y1='10' x2='{left}' y2='{10 + plot_h}' stroke='#444'/>",
+        f"<text x='{left}' y='{height - 5}' font-size='11'>0</text>",
+        f"<text x='{left + plot_w - 40}' y='{height - 5}' font-size='11'>{top:,.0f} ms</text>",
+        "<text x='5' y='18' font-size='11'>100%</text>",
+        f"<text x='15' y='{10 + plot_h}' font-size='11'>0%</text>",
+    ]
+    for i, (name, values) in enumerate(series.items()):
+        if not values:
+            continue
+        step = 1 / max(len(values) - 1, 1)
+        points = " ".join(
+            f"{left + plot_w * v / top:.1f},{10 + plot_h * (1 - k * step):.1f}"
+            for k, v in enumerate(values)
+        )
+        color = _COLORS.get(name, "#888")
+        parts.append(f"<polyline points='{points}' fill='none' stroke='{color}' stroke-width='2'/>")
+        parts.append(
+            f"<text x='{left + plot_w + 10}' y='{24 + 18 * i}' font-size='12' fill='{color}'>"
+            f"{html.escape(name)}</text>"
+        )
+    return (
+        f"<h3>{html.escape(title)}</h3><svg width='{width}' height='{height}' "
+        f"xmlns='http://www.w3.org/2000/svg'>{''.join(parts)}</svg>"
+    )
+
+
 def write_report(result: dict[str, Any], folder: str | Path) -> Path:
     """Write ``report.html`` (and ``result.json``) into ``folder``; return the page's path."""
     target = Path(folder)
@@ -64,16 +98,30 @@ def write_report(result: dict[str, Any], folder: str | Path) -> Path:
             {n: v["cost_per_success"] or 0 for n, v in variants.items()},
             "USD",
         ),
+        _cdf(
+            "Latency distribution (share of tasks answered within x ms)",
+            {n: v.get("latency_ms_percentiles", []) for n, v in variants.items()},
+        ),
         _bars("Latency p95", {n: v["latency_ms_p95"] for n, v in variants.items()}, "ms"),
         _bars("Latency p50", {n: v["latency_ms_p50"] for n, v in variants.items()}, "ms"),
     ]
+    levers = variants.get("all_levers", {})
+    notes = ""
+    if "batching" in levers and "routing" in levers:
+        notes = (
+            f"<p>all_levers: {levers['batching']['batches']} batches, "
+            f"{levers['batching']['mean_batch_size']} requests each on average; small model "
+            f"{levers['routing']['small_share']:.0%} of routed requests, escalated "
+            f"{levers['routing']['escalation_rate']:.0%}; provider prefix cache "
+            f"{levers['prefix_cached_share']:.0%} of input tokens.</p>"
+        )
     page = (
         "<!doctype html><html><head><meta charset='utf-8'><title>tokenlean bench</title>"
         "<style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 10px;text-align:right}"
         "td:first-child,th:first-child{text-align:left}</style></head><body>"
         f"<h1>tokenlean bench</h1><p>{result['questions']} questions; simulated model "
         "(see docs/benchmarks.md).</p>"
-        f"<table>{header}{rows}</table>{''.join(charts)}</body></html>"
+        f"<table>{header}{rows}</table>{notes}{''.join(charts)}</body></html>"
     )
     (target / "result.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
     path = target / "report.html"

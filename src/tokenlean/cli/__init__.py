@@ -55,13 +55,17 @@ def bench_main(
             "one (env TOKENLEAN_BENCH_MODEL_FACTORY); see docs/benchmarks.md."
         ),
     ] = None,
+    variant: Annotated[
+        list[str] | None,
+        typer.Option(help="Run only this variant (repeatable; default: all four)."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run the end-to-end harness when no benchmark subcommand is given."""
     if ctx.invoked_subcommand is not None:
         return
     from tokenlean._embeddings import default_embedder
-    from tokenlean._harness.harness import run_harness
+    from tokenlean._harness.harness import VARIANTS, run_harness
     from tokenlean._harness.report import write_report
     from tokenlean._harness.workload import generate_workload
 
@@ -75,22 +79,25 @@ def bench_main(
             factory = getattr(importlib.import_module(module_name), attribute)
         except (ImportError, AttributeError, ValueError) as exc:
             raise ConfigurationError(f"cannot load the model factory {spec!r}: {exc}") from exc
-    result = run_harness(
-        generate_workload(users=users, seed=seed), embedder=default_embedder(),
-        model_factory=factory,
-    )  # fmt: skip
+    from tokenlean.cli._harness_view import print_table, progress_bars
+
+    chosen = [v for v in VARIANTS if v in (variant or VARIANTS)]
+    if variant and len(chosen) < len(set(variant)):
+        raise ConfigurationError(f"unknown variant in {variant}; known: {list(VARIANTS)}")
+    with progress_bars(chosen) as progress:
+        result = run_harness(
+            generate_workload(users=users, seed=seed),
+            embedder=default_embedder(),
+            model_factory=factory,
+            progress=progress,
+            variants=chosen,
+        )
     page = write_report(result, reports)
     typer.echo(f"report: {page}", err=True)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
-    for name, figures in result["variants"].items():
-        typer.echo(
-            f"{name:22} success {figures['success_rate']:.3f}  input tokens/task "
-            f"{figures['input_tokens_per_task']:>7}  cost/success {figures['cost_per_success']}  "
-            f"p95 {figures['latency_ms_p95']} ms  cache hits {figures['cache_hit_rate']:.2f}  "
-            f"failures {figures['failures']}"
-        )
+    print_table(result)
 
 
 InputKind = Literal["auto", "text", "request"]
