@@ -251,6 +251,10 @@ def test_the_learned_gate_trains_saves_and_loads(tmp_path: Path) -> None:
     gate.save(tmp_path / "gate.npz")
     loaded = tl.LearnedGate.load(tmp_path / "gate.npz", HashingEmbedder(64))
     assert loaded.decide("legal liability of the supplier").path == "large"
+    texts = ["opening hours on sunday", "legal liability clause in the agreement"]
+    batched = loaded.probabilities_large(texts)  # one embedding call, the same figures
+    assert batched == pytest.approx([loaded.probability_large(t) for t in texts])
+    assert loaded.probabilities_large([]) == []
     with pytest.raises(tl.ConfigurationError):
         tl.LearnedGate.load(tmp_path / "missing.npz")
 

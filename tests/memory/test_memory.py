@@ -224,3 +224,28 @@ def test_the_sqlite_store_keeps_transcripts_summaries_and_slots_across_restarts(
     assert second.slots("s1").current.city == "Lyon"
     with pytest.raises(tl.InvalidInputError):
         second.store.append("default", "s1", [tl.Turn("t0", 30, "user", "dup", 0.0)])
+
+
+def test_retrieved_turns_are_labelled_by_position_not_by_long_ids() -> None:
+    """Message ids can be UUIDs: the prompt labels a retrieved turn by its position (a few
+    tokens), and the pack item keeps the full id as its source."""
+    import uuid
+
+    memory = tl.ConversationMemory(embedder=HashingEmbedder(64), keep_recent=2)
+    ids = [str(uuid.uuid4()) for _ in range(12)]
+    memory.add(
+        "s",
+        [
+            {"role": "user" if i % 2 == 0 else "assistant", "id": ids[i],
+             "content": f"Turn {i}: the router wifi firmware {i}"}
+            for i in range(12)
+        ],
+    )  # fmt: skip
+    pack = memory.context("s", budget=200, system="You are support.", user="wifi firmware?")
+    retrieved = [item for item in pack.items if item.section == "retrieved"]
+    assert retrieved
+    text = pack.messages[0]["content"]
+    assert not any(i in text for i in ids)
+    for item in retrieved:
+        assert item.text.startswith("[#")
+        assert item.sources[0] in ids

@@ -198,3 +198,27 @@ def test_components_feed_the_collector() -> None:
     assert secondary["summary_compression_ratio"] > 1
     assert secondary["batch_fill_rate"] == 4 / 32
     assert secondary["escalation_rate"] == 1.0
+
+
+def test_a_semantic_cache_counts_every_layer_a_lookup_reaches() -> None:
+    """Under a semantic policy a lookup first misses the exact layer: the exact layer's rate is
+    over every lookup (not 100% from counting hits only), the semantic one over those that got
+    past it."""
+    from tokenlean.testing import HashingEmbedder
+
+    collector = tl.MetricsCollector()
+    cache = tl.CompletionCache(
+        policy=tl.CachePolicy.semantic(), embedder=HashingEmbedder(64), collector=collector
+    )
+
+    def ask(text: str) -> tl.CacheRequest:
+        return tl.CacheRequest(model="m", messages=({"role": "user", "content": text},))
+
+    assert not cache.lookup(ask("How do I reset my password?")).hit
+    cache.store(ask("How do I reset my password?"), "Use the link.")
+    assert cache.lookup(ask("How do I reset my password?")).layer == "exact"
+    assert not cache.lookup(ask("Where is the Lyon warehouse?")).hit
+    rates = collector.snapshot()["headline"]["cache_hit_rate"]
+    assert rates["exact"] == {"hits": 1, "lookups": 3, "hit_rate": 0.3333}
+    assert rates["semantic"]["lookups"] == 2
+    assert rates["semantic"]["hits"] == 0

@@ -126,12 +126,20 @@ class LearnedGate:
         return self
 
     def probability_large(self, text: str) -> float:
+        return self.probabilities_large([text])[0]
+
+    def probabilities_large(self, texts: Sequence[str]) -> list[float]:
+        """:meth:`probability_large` of several texts, with one embedding call."""
         if self._vectors is None or self._labels is None:
             raise ConfigurationError("the learned gate is not trained")
-        scores = self._vectors @ self.embedder.embed([text])[0]
-        nearest = np.argsort(-scores)[: self.k]
-        weights = np.clip(scores[nearest], 1e-6, None)
-        return float((weights * self._labels[nearest]).sum() / weights.sum())
+        if not texts:
+            return []
+        probabilities = []
+        for scores in self.embedder.embed(list(texts)) @ self._vectors.T:
+            nearest = np.argsort(-scores)[: self.k]
+            weights = np.clip(scores[nearest], 1e-6, None)
+            probabilities.append(float((weights * self._labels[nearest]).sum() / weights.sum()))
+        return probabilities
 
     def decide(self, text: str, **_: Any) -> RouteDecision:
         p = self.probability_large(text)

@@ -281,6 +281,8 @@ class CompletionCache:
         entry = self._live(semantic.namespace, semantic.key)
         if entry is not None:
             return self._hit("exact", entry, 1.0, "exact match", start)
+        if self.collector is not None:  # the collector counts every layer a lookup reaches
+            self.collector.record_cache("exact", False)
         vector = self._embed(semantic.query)
         with self._index_lock:
             index = self._indexes_loaded().get(semantic.namespace)

@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -184,12 +184,15 @@ _EXTRACTORS = [
 class _EscalationGate:
     """A router gate that learns from escalations: every small-path answer is an example
     (escalated or not) for a :class:`LearnedGate`, retrained after each wave; until it has seen
-    both outcomes it makes no decision (the router then tries the small model)."""
+    both outcomes it makes no decision (the router then tries the small model). A wave's
+    decisions are made up front with one embedding call (:meth:`prepare`), so routing does not
+    stagger the requests that the batcher should group."""
 
     def __init__(self, embedder: Any) -> None:
         self.gate = LearnedGate(embedder, k=3, threshold=0.34)
         self.examples: dict[str, bool] = {}
         self.trained = False
+        self.decisions: dict[str, RouteDecision] = {}
 
     def learn(self, text: str, escalated: bool) -> None:
         self.examples[text] = escalated
@@ -199,8 +202,18 @@ class _EscalationGate:
             self.gate.train(list(self.examples), list(self.examples.values()))
             self.trained = True
 
+    def prepare(self, texts: Sequence[str]) -> None:
+        self.decisions = {}
+        if not self.trained or not texts:
+            return
+        for text, p in zip(texts, self.gate.probabilities_large(texts), strict=True):
+            path: Literal["small", "large"] = "large" if p >= self.gate.threshold else "small"
+            self.decisions[text] = RouteDecision(path, f"learned gate p(large)={p:.2f}", p)
+
     def decide(self, text: str, **_: Any) -> RouteDecision | None:
-        return self.gate.decide(text) if self.trained else None
+        if not self.trained:
+            return None
+        return self.decisions.get(text) or self.gate.decide(text)
 
 
 @dataclass
@@ -387,6 +400,7 @@ class _Run:
 
     async def _routed(self, jobs: list[_Job]) -> None:
         assert self.router is not None
+        self.gate.prepare([job.question.text for job in jobs])
         answers = await asyncio.gather(*(self.router.arun(job) for job in jobs))
         for job, answer in zip(jobs, answers, strict=True):
             job.answer = str(answer)

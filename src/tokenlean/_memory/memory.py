@@ -459,7 +459,7 @@ class ConversationMemory:
                 nonlocal spent
                 if turn.id in chosen or turn.id in recent_ids:
                     return False
-                cost = count(f"[{turn.id}] {turn_label(turn)}: {_turn_text(turn)}") + 1
+                cost = count(_retrieved_text(turn)) + 1
                 if spent + cost > retrieved_allowance:
                     return False
                 chosen[turn.id] = turn
@@ -476,7 +476,7 @@ class ConversationMemory:
                         if 0 <= near < len(older):
                             take(older[near])
             for turn in sorted(chosen.values(), key=lambda t: t.index):
-                text = f"[{turn.id}] {turn_label(turn)}: {_turn_text(turn)}"
+                text = _retrieved_text(turn)
                 retrieved.append(PackItem("retrieved", text, count(text), (turn.id,)))
 
         # Whatever is left extends the recent window further back.
@@ -577,6 +577,12 @@ def _terms(text: str) -> set[str]:
 def _turn_text(turn: Turn) -> str:
     caption = turn.metadata.get("caption") if turn.metadata else None
     return f"{turn.content} [shared an image: {caption}]" if caption else turn.content
+
+
+def _retrieved_text(turn: Turn) -> str:
+    # The label is the turn's position, not its id: ids can be UUIDs (LangChain message ids cost
+    # ~30 tokens each). The full id stays in the pack item's sources.
+    return f"[#{turn.index}] {turn_label(turn)}: {_turn_text(turn)}"
 
 
 def _render(items: Sequence[PackItem], recent: Sequence[Turn]) -> list[dict[str, Any]]:

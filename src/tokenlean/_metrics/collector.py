@@ -4,7 +4,9 @@ Recording a request updates counters and fixed-bucket histograms under one short
 while held) and then hands the record to the sinks (OpenTelemetry, Prometheus), which do their
 own thread-safe aggregation. The four headline metrics:
 
-- **cache hit rate** per layer (``exact``, ``semantic``, ``retrieval``, ``provider_prefix``);
+- **cache hit rate** per layer (``exact``, ``semantic``, ``retrieval``, ``provider_prefix``): of
+  the lookups that reached a layer, the share it served (a semantic lookup first misses the
+  exact layer, so ``exact`` counts every completion-cache lookup);
 - **effective tokens per task**: input + output tokens divided by completed tasks;
 - **p95 latency by prompt-size bucket**;
 - **quality-adjusted cost**: cost per accepted outcome.
