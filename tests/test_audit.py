@@ -78,3 +78,48 @@ def test_the_command_writes_json_and_html(
     assert report["requests"] == 60
     assert "Estimated savings" in page.read_text(encoding="utf-8")
     assert write_sample_log(tmp_path / "again.jsonl", 5).read_text().count("\n") == 5
+
+
+def test_langsmith_runs_and_langfuse_generations_are_read(tmp_path: Path) -> None:
+    """A LangSmith LLM run (LangChain-serialized messages) and a Langfuse generation read as
+    the same chat request as the envelope form, with usage, latency and route."""
+    system, user = f"{POLICY} Now: 2026-11-27T10:00:00Z", "Where is my order?"
+
+    def lc(kind: str, content: str) -> dict[str, object]:
+        return {"lc": 1, "type": "constructor", "id": ["langchain", "schema", "messages", kind],
+                "kwargs": {"content": content}}  # fmt: skip
+
+    langsmith = {
+        "name": "ChatOpenAI",
+        "run_type": "llm",
+        "start_time": "2026-11-27T10:00:00.000000",
+        "end_time": "2026-11-27T10:00:00.812000",
+        "extra": {"invocation_params": {"model_name": "gpt-4o-mini", "_type": "openai-chat"}},
+        "inputs": {"messages": [[lc("SystemMessage", system), lc("HumanMessage", user)]]},
+        "prompt_tokens": 1873,
+        "completion_tokens": 64,
+    }
+    langfuse = {
+        "type": "GENERATION",
+        "startTime": "2026-11-27T10:00:00.000Z",
+        "endTime": "2026-11-27T10:00:00.500Z",
+        "model": "gpt-4o-mini",
+        "input": [{"role": "system", "content": system}, {"role": "user", "content": user}],
+        "usage": {"input": 1873, "output": 64, "total": 1937, "unit": "TOKENS"},
+        "metadata": {"route": "support"},
+    }
+    log = tmp_path / "mixed.jsonl"
+    log.write_text(
+        "\n".join(json.dumps(row) for row in (langsmith, langfuse)) + "\n" + line(user) + "\n",
+        encoding="utf-8",
+    )
+    rows = [row for _, row in read_request_log(log)]
+    expected = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    for row in rows:
+        assert row["request"]["messages"] == expected
+        assert row["request"]["model"] == "gpt-4o-mini"
+    assert [r["usage"].get("prompt_tokens") for r in rows[:2]] == [1873, 1873]
+    assert [r["latency_ms"] for r in rows] == [812.0, 500.0, 500]
+    assert rows[1]["route"] == "support"
+    report = audit_log(read_request_log(log)).to_json()
+    assert report["exact_duplicates"]["requests"] == 2  # the same request, three formats

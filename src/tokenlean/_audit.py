@@ -2,8 +2,8 @@
 
 The log is JSON lines, one chat-completions request per line, either the request body itself
 (``{"model", "messages", "tools", …}``) or an envelope ``{"request": {…}, "usage": {…},
-"latency_ms": …, "route": …}``; Langfuse/LangSmith-style exports that keep the request under
-``"input"`` are read too. For each request the audit computes, without any model:
+"latency_ms": …, "route": …}``; Langfuse generations and LangSmith LLM runs (exported as
+JSON lines) are read too. For each request the audit computes, without any model:
 
 - the static prefix (leading system messages and tools) per route, as sent (raw) and
   canonicalized with volatile values moved out: how many distinct prefixes each way, how stable
@@ -22,6 +22,7 @@ import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +40,100 @@ __all__ = ["AuditReport", "audit_log", "read_request_log"]
 _KEY = b"tokenlean-audit"
 
 
+_LANGCHAIN_ROLES = {
+    "system": "system",
+    "human": "user",
+    "ai": "assistant",
+    "tool": "tool",
+    "function": "tool",
+    "SystemMessage": "system",
+    "HumanMessage": "user",
+    "AIMessage": "assistant",
+    "ToolMessage": "tool",
+    "FunctionMessage": "tool",
+}
+
+
+def _plain_message(message: Any) -> Any:
+    """An OpenAI-style message from a LangChain-serialized one (``{"lc": 1, "id": [...,
+    "HumanMessage"], "kwargs": {...}}`` or ``{"type": "human", "content": ...}``); other values
+    are returned unchanged."""
+    if not isinstance(message, Mapping) or "role" in message:
+        return message
+    if message.get("lc") == 1 and isinstance(message.get("id"), list) and message["id"]:
+        kind, fields = str(message["id"][-1]), message.get("kwargs") or {}
+    else:
+        kind, fields = str(message.get("type", "")), message.get("data") or message
+    role = _LANGCHAIN_ROLES.get(kind)
+    if role is None or not isinstance(fields, Mapping):
+        return message
+    plain: dict[str, Any] = {"role": role, "content": fields.get("content", "")}
+    for key in ("tool_calls", "tool_call_id", "name"):
+        if fields.get(key):
+            plain[key] = fields[key]
+    return plain
+
+
+def _seconds(value: Any) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _normalize(row: dict[str, Any]) -> tuple[Any, dict[str, Any], Any]:
+    """(request, usage, latency ms) of one log row, in any of the accepted shapes."""
+    raw_usage = row.get("usage")
+    usage: dict[str, Any] = dict(raw_usage) if isinstance(raw_usage, Mapping) else {}
+    latency = row.get("latency_ms")
+    start = _seconds(row.get("start_time") or row.get("startTime"))
+    end = _seconds(row.get("end_time") or row.get("endTime"))
+    if latency is None and start is not None and end is not None:
+        latency = round((end - start) * 1000, 1)
+    if isinstance(row.get("inputs"), Mapping) and "messages" in row["inputs"]:
+        # A LangSmith run: inputs.messages is a list of prompts (one per generation).
+        prompts = row["inputs"]["messages"]
+        messages = prompts[0] if prompts and isinstance(prompts[0], list) else prompts
+        params = (row.get("extra") or {}).get("invocation_params") or {}
+        model = params.get("model") or params.get("model_name") or row.get("name") or "unknown"
+        request: Any = {"model": model, "messages": [_plain_message(m) for m in messages]}
+        if params.get("tools"):
+            request["tools"] = params["tools"]
+        for key in ("prompt_tokens", "completion_tokens"):
+            if isinstance(row.get(key), int):
+                usage.setdefault(key, row[key])
+        return request, usage, latency
+    request = row.get("request") or row.get("input") or row
+    if isinstance(request, list):  # a Langfuse generation: input is the message list
+        request = {"model": row.get("model") or "unknown", "messages": request}
+    if isinstance(request, dict) and "body" in request and "messages" not in request:
+        request = request["body"]
+    if isinstance(request, dict) and isinstance(request.get("messages"), list):
+        if "model" not in request and row.get("model"):
+            request = {**request, "model": row["model"]}
+        request = {**request, "messages": [_plain_message(m) for m in request["messages"]]}
+    langfuse_usage = (
+        ("prompt_tokens", "input"),
+        ("prompt_tokens", "promptTokens"),
+        ("completion_tokens", "output"),
+        ("completion_tokens", "completionTokens"),
+    )
+    for ours, theirs in langfuse_usage:
+        if isinstance(usage.get(theirs), int):
+            usage.setdefault(ours, usage[theirs])
+    return request, usage, latency
+
+
 def read_request_log(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line number, envelope)`` for each request of a JSONL log.
+
+    Accepted shapes: a chat-completions request body; an envelope with ``request`` (or
+    ``request.body``), ``usage``, ``latency_ms`` and ``route``; a Langfuse generation
+    (``input`` as messages, ``model``, ``usage.input``/``output``, ``startTime``/``endTime``);
+    a LangSmith LLM run (``inputs.messages`` in LangChain's serialization,
+    ``extra.invocation_params.model``, ``prompt_tokens``, ``start_time``/``end_time``).
 
     Raises:
         InvalidInputError: a line that is not JSON or holds no chat request.
@@ -55,18 +148,19 @@ def read_request_log(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 raise InvalidInputError(f"{path}:{number}: not JSON ({exc})") from exc
             if not isinstance(row, dict):
                 raise InvalidInputError(f"{path}:{number}: expected an object")
-            request = row.get("request") or row.get("input") or row
-            if isinstance(request, dict) and "body" in request and "messages" not in request:
-                request = request["body"]
+            request, usage, latency = _normalize(row)
             if not isinstance(request, dict) or not isinstance(request.get("messages"), list):
                 raise InvalidInputError(f"{path}:{number}: no chat request with 'messages'")
+            metadata = row.get("metadata") if isinstance(row.get("metadata"), Mapping) else {}
             yield (
                 number,
                 {
                     "request": request,
-                    "usage": row.get("usage") or {},
-                    "latency_ms": row.get("latency_ms"),
-                    "route": row.get("route") or (request.get("metadata") or {}).get("route"),
+                    "usage": usage,
+                    "latency_ms": latency,
+                    "route": row.get("route")
+                    or (request.get("metadata") or {}).get("route")
+                    or (metadata or {}).get("route"),
                 },
             )
 
