@@ -180,3 +180,32 @@ def test_a_subset_of_variants_runs_and_unknown_names_are_refused() -> None:
     assert list(result["variants"]) == ["cached"]
     with pytest.raises(ConfigurationError, match="all_lever"):
         run_harness(workload, embedder=HashingEmbedder(64), variants=["all_lever"])
+
+
+def test_answers_from_outdated_documents_count_as_stale_facts() -> None:
+    """A model that reads the documents as they were before the update gets exactly the
+    questions about updated facts wrong, and the harness names them stale facts."""
+    workload = generate_workload(users=6)
+    originals = "\n".join(d["text"] for d in workload.documents)
+    (wave, documents), *_ = workload.updates.items()
+    updated = {d["id"] for d in documents}
+
+    class Outdated(SimulatedModel):
+        def answer(self, messages: list[dict[str, Any]], question: Any) -> str:
+            old = {"role": "system", "content": originals}
+            return super().answer([*messages[:-1], old, messages[-1]], question)
+
+    result = run_harness(
+        workload,
+        embedder=HashingEmbedder(64),
+        model_factory=lambda name: Outdated(model=name),
+        variants=["baseline"],
+    )
+    expected = sum(
+        1
+        for s in workload.sessions
+        for q in s.questions
+        if q.wave >= wave and updated & set(q.evidence)
+    )
+    assert expected > 0
+    assert result["variants"]["baseline"]["failures"] == {"stale_fact": expected}

@@ -477,6 +477,13 @@ class _Run:
         self.memory.close()
         return self.tally.result()
 
+    def _was_updated(self, question: Question) -> bool:
+        """Whether a document this question depends on had been updated when it was asked."""
+        return any(
+            wave <= question.wave and any(d["id"] in question.evidence for d in documents)
+            for wave, documents in self.workload.updates.items()
+        )
+
     def _update(self, document: dict[str, str]) -> None:
         """A document changes: the index takes it, and cached answers that used it go."""
         self.documents[document["id"]] = document
@@ -532,9 +539,7 @@ class _Run:
             tally.fail("wrong_cache_hit")
         elif UNSURE.lower() in answer.lower():
             tally.fail("missing_context")
-        elif question.fact == "delivery city" or question.wave >= min(
-            self.workload.updates, default=question.wave + 1
-        ):
+        elif question.fact == "delivery city" or self._was_updated(question):
             tally.fail("stale_fact")
         else:
             tally.fail("wrong_answer")
