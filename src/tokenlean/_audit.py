@@ -33,6 +33,7 @@ from tokenlean._messages import count_message_tokens
 from tokenlean._metrics.prices import PriceTable
 from tokenlean._plan import PromptPlan
 from tokenlean._providers import prefix_cache_rule
+from tokenlean._stats import rank_percentile
 from tokenlean._tokens import get_token_counter
 
 __all__ = ["AuditReport", "audit_log", "read_request_log"]
@@ -375,7 +376,7 @@ def audit_log(
     ]
     if latencies:
         latencies.sort()
-        report.latency_ms_p95 = latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))]
+        report.latency_ms_p95 = rank_percentile(latencies, 0.95)
     if near_duplicates is not None and len(user_turns) > 1:
         report.near_duplicates = _near_duplicates(list(user_turns), near_duplicates, embedder)
     report.savings_usd = {k: round(v, 6) for k, v in money.items()}

@@ -19,11 +19,10 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 
+from langchain_tokenlean.memory import _ROLES
 from tokenlean import MetricsCollector, count_message_tokens
 
 __all__ = ["TokenleanCallbackHandler"]
-
-_ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
 
 
 class TokenleanCallbackHandler(BaseCallbackHandler):
@@ -91,7 +90,7 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
             )  # fmt: skip
         else:
             output = count_message_tokens([{"role": "assistant", "content": message.text}]).total \
-                if message is not None else 0  # fmt: skip
+                if message is not None and cache_hit is None else 0  # fmt: skip
             self.collector.record_request(
                 model, input_tokens=estimate, output_tokens=output, latency_s=latency,
                 usage_source="estimate", estimated_input_tokens=estimate, cache_hit=cache_hit,

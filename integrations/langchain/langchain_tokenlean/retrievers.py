@@ -70,16 +70,14 @@ class TokenleanRetriever(BaseRetriever):
     budget: int | None = None
     filters: dict[str, Any] | None = None
 
-    def _run(
-        self, query: str, kwargs: dict[str, Any]
-    ) -> tuple[int, int | None, dict[str, Any] | None]:
+    def _options(self, kwargs: dict[str, Any]) -> tuple[int, int | None, dict[str, Any] | None]:
         return (int(kwargs.get("k", self.k)), kwargs.get("budget", self.budget),
                 kwargs.get("filters", self.filters))  # fmt: skip
 
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
     ) -> list[Document]:
-        k, budget, filters = self._run(query, kwargs)
+        k, budget, filters = self._options(kwargs)
         if budget is None:
             return [_from_scored(r) for r in self.retriever.search(query, k=k, filters=filters)]
         packed = self.retriever.retrieve(query, budget=budget, k=k, filters=filters)
@@ -88,7 +86,7 @@ class TokenleanRetriever(BaseRetriever):
     async def _aget_relevant_documents(
         self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, **kwargs: Any
     ) -> list[Document]:
-        k, budget, filters = self._run(query, kwargs)
+        k, budget, filters = self._options(kwargs)
         if budget is None:
             results = await self.retriever.asearch(query, k=k, filters=filters)
             return [_from_scored(r) for r in results]

@@ -44,24 +44,15 @@ def routed_chat_model(
     """A runnable routing each call to ``small`` or ``large``; its ``router`` attribute holds
     the :class:`~tokenlean.Router` and its metrics. ``verifier(input, message)`` scores a small
     answer's confidence in [0, 1]."""
-    router = Router(
-        small=small.invoke,
-        large=large.invoke,
-        gates=gates,
-        verifier=verifier,
-        min_confidence=min_confidence,
-        cost=cost,
-        text=_text,
-    )
-    async_router = Router(
-        small=small.ainvoke,
-        large=large.ainvoke,
-        gates=gates,
-        verifier=verifier,
-        min_confidence=min_confidence,
-        cost=cost,
-        text=_text,
-    )
+    options: dict[str, Any] = {
+        "gates": gates,
+        "verifier": verifier,
+        "min_confidence": min_confidence,
+        "cost": cost,
+        "text": _text,
+    }
+    router = Router(small=small.invoke, large=large.invoke, **options)
+    async_router = Router(small=small.ainvoke, large=large.ainvoke, **options)
     async_router.metrics = router.metrics  # one set of figures for both paths
 
     def run(value: LanguageModelInput) -> Any:

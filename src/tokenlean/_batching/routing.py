@@ -238,15 +238,21 @@ class Router:
             decision = gate.decide(text, tools=tools, risk=risk)
             if decision is not None:
                 return decision  # type: ignore[no-any-return]
-        if risk:
-            return RouteDecision("large", "risk flag")
         return RouteDecision("small", "default")
 
-    def _record(self, path: str, escalated: bool, calls: list[str]) -> None:
+    def escalates(self, request: Any, answer: Any) -> bool:
+        """Whether a small-path ``answer`` is too unsure to keep (the verifier's confidence is
+        below ``min_confidence``); never without a verifier."""
+        return self.verifier is not None and self.verifier(request, answer) < self.min_confidence
+
+    def record(self, path: Path_, *, escalated: bool = False) -> None:
+        """Count one routed request that ended on ``path`` (an escalated one called both paths),
+        for callers that run the paths themselves (streams, framework adapters)."""
         with self.metrics.lock:
             self.metrics.requests += 1
             setattr(self.metrics, path, getattr(self.metrics, path) + 1)
             self.metrics.escalations += int(escalated)
+            calls = ("small", "large") if escalated else (path,)
             self.metrics.cost += sum(self.costs[c] for c in calls)
         if self.collector is not None:
             self.collector.record_routing(escalated)
@@ -261,14 +267,14 @@ class Router:
         decision = self.decide(request, tools=tools, risk=risk)
         if decision.path == "large":
             answer = self.large(request)
-            self._record("large", False, ["large"])
+            self.record("large")
             return answer
         answer = self.small(request)
-        if self.verifier is not None and self.verifier(request, answer) < self.min_confidence:
+        if self.escalates(request, answer):
             answer = self.large(request)
-            self._record("large", True, ["small", "large"])
+            self.record("large", escalated=True)
             return answer
-        self._record("small", False, ["small"])
+        self.record("small")
         return answer
 
     async def arun(self, request: Any, *, tools: bool = False, risk: bool = False) -> Any:
@@ -281,12 +287,12 @@ class Router:
 
         if decision.path == "large":
             answer = await call(self.large)
-            self._record("large", False, ["large"])
+            self.record("large")
             return answer
         answer = await call(self.small)
-        if self.verifier is not None and self.verifier(request, answer) < self.min_confidence:
+        if self.escalates(request, answer):
             answer = await call(self.large)
-            self._record("large", True, ["small", "large"])
+            self.record("large", escalated=True)
             return answer
-        self._record("small", False, ["small"])
+        self.record("small")
         return answer

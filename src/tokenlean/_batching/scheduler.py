@@ -24,6 +24,7 @@ from pydantic import Field
 from tokenlean._canonical import canonical_json
 from tokenlean._config import FrozenModel
 from tokenlean._errors import ConfigurationError, TokenleanError
+from tokenlean._stats import rank_percentile
 
 if TYPE_CHECKING:
     from tokenlean._metrics.collector import MetricsCollector
@@ -115,7 +116,7 @@ class BatchMetrics:
         elapsed = max(time.perf_counter() - self.started, 1e-9)
 
         def pct(q: float) -> float:
-            return round(delays[min(len(delays) - 1, int(q * len(delays)))], 3) if delays else 0.0
+            return round(rank_percentile(delays, q), 3) if delays else 0.0
 
         return {
             "batches": self.batches,
@@ -215,7 +216,8 @@ class MicroBatcher:
         limits = self.classes.get(latency_class)
         if limits is None:
             raise ConfigurationError(f"unknown latency class {latency_class!r}")
-        key = BatchKey(model, canonical_json(dict(settings or {})), latency_class, shape,
+        key = BatchKey(model, canonical_json(dict(settings)) if settings else "{}", latency_class,
+                       shape,
                        self.key_fn(payload) if self.key_fn else None)  # fmt: skip
         tokens = tokens if tokens is not None else self.counter(payload)  # before taking a slot
         room = self._condition()
@@ -267,9 +269,10 @@ class MicroBatcher:
             return
         limits = self.classes[key.latency_class]
         self.metrics.flush_reasons[reason] += 1
-        self.metrics.item_fill.append(len(items) / limits.max_items)
+        fill = len(items) / limits.max_items
+        self.metrics.item_fill.append(fill)
         if self.collector is not None:
-            self.collector.record_batch(len(items) / limits.max_items)
+            self.collector.record_batch(fill)
         self.metrics.token_fill.append(min(1.0, partition.tokens / limits.max_tokens))
         task = asyncio.ensure_future(self._run(key, items))
         self._running.add(task)

@@ -26,7 +26,7 @@ import numpy.typing as npt
 from tokenlean._cache.index import VectorIndex
 from tokenlean._cache.memory import MemoryStore
 from tokenlean._cache.policy import CachePolicy
-from tokenlean._cache.request import CacheRequest, hash_key
+from tokenlean._cache.request import CacheRequest, hash_key, hash_tenant
 from tokenlean._cache.stats import CacheStats, StatsRecorder
 from tokenlean._cache.store import CacheStore, Selector, StoredEntry
 from tokenlean._cache.verifier import QueryFeatures, extract_features, verify_candidate
@@ -162,9 +162,7 @@ class CompletionCache:
         return self._embedder
 
     def _tenant(self, tenant: str) -> str:
-        if not isinstance(tenant, str) or not tenant:
-            raise ConfigurationError("tenant must be a non-empty string")
-        return hash_key(self._secret, "tenant", tenant)
+        return hash_tenant(self._secret, tenant)
 
     def _exact_address(
         self, request: CacheRequest, tenant: str, policy: CachePolicy
@@ -288,7 +286,7 @@ class CompletionCache:
             index = self._indexes_loaded().get(semantic.namespace)
         if index is None:
             return self._miss("semantic", "miss", start)
-        features = extract_features(semantic.query)
+        features = extract_features(semantic.query) if policy.verifier is not None else None
         reason = "miss"
         for candidate_key, score in index.search(vector, policy.candidates):
             if score < policy.threshold:
@@ -299,7 +297,7 @@ class CompletionCache:
                     if self.store_backend.get(semantic.namespace, candidate_key) is None:
                         index.remove(candidate_key)
                 continue
-            if policy.verifier is not None and candidate.features is not None:
+            if features is not None and policy.verifier and candidate.features is not None:
                 rejection = verify_candidate(
                     features, QueryFeatures.from_json(candidate.features), policy.verifier
                 )

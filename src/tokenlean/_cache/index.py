@@ -59,7 +59,6 @@ class VectorIndex:
         self._index: Any = self.faiss.IndexFlatIP(dimension)
         self._keys: list[str | None] = []  # position -> key (None: removed)
         self._positions: dict[str, int] = {}
-        self._removed = 0
         self._live = np.zeros(0, dtype=bool)  # position -> not removed
 
     @property
@@ -70,6 +69,13 @@ class VectorIndex:
     def __len__(self) -> int:
         with self._lock:
             return len(self._positions)
+
+    def _compact_if_sparse(self) -> None:
+        """Rebuild without the removed positions once they are many (more than 64 and a
+        quarter of all positions)."""
+        removed = len(self._keys) - len(self._positions)
+        if removed > max(64, len(self._keys) // 4):
+            self._rebuild(hnsw=self.kind == "hnsw")
 
     def _new_hnsw(self) -> Any:
         index = self.faiss.IndexHNSWFlat(
@@ -92,7 +98,6 @@ class VectorIndex:
         self._index = index
         self._keys = [key for key, _ in live]
         self._positions = {key: row for row, (key, _) in enumerate(live)}
-        self._removed = 0
         self._live = np.ones(len(self._keys), dtype=bool)
 
     def add(self, key: str, vector: npt.NDArray[np.float32]) -> None:
@@ -103,15 +108,14 @@ class VectorIndex:
             if old is not None:
                 self._keys[old] = None
                 self._live[old] = False
-                self._removed += 1
             self._index.add(row)
             self._positions[key] = len(self._keys)
             self._keys.append(key)
             self._live = np.append(self._live, True)
             if self.kind == "flat" and len(self._positions) > self.hnsw_threshold:
                 self._rebuild(hnsw=True)
-            elif self._removed > max(64, len(self._keys) // 4):
-                self._rebuild(hnsw=self.kind == "hnsw")
+            else:
+                self._compact_if_sparse()
 
     def remove(self, key: str) -> bool:
         """Forget ``key``; True if it was present."""
@@ -121,9 +125,7 @@ class VectorIndex:
                 return False
             self._keys[position] = None
             self._live[position] = False
-            self._removed += 1
-            if self._removed > max(64, len(self._keys) // 4):
-                self._rebuild(hnsw=self.kind == "hnsw")
+            self._compact_if_sparse()
             return True
 
     def search(self, vector: npt.NDArray[np.float32], k: int) -> list[tuple[str, float]]:
@@ -134,7 +136,7 @@ class VectorIndex:
                 return []
             fetch = min(len(self._positions), k)
             params = None
-            if self._removed:
+            if len(self._keys) > len(self._positions):
                 # Removed vectors stay in the FAISS index until compaction; a bitmap of live
                 # positions keeps them out of the search itself.
                 bits = np.packbits(self._live, bitorder="little")

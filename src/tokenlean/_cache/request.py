@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tokenlean._canonical import canonical_json, canonicalize_text
-from tokenlean._errors import MalformedRequestError
+from tokenlean._errors import ConfigurationError, MalformedRequestError
 
-__all__ = ["CacheRequest", "hash_key"]
+__all__ = ["CacheRequest", "hash_key", "hash_tenant"]
 
 # Request fields that never change the output; everything else is part of the key.
 _NOT_OUTPUT_AFFECTING = frozenset(
@@ -45,6 +45,17 @@ def hash_key(secret: bytes, *parts: str) -> str:
         mac.update(len(data).to_bytes(8, "big"))
         mac.update(data)
     return mac.hexdigest()[:32]
+
+
+def hash_tenant(secret: bytes, tenant: str) -> str:
+    """The hashed id of a tenant, under which all of its entries are kept.
+
+    Raises:
+        ConfigurationError: an empty or non-string tenant.
+    """
+    if not isinstance(tenant, str) or not tenant:
+        raise ConfigurationError("tenant must be a non-empty string")
+    return hash_key(secret, "tenant", tenant)
 
 
 def _plain_text(content: Any) -> str | None:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tokenlean._cache.memory import MemoryStore
-from tokenlean._cache.request import hash_key
+from tokenlean._cache.request import hash_key, hash_tenant
 from tokenlean._cache.stats import CacheStats, StatsRecorder
 from tokenlean._cache.store import CacheStore, Selector, StoredEntry
 from tokenlean._canonical import canonical_json, canonicalize_text
@@ -75,19 +75,17 @@ class RetrievalCache:
     ) -> tuple[str, str, str]:
         if not isinstance(query, str):
             raise InvalidInputError("a retrieval query must be a string")
-        if not tenant:
-            raise ConfigurationError("tenant must be a non-empty string")
-        tenant_id = hash_key(self._secret, "tenant", tenant)
-        namespace = hash_key(self._secret, "retrieval-ns", tenant_id)
+        tenant_hash = hash_tenant(self._secret, tenant)
+        namespace = hash_key(self._secret, "retrieval-ns", tenant_hash)
         key = hash_key(
             self._secret,
             "retrieval",
-            tenant_id,
+            tenant_hash,
             index_version,
             canonical_json(dict(params)),
             canonical_query(query),
         )
-        return namespace, key, tenant_id
+        return namespace, key, tenant_hash
 
     def get(
         self,

@@ -56,12 +56,14 @@ class CacheStats:
         return self.hits / self.lookups if self.lookups else 0.0
 
 
-def _percentile(values: list[float], q: float) -> float:
+def _percentiles(values: list[float], *qs: float) -> list[float]:
+    """Interpolated percentiles (inclusive method) of ``values``, one quantile pass for all."""
     if not values:
-        return 0.0
+        return [0.0 for _ in qs]
     if len(values) == 1:
-        return values[0]
-    return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1]
+        return [values[0] for _ in qs]
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return [cuts[round(q * 100) - 1] for q in qs]
 
 
 class StatsRecorder:
@@ -95,8 +97,7 @@ class StatsRecorder:
                 name: LayerStats(
                     self._hits.get(name, 0),
                     self._misses.get(name, 0),
-                    _percentile(list(self._latency.get(name, ())), 0.50),
-                    _percentile(list(self._latency.get(name, ())), 0.95),
+                    *_percentiles(list(self._latency.get(name, ())), 0.50, 0.95),
                 )
                 for name in sorted(set(self._hits) | set(self._misses))
             }

@@ -51,6 +51,7 @@ from tokenlean._metrics.prices import PriceTable
 from tokenlean._plan import PromptPlan
 from tokenlean._retrieval.index import HybridIndex
 from tokenlean._retrieval.retriever import BudgetedRetriever
+from tokenlean._stats import rank_percentile
 from tokenlean._tokens import get_token_counter
 
 __all__ = ["MAIN_MODEL", "SMALL_MODEL", "VARIANTS", "SimulatedModel", "run_harness"]
@@ -129,9 +130,8 @@ class SimulatedModel:
     def _tokens(
         self, messages: list[dict[str, Any]], count: Callable[[str], int], tools: Sequence[Any]
     ) -> tuple[int, int]:
-        tokens = count_message_tokens(messages, tools=tools or None, counter=count).total
-        tool_tokens = tokens - count_message_tokens(messages, counter=count).total
-        cached, running = 0, tool_tokens
+        counted = count_message_tokens(messages, tools=tools or None, counter=count)
+        tokens, cached, running = counted.total, 0, counted.tools
         key = fingerprint(self.model, canonical_json(list(tools)))
         for message in messages[:-1]:
             key = fingerprint(key, str(message.get("role")), str(message.get("content") or ""))
@@ -251,11 +251,10 @@ class _Tally:
         self.failures[kind] = self.failures.get(kind, 0) + 1
 
     def result(self) -> dict[str, Any]:
-        def pct(values: list[float], q: float) -> float:
-            ordered = sorted(values)
-            return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+        def pct(ordered: list[float], q: float) -> float:
+            return round(rank_percentile(ordered, q), 1)
 
-        lat = self.latencies or [0.0]
+        lat = sorted(self.latencies) or [0.0]
         return {
             "tasks": self.tasks,
             "success_rate": round(self.successes / self.tasks, 4),
@@ -273,7 +272,7 @@ class _Tally:
             "model_calls_per_task": round(self.model_calls / self.tasks, 3),
             "latency_by_prompt_size": {
                 bucket: {"p50_ms": pct(v, 0.5), "p95_ms": pct(v, 0.95), "calls": len(v)}
-                for bucket, v in sorted(self.by_size.items())
+                for bucket, v in sorted((b, sorted(v)) for b, v in self.by_size.items())
             },
             "latency_ms_percentiles": [pct(lat, q / 100) for q in range(101)],
             **self.extra,

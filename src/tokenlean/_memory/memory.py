@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -33,7 +32,7 @@ from tokenlean._memory.transcript import (
     turn_from_message,
 )
 from tokenlean._messages import count_message_tokens
-from tokenlean._retrieval.documents import SentenceSplitter
+from tokenlean._retrieval.documents import SentenceSplitter, key_terms
 from tokenlean._retrieval.index import HybridIndex
 from tokenlean._retrieval.search import HybridSearcher
 from tokenlean._tokens import get_token_counter
@@ -404,16 +403,16 @@ class ConversationMemory:
         groups = _groups(history)
         recent_groups: list[list[Turn]] = []
         allowance = int(rest * shares.recent)
-        used = 0
+        used = kept = 0
         for group in reversed(groups):
             cost = sum(count(t.content) + 4 for t in group)
-            kept = sum(len(g) for g in recent_groups)
             if used + cost > allowance and kept >= shares.min_recent_turns:
                 break
             if used + cost > rest:
                 break
             recent_groups.insert(0, group)
             used += cost
+            kept += len(group)
         carry = allowance - used
         recent = [t for g in recent_groups for t in g]
         recent_ids = {t.id for t in recent}
@@ -421,7 +420,6 @@ class ConversationMemory:
         # Rolling summary items (newest coverage first when trimming), skipping recent turns.
         summary = self.summary(session, tenant=tenant)
         summary_allowance = int(rest * shares.summary) + max(carry, 0)
-        summary_items: list[PackItem] = []
         spent = 0
         # Items that share terms with the user turn first, then the most recent.
         terms = _terms(user or "")
@@ -439,7 +437,7 @@ class ConversationMemory:
                 continue
             chosen_items[i] = PackItem("summary", item.text, cost - 1, item.sources)
             spent += cost
-        summary_items = [chosen_items[i] for i in sorted(chosen_items)]
+        summary_items: list[PackItem] = [chosen_items[i] for i in sorted(chosen_items)]
         carry = summary_allowance - spent
 
         # Retrieved older turns, with their neighbours.
@@ -452,17 +450,18 @@ class ConversationMemory:
             hits = searcher.search(user, k=80)
             by_id = {t.id: t for t in older}
             position = {t.id: i for i, t in enumerate(older)}
-            chosen: dict[str, Turn] = {}
+            chosen: dict[str, PackItem] = {}
             spent = 0
 
             def take(turn: Turn) -> bool:
                 nonlocal spent
                 if turn.id in chosen or turn.id in recent_ids:
                     return False
-                cost = count(_retrieved_text(turn)) + 1
+                text = _retrieved_text(turn)
+                cost = count(text) + 1
                 if spent + cost > retrieved_allowance:
                     return False
-                chosen[turn.id] = turn
+                chosen[turn.id] = PackItem("retrieved", text, cost - 1, (turn.id,))
                 spent += cost
                 return True
 
@@ -475,9 +474,7 @@ class ConversationMemory:
                     for near in (at - step, at + step):
                         if 0 <= near < len(older):
                             take(older[near])
-            for turn in sorted(chosen.values(), key=lambda t: t.index):
-                text = _retrieved_text(turn)
-                retrieved.append(PackItem("retrieved", text, count(text), (turn.id,)))
+            retrieved = sorted(chosen.values(), key=lambda item: by_id[item.sources[0]].index)
 
         # Whatever is left extends the recent window further back.
         left = (
@@ -498,7 +495,6 @@ class ConversationMemory:
         # Summary items whose turns are now all in the recent window would say them twice.
         summary_items = [i for i in summary_items if not set(i.sources) <= final_recent]
 
-        recent_items = [PackItem("recent", t.content, count(t.content), (t.id,)) for t in recent]
         all_items = [*(items[:-1] if user is not None else items), *summary_items, *retrieved]
         user_items = [items[-1]] if user is not None else []
         messages = _render([*all_items, *user_items], recent)
@@ -548,8 +544,7 @@ class ConversationMemory:
             self._executor.shutdown(wait=True)
 
 
-_WORD = re.compile(r"[a-z0-9]+")
-_COMMON = frozenset(
+_COMMON = frozenset(  # all shorter than six letters: a key-term prefix equals the word
     [
         "the",
         "and",
@@ -571,7 +566,7 @@ _COMMON = frozenset(
 
 
 def _terms(text: str) -> set[str]:
-    return {w[:6] for w in _WORD.findall(text.lower()) if len(w) > 2 and w not in _COMMON}
+    return key_terms(text) - _COMMON
 
 
 def _turn_text(turn: Turn) -> str:

@@ -199,7 +199,8 @@ class ExtractiveSummarizer:
             score = _salience(best)
             if score >= self.min_salience:
                 items.append(SummaryItem(f"{turn_label(turn)}: {best}", (turn.id,), score))
-        total = sum(self.counter(i.text) for i in items)
+        sizes = [self.counter(i.text) for i in items]
+        total = sum(sizes)
         if total > self.max_tokens:
             ranked = sorted(range(len(items)), key=lambda i: (items[i].salience, i))
             removed: set[int] = set()
@@ -207,7 +208,7 @@ class ExtractiveSummarizer:
                 if total <= self.max_tokens:
                     break
                 removed.add(index)
-                total -= self.counter(items[index].text)
+                total -= sizes[index]
             items = [item for i, item in enumerate(items) if i not in removed]
         return items
 

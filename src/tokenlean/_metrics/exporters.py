@@ -6,6 +6,7 @@ records carry counts, durations, model names, the cache layer and hashed tenant 
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from tokenlean._errors import MissingDependencyError
@@ -119,23 +120,10 @@ class PrometheusExporter:
             ) from exc
         registry = registry if registry is not None else prom.REGISTRY
         self.registry = registry
-        self.tokens = prom.Counter(
-            "tokens",
-            "Tokens spent, by type.",
-            ["model", "type"],
-            namespace=namespace,
-            registry=registry,
-        )
-        self.requests = prom.Counter(
-            "requests",
-            "Model calls, by cache outcome.",
-            ["model", "cache"],
-            namespace=namespace,
-            registry=registry,
-        )
-        self.cost = prom.Counter(
-            "cost_usd", "Cost in USD.", ["model", "source"], namespace=namespace, registry=registry
-        )
+        counter = functools.partial(prom.Counter, namespace=namespace, registry=registry)
+        self.tokens = counter("tokens", "Tokens spent, by type.", ["model", "type"])
+        self.requests = counter("requests", "Model calls, by cache outcome.", ["model", "cache"])
+        self.cost = counter("cost_usd", "Cost in USD.", ["model", "source"])
         self.duration = prom.Histogram(
             "operation_duration_seconds",
             "Model call duration.",
@@ -144,12 +132,8 @@ class PrometheusExporter:
             namespace=namespace,
             registry=registry,
         )
-        self.cache = prom.Counter(
-            "cache_lookups",
-            "Cache lookups, by layer and outcome.",
-            ["layer", "hit"],
-            namespace=namespace,
-            registry=registry,
+        self.cache = counter(
+            "cache_lookups", "Cache lookups, by layer and outcome.", ["layer", "hit"]
         )
 
     def record_request(self, record: RequestRecord) -> None:

@@ -1,4 +1,4 @@
-"""The hybrid index: chunks with BM25 and dense (FAISS) search, incremental, persistent.
+"""The hybrid index: chunks with BM25 and dense search, incremental, persistent.
 
 Documents are split into sentence-respecting chunks; each chunk is embedded once and its vector
 stored (float16) with its text and provenance. Adding a document with an existing id replaces it;
@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from tokenlean._cache.index import load_faiss
 from tokenlean._embeddings import Embedder, default_embedder
 from tokenlean._errors import ConfigurationError, InvalidInputError, StoreError
 from tokenlean._retrieval.documents import Chunk, Document, SentenceSplitter
@@ -53,7 +52,6 @@ class _Built:
     chunks: list[Chunk]
     vectors: npt.NDArray[np.float32]
     bm25: BM25Index
-    faiss: Any
 
 
 def _as_document(item: Document | Mapping[str, Any]) -> Document:
@@ -263,15 +261,10 @@ class HybridIndex:
             if self._built is None:
                 pairs = [pair for doc_id in sorted(self._chunks) for pair in self._chunks[doc_id]]
                 chunks = [chunk for chunk, _ in pairs]
-                dimension = self.embedder.dimension
                 vectors = (
                     np.stack([vector for _, vector in pairs]).astype(np.float32)
                     if pairs
-                    else np.zeros((0, dimension), dtype=np.float32)
+                    else np.zeros((0, self.embedder.dimension), dtype=np.float32)
                 )
-                faiss = load_faiss()
-                dense = faiss.IndexFlatIP(vectors.shape[1] if pairs else dimension)
-                if pairs:
-                    dense.add(np.ascontiguousarray(vectors))
-                self._built = _Built(chunks, vectors, BM25Index([c.text for c in chunks]), dense)
+                self._built = _Built(chunks, vectors, BM25Index([c.text for c in chunks]))
             return self._built

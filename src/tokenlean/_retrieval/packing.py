@@ -172,7 +172,7 @@ def pack_chunks(
                 )
                 continue
             text, trimmed = shorter, True
-        tokens = count(text)
+        tokens = count(text) if trimmed else chunk_tokens
         items.append(
             PackedItem(
                 chunk.id,
@@ -187,13 +187,16 @@ def pack_chunks(
             )
         )
         used += tokens + overhead
-    rendered = _render(_ordered(items, order))
+    ordered = _ordered(items, order)
+    rendered = _render(ordered)
+    total = count(rendered)
     # Token counts of concatenations can differ from the sum of the parts: verify, and remove
     # the least relevant items until the rendered text fits.
-    while items and count(rendered) > budget:
+    while items and total > budget:
         last = items.pop()
         dropped.append(DroppedItem(last.chunk_id, last.doc_id, last.score, last.tokens,
                                    "over budget once rendered"))  # fmt: skip
-        rendered = _render(_ordered(items, order))
-    return PackedContext(tuple(_ordered(items, order)), tuple(dropped), budget,
-                         count(rendered) if items else 0, rendered)  # fmt: skip
+        ordered = _ordered(items, order)
+        rendered = _render(ordered)
+        total = count(rendered)
+    return PackedContext(tuple(ordered), tuple(dropped), budget, total if items else 0, rendered)

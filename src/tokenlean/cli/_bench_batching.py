@@ -25,6 +25,7 @@ from tokenlean._batching.executors import EmbeddingExecutor, SimulatedChatAPI
 from tokenlean._batching.routing import LearnedGate, Router, RuleGate
 from tokenlean._batching.scheduler import LatencyClass, MicroBatcher
 from tokenlean._embeddings import Embedder, default_embedder
+from tokenlean._stats import rank_percentile
 
 __all__ = ["batching_bench", "routing_bench"]
 
@@ -33,7 +34,7 @@ def _latency(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
     return {
         "latency_ms_p50": round(statistics.median(ordered), 2),
-        "latency_ms_p95": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 2),
+        "latency_ms_p95": round(rank_percentile(ordered, 0.95), 2),
     }
 
 

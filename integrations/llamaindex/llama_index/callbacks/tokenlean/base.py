@@ -99,9 +99,10 @@ class TokenleanEventHandler(BaseEventHandler):
                     cached_tokens=usage["cached"], latency_s=latency, usage_source="provider",
                     estimated_input_tokens=estimate, tenant=self.tenant,
                 )  # fmt: skip
-            else:
+            else:  # a cache hit records no tokens spent: counting its answer would be wasted
+                output = count_tokens(text or "") if cache_hit is None else 0
                 self._collector.record_request(
-                    model, input_tokens=estimate, output_tokens=count_tokens(text or ""),
+                    model, input_tokens=estimate, output_tokens=output,
                     latency_s=latency, usage_source="estimate", estimated_input_tokens=estimate,
                     cache_hit=cache_hit, tenant=self.tenant,
                 )  # fmt: skip

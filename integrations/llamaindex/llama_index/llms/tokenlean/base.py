@@ -59,9 +59,7 @@ def _message(message: ChatMessage) -> dict[str, Any]:
     if blocks:
         data["blocks"] = blocks
     if message.additional_kwargs:
-        data["additional_kwargs"] = json.loads(
-            json.dumps(message.additional_kwargs, sort_keys=True, default=str)
-        )
+        data["additional_kwargs"] = json.loads(json.dumps(message.additional_kwargs, default=str))
     return data
 
 
@@ -161,8 +159,9 @@ class CachedLLM(LLM):
     ) -> CacheRequest:
         params: dict[str, Any] = {
             "kind": kind,
-            "llm": json.loads(json.dumps(self.llm.to_payload(), sort_keys=True, default=str)),
-            "kwargs": json.loads(json.dumps(kwargs, sort_keys=True, default=str)),
+            # JSON-safe copies; the cache request canonicalizes (sorts) them itself
+            "llm": json.loads(json.dumps(self.llm.to_payload(), default=str)),
+            "kwargs": json.loads(json.dumps(kwargs, default=str)),
         }
         temperature = kwargs.get("temperature", getattr(self.llm, "temperature", None))
         if isinstance(temperature, int | float):

@@ -88,13 +88,12 @@ class RoutedLLM(LLM):
         return self.small if self._router.decide(text).path == "small" else self.large
 
     def _escalate(self, text: str, answer: str) -> bool:
-        verifier = self._router.verifier
-        return verifier is not None and verifier(text, answer) < self._router.min_confidence
+        return self._router.escalates(text, answer)
 
     def _account(self, llm: LLM, escalated: bool) -> None:
-        path = "small" if llm is self.small and not escalated else "large"
-        calls = ["small", "large"] if escalated else [path]
-        self._router._record(path, escalated, calls)
+        self._router.record(
+            "small" if llm is self.small and not escalated else "large", escalated=escalated
+        )
 
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         text = _last_user(messages)
