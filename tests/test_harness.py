@@ -209,3 +209,28 @@ def test_answers_from_outdated_documents_count_as_stale_facts() -> None:
     )
     assert expected > 0
     assert result["variants"]["baseline"]["failures"] == {"stale_fact": expected}
+
+
+def test_the_cached_variant_keys_requests_without_the_time() -> None:
+    """The exact-cache key of the cached variant keeps the policy and documentation and leaves
+    out the moved timestamp: the same question at another minute has the same key."""
+    from tokenlean._harness.harness import _Job, _Run
+    from tokenlean._metrics.prices import PriceTable
+    from tokenlean._tokens import get_token_counter
+
+    workload = generate_workload(users=1, sessions_per_user=1)
+    run = _Run("cached", workload, embedder=HashingEmbedder(64), budget=2600,
+               factory=lambda name: SimulatedModel(model=name), count=get_token_counter(),
+               prices=PriceTable.default())  # fmt: skip
+    session, question = workload.sessions[0], workload.sessions[0].questions[0]
+    run._open(session)
+    early, late = _Job(session, question, []), _Job(session, question, [])
+    run._prompt(early, "2026-11-27T09:01:00+00:00")
+    run._prompt(late, "2026-11-27T09:02:00+00:00")
+    assert early.request is not None
+    assert late.request is not None
+    assert early.messages != late.messages
+    assert early.request.canonical() == late.request.canonical()
+    key_text = " ".join(str(m["content"]) for m in early.request.messages)
+    assert workload.policy.splitlines()[0] in key_text
+    assert "09:01" not in key_text

@@ -342,11 +342,17 @@ class _Run:
             plan = plan.with_tools(tools)
             plan = plan.with_policy(f"Documentation:\n{documents}", name="docs")
             plan = plan.with_history(self.histories[session.user]).with_user(question.text)
-            job.messages = plan.render().messages
+            rendered = plan.render()
+            job.messages = rendered.messages
             if self.variant == "cached":
+                # The key leaves out the message the plan moved the volatile values into (the
+                # time), and keeps the policy, whose time is masked.
+                moved = [value.value for value in rendered.moved]
                 job.request = CacheRequest(
                     model=MAIN_MODEL,
-                    messages=tuple(m for m in job.messages if "Current time" not in m["content"]),
+                    messages=tuple(
+                        m for m in job.messages if not any(v in m["content"] for v in moved)
+                    ),
                     tools=tuple(tools),
                 )
             return
