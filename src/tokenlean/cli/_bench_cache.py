@@ -36,6 +36,7 @@ from tokenlean._cache.sqlite import SQLiteStore
 from tokenlean._canonical import canonicalize_text, fingerprint
 from tokenlean._embeddings import Embedder, SentenceTransformerEmbedder, default_embedder
 from tokenlean._errors import ConfigurationError, InvalidInputError
+from tokenlean._stats import p95
 
 __all__ = ["Pair", "cache_bench", "load_pairs"]
 
@@ -129,7 +130,7 @@ def _figures(
     hits = sum(1 for hit, _, _ in outcomes if hit)
     correct = sum(1 for _, ok, _ in outcomes if ok)
     p50 = statistics.median(latencies_ms)
-    p95 = statistics.quantiles(latencies_ms, n=20)[18] if len(latencies_ms) > 1 else p50
+    latency_p95 = p95(latencies_ms)
     return {
         "pairs": len(outcomes),
         "duplicate_pairs": duplicates,
@@ -139,7 +140,7 @@ def _figures(
         "duplicate_hit_rate": round(correct / duplicates, 4) if duplicates else 0.0,
         "false_hit_rate": round((hits - correct) / len(outcomes), 4),
         "lookup_ms_p50": round(p50 + embed_ms, 3),
-        "lookup_ms_p95": round(p95 + embed_ms, 3),
+        "lookup_ms_p95": round(latency_p95 + embed_ms, 3),
         "lookup_ms_p50_no_embed": round(p50, 4),
     }
 
@@ -249,7 +250,7 @@ def _scale_latency(
         "index": index.kind,
         "lookups": len(latencies),
         "lookup_ms_p50_no_embed": round(statistics.median(latencies), 4),
-        "lookup_ms_p95_no_embed": round(statistics.quantiles(latencies, n=20)[18], 4),
+        "lookup_ms_p95_no_embed": round(p95(latencies), 4),
         "insert_s": round(build_s, 1),
     }
 

@@ -30,6 +30,7 @@ from tokenlean._retrieval.documents import Document
 from tokenlean._retrieval.index import HybridIndex
 from tokenlean._retrieval.packing import pack_chunks
 from tokenlean._retrieval.search import HybridSearcher, ScoredChunk
+from tokenlean._stats import p95
 from tokenlean._tokens import get_token_counter
 
 __all__ = ["load_beir", "retrieval_bench"]
@@ -133,9 +134,7 @@ def _summary(rows: list[dict[str, float]]) -> dict[str, Any]:
         "recall_in_budget": round(statistics.fmean(r["recall_budget"] for r in rows), 4),
         "mean_tokens": round(statistics.fmean(r["tokens"] for r in rows), 1),
         "latency_ms_p50": round(statistics.median(latencies), 3),
-        "latency_ms_p95": round(statistics.quantiles(latencies, n=20)[18], 3)
-        if len(latencies) > 1
-        else round(latencies[0], 3),
+        "latency_ms_p95": round(p95(latencies), 3),
     }
 
 
