@@ -114,7 +114,9 @@ def _normalize(row: dict[str, Any]) -> tuple[Any, dict[str, Any], Any]:
     if isinstance(request, dict) and isinstance(request.get("messages"), list):
         if "model" not in request and row.get("model"):
             request = {**request, "model": row["model"]}
-        request = {**request, "messages": [_plain_message(m) for m in request["messages"]]}
+        messages = request["messages"]
+        if not all(isinstance(m, Mapping) and "role" in m for m in messages):  # LangChain shapes
+            request = {**request, "messages": [_plain_message(m) for m in messages]}
     langfuse_usage = (
         ("prompt_tokens", "input"),
         ("prompt_tokens", "promptTokens"),
