@@ -23,7 +23,10 @@ from tokenlean._batching.scheduler import (
     MicroBatcher,
     SyncMicroBatcher,
 )
+from tokenlean._cache.acceptance import AcceptanceSnapshot, AcceptanceState
+from tokenlean._cache.compare import Splitter, TemplateSplitter, last_user_turn
 from tokenlean._cache.completion import CacheLookup, CompletionCache, replay_stream
+from tokenlean._cache.judge import AnswerJudge, DefaultAnswerJudge, answer_text, equal_answers
 from tokenlean._cache.memory import MemoryStore
 from tokenlean._cache.policy import CachePolicy, VerifierConfig
 from tokenlean._cache.request import CacheRequest
@@ -31,7 +34,13 @@ from tokenlean._cache.retrieval import RetrievalCache, canonical_query
 from tokenlean._cache.sqlite import SQLiteStore
 from tokenlean._cache.stats import CacheStats, LayerStats
 from tokenlean._cache.store import CacheStore, Selector, StoredEntry
-from tokenlean._cache.verifier import QueryFeatures, extract_features, verify_candidate
+from tokenlean._cache.verifier import (
+    PAIR_FEATURES,
+    QueryFeatures,
+    extract_features,
+    pair_features,
+    verify_candidate,
+)
 from tokenlean._calibration import CalibrationStats, UsageCalibration
 from tokenlean._canonical import CanonicalizeOptions, canonical_json, canonicalize_text, fingerprint
 from tokenlean._config import FrozenModel, TokenleanSettings, load_settings
@@ -129,8 +138,12 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_DETECTORS",
     "DEFAULT_PATTERNS",
+    "PAIR_FEATURES",
     "PRICE_TABLE_AS_OF",
     "PROVIDER_TABLE_AS_OF",
+    "AcceptanceSnapshot",
+    "AcceptanceState",
+    "AnswerJudge",
     "AnthropicPrompt",
     "ApproximateCounter",
     "BatchClosedError",
@@ -157,6 +170,7 @@ __all__ = [
     "CorruptedStoreError",
     "Cost",
     "CrossEncoderReranker",
+    "DefaultAnswerJudge",
     "Document",
     "DroppedItem",
     "Embedder",
@@ -223,11 +237,13 @@ __all__ = [
     "SlotChange",
     "SlotExtractor",
     "SlotState",
+    "Splitter",
     "StoreError",
     "StoredEntry",
     "Summarizer",
     "SummaryItem",
     "SyncMicroBatcher",
+    "TemplateSplitter",
     "TiktokenCounter",
     "TokenCounter",
     "TokenizerUnavailableError",
@@ -239,6 +255,7 @@ __all__ = [
     "VerifierConfig",
     "VolatileDetector",
     "VolatileMasker",
+    "answer_text",
     "anthropic_request",
     "bundled_model_path",
     "canonical_json",
@@ -251,15 +268,18 @@ __all__ = [
     "decode_text",
     "default_embedder",
     "describe_counter",
+    "equal_answers",
     "extract_features",
     "fingerprint",
     "get_token_counter",
     "hash_label",
+    "last_user_turn",
     "load_settings",
     "mask_volatile",
     "openai_prompt_cache_key",
     "openai_request",
     "pack_chunks",
+    "pair_features",
     "parse_chat_request",
     "prefix_cache_rule",
     "read_anthropic_batch_results",

@@ -22,6 +22,7 @@ def req(text: str, *, model: str = "gpt-4o-mini", history: list[dict[str, str]] 
 
 
 def semantic_cache(**options: Any) -> tl.CompletionCache:
+    options.setdefault("compare", tl.last_user_turn)
     policy = tl.CachePolicy.semantic(threshold=options.pop("threshold", 0.8), **options)
     return tl.CompletionCache(policy=policy, embedder=HashingEmbedder())
 
@@ -258,7 +259,7 @@ def test_semantic_ttl_expiry_also_leaves_the_vector_index() -> None:
     """An expired semantic entry stops answering paraphrases."""
     clock = FakeClock()
     cache = tl.CompletionCache(
-        policy=tl.CachePolicy.semantic(threshold=0.8, ttl_s=10),
+        policy=tl.CachePolicy.semantic(threshold=0.8, ttl_s=10, compare=tl.last_user_turn),
         embedder=HashingEmbedder(),
         clock=clock,
     )
@@ -271,7 +272,7 @@ def test_eviction_by_entries_keeps_the_index_consistent() -> None:
     """Entries evicted by the store's limit are no longer served by the semantic layer."""
     cache = tl.CompletionCache(
         tl.MemoryStore(max_entries=2),
-        policy=tl.CachePolicy.semantic(threshold=0.8),
+        policy=tl.CachePolicy.semantic(threshold=0.8, compare=tl.last_user_turn),
         embedder=HashingEmbedder(),
     )
     cache.store(req("how do I reset my password"), "A")
@@ -310,14 +311,14 @@ def test_entries_and_the_vector_index_survive_a_restart(tmp_path: Path) -> None:
     path = tmp_path / "cache.db"
     first = tl.CompletionCache(
         tl.SQLiteStore(path),
-        policy=tl.CachePolicy.semantic(threshold=0.8),
+        policy=tl.CachePolicy.semantic(threshold=0.8, compare=tl.last_user_turn),
         embedder=HashingEmbedder(),
     )
     first.store(req("how do I reset my password"), {"content": "Use the link."}, tenant="acme")
     first.close()
     second = tl.CompletionCache(
         tl.SQLiteStore(path),
-        policy=tl.CachePolicy.semantic(threshold=0.8),
+        policy=tl.CachePolicy.semantic(threshold=0.8, compare=tl.last_user_turn),
         embedder=HashingEmbedder(),
     )
     assert second.lookup(req("how do I reset my password"), tenant="acme").layer == "exact"
@@ -367,7 +368,7 @@ def test_threads_share_one_cache_safely(tmp_path: Path) -> None:
     """Eight threads storing and looking up on one SQLite-backed cache see their own answers."""
     cache = tl.CompletionCache(
         tl.SQLiteStore(tmp_path / "c.db"),
-        policy=tl.CachePolicy.semantic(threshold=0.95),
+        policy=tl.CachePolicy.semantic(threshold=0.95, compare=tl.last_user_turn),
         embedder=HashingEmbedder(),
     )
     errors: list[str] = []

@@ -7,7 +7,7 @@ from langchain_core.caches import BaseCache
 from langchain_tests.integration_tests import AsyncCacheTestSuite, SyncCacheTestSuite
 from langchain_tokenlean import TokenleanCache
 
-from tokenlean import CachePolicy, CompletionCache, SQLiteStore
+from tokenlean import CachePolicy, CompletionCache, SQLiteStore, last_user_turn
 
 
 class TestTokenleanCacheSync(SyncCacheTestSuite):
@@ -22,7 +22,7 @@ class TestTokenleanSemanticSQLiteCacheSync(SyncCacheTestSuite):
         from tokenlean.testing import HashingEmbedder
 
         store = SQLiteStore(f"{tmp_path}/cache.db")
-        policy = CachePolicy.semantic()
+        policy = CachePolicy.semantic(threshold=0.7, compare=last_user_turn)
         return TokenleanCache(CompletionCache(store, policy=policy, embedder=HashingEmbedder()))
 
 

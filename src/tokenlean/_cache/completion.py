@@ -3,9 +3,16 @@
 Keys are HMACs under the store's secret of the tenant, the policy version and the canonical
 request, so no key, log line or metric carries a prompt, and the same prompt from two tenants
 gives unrelated keys. Semantic entries live in hard partitions: a partition is a hash of the
-tenant, the policy version, the model with every output-affecting setting, and the exact context
-(system messages and earlier turns) the last user turn depends on. A lookup searches one
+tenant, the policy version, the model with every output-affecting setting, and the fixed part of
+the request (everything but the compared text: system messages, earlier turns, template
+scaffolding and retrieved context; see :mod:`tokenlean._cache.compare`). A lookup searches one
 partition only, so it cannot return another tenant's, model's or conversation's entry.
+
+Under the default, error-bounded semantic policy a candidate is served only inside the route's
+acceptance region (:mod:`tokenlean._cache.acceptance`). Every miss whose nearest entry was a
+candidate, and every exploration, leaves a *pending* judgement: when :meth:`CompletionCache.store`
+receives the fresh answer, the judge compares it with the candidate's cached answer and the
+verdict becomes evidence. Evidence is kept in the store and survives a restart.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -23,16 +31,24 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from tokenlean._cache.acceptance import AcceptanceState
+from tokenlean._cache.compare import last_user_turn
 from tokenlean._cache.index import VectorIndex
+from tokenlean._cache.judge import AnswerJudge, DefaultAnswerJudge
 from tokenlean._cache.memory import MemoryStore
 from tokenlean._cache.policy import CachePolicy
 from tokenlean._cache.request import CacheRequest, hash_key, hash_tenant
 from tokenlean._cache.stats import CacheStats, StatsRecorder
 from tokenlean._cache.store import CacheStore, Selector, StoredEntry
-from tokenlean._cache.verifier import QueryFeatures, extract_features, verify_candidate
-from tokenlean._canonical import canonical_json
+from tokenlean._cache.verifier import (
+    QueryFeatures,
+    extract_features,
+    pair_features,
+    verify_candidate,
+)
+from tokenlean._canonical import canonical_json, canonicalize_text
 from tokenlean._embeddings import Embedder, default_embedder
-from tokenlean._errors import ConfigurationError, NotSerializableError
+from tokenlean._errors import ConfigurationError, InvalidInputError, NotSerializableError
 
 __all__ = ["CacheLookup", "CompletionCache", "replay_stream"]
 
@@ -60,8 +76,10 @@ class CacheLookup:
         value: the cached value (None on a miss).
         layer: ``"exact"`` or ``"semantic"`` on a hit; the last layer consulted on a miss.
         similarity: cosine similarity of a semantic hit (1.0 for an exact one).
-        reason: why: ``"exact match"``, ``"miss"``, ``"bypass: …"``, or the verifier's reason
-            for rejecting the best candidate.
+        reason: why: ``"exact match"``, ``"miss"``, ``"bypass: …"``, ``"exploring: …"``, or
+            why the best candidate was not served.
+        lookup_id: an opaque id of a semantic hit, for :meth:`CompletionCache.feedback`.
+        explored: True when a would-be semantic hit was sent to the model to be judged.
     """
 
     hit: bool
@@ -69,6 +87,8 @@ class CacheLookup:
     layer: str | None = None
     similarity: float | None = None
     reason: str = "miss"
+    lookup_id: str | None = None
+    explored: bool = False
 
     def stream(self, chunk_chars: int = 16) -> Iterator[str]:
         """Replay a cached text (or a value's ``"content"``) as a stream of chunks."""
@@ -88,6 +108,19 @@ class _Semantic:
     query: str
 
 
+@dataclass(frozen=True)
+class _Pending:
+    """A candidate awaiting the judge's verdict (or a served hit awaiting feedback)."""
+
+    route: str
+    namespace: str
+    key: str
+    features: npt.NDArray[np.float32]
+
+
+_PENDING_LIMIT = 4096
+
+
 class CompletionCache:
     """Exact and semantic completion caching with per-route policies. Thread-safe.
 
@@ -101,6 +134,9 @@ class CompletionCache:
         clock: time source for TTLs (seconds).
         hnsw_threshold: entries per partition past which the vector index becomes HNSW.
         collector: a :class:`MetricsCollector` that records every lookup's layer and outcome.
+        judge: compares a candidate's cached answer with the model's fresh one, to learn from
+            (default: :class:`DefaultAnswerJudge` on the cache's embedder).
+        seed: seed of the exploration draws (None: random).
 
     Example:
         >>> cache = CompletionCache()
@@ -126,8 +162,16 @@ class CompletionCache:
         clock: Clock = time.time,
         hnsw_threshold: int = 20_000,
         collector: MetricsCollector | None = None,
+        judge: AnswerJudge | None = None,
+        seed: int | None = None,
     ) -> None:
         self.collector = collector
+        self._judge = judge
+        self._seed = seed
+        self._acceptance: dict[str, AcceptanceState] = {}
+        self._pending: OrderedDict[str, _Pending] = OrderedDict()
+        self._served: OrderedDict[str, _Pending] = OrderedDict()
+        self._learn_lock = threading.Lock()
         self.store_backend: CacheStore = store if store is not None else MemoryStore()
         self.policy = policy or CachePolicy.exact()
         self.routes = dict(routes or {})
@@ -180,7 +224,13 @@ class CompletionCache:
     def _semantic_address(
         self, request: CacheRequest, tenant: str, policy: CachePolicy
     ) -> _Semantic | None:
-        split = request.split_last_user_turn(policy.context_messages)
+        splitter = policy.compare
+        if request.split is not None:
+            split: tuple[str, str] | None = request.split
+        elif splitter is None or splitter is last_user_turn:  # it honours context_messages
+            split = request.split_last_user_turn(policy.context_messages)
+        else:
+            split = splitter(request)
         if split is None:
             return None
         context, query = split
@@ -286,16 +336,15 @@ class CompletionCache:
             index = self._indexes_loaded().get(semantic.namespace)
         if index is None:
             return self._miss("semantic", "miss", start)
+        if policy.max_error_rate is not None:
+            return self._bounded(policy, route, semantic, index, vector, start)
         features = extract_features(semantic.query) if policy.verifier is not None else None
         reason = "miss"
         for candidate_key, score in index.search(vector, policy.candidates):
             if score < policy.threshold:
                 break
-            candidate = self._live(semantic.namespace, candidate_key)
+            candidate = self._candidate(semantic.namespace, candidate_key, index)
             if candidate is None:
-                with self._index_lock:  # evicted elsewhere: drop it unless re-stored meanwhile
-                    if self.store_backend.get(semantic.namespace, candidate_key) is None:
-                        index.remove(candidate_key)
                 continue
             if features is not None and policy.verifier and candidate.features is not None:
                 rejection = verify_candidate(
@@ -307,6 +356,202 @@ class CompletionCache:
                     continue
             return self._hit("semantic", candidate, score, "similar and verified", start)
         return self._miss("semantic", reason, start)
+
+    def _candidate(self, namespace: str, key: str, index: VectorIndex) -> StoredEntry | None:
+        candidate = self._live(namespace, key)
+        if candidate is None:
+            with self._index_lock:  # evicted elsewhere: drop it unless re-stored meanwhile
+                if self.store_backend.get(namespace, key) is None:
+                    index.remove(key)
+        return candidate
+
+    def _bounded(
+        self,
+        policy: CachePolicy,
+        route: str | None,
+        semantic: _Semantic,
+        index: VectorIndex,
+        vector: npt.NDArray[np.float32],
+        start: float,
+    ) -> CacheLookup:
+        """The error-bounded rule: serve, explore or miss the nearest candidate, and leave a
+        pending judgement for whatever the model is asked."""
+        features = extract_features(semantic.query)
+        state = self._state(route, policy)
+        reason = "miss"
+        for candidate_key, score in index.search(vector, policy.candidates):
+            if score < policy.min_similarity:
+                break
+            candidate = self._candidate(semantic.namespace, candidate_key, index)
+            if candidate is None or candidate.features is None:
+                continue
+            x = pair_features(score, features, QueryFeatures.from_json(candidate.features))
+            decision, _, _ = state.decide(x, candidate_key)
+            pending = _Pending(route or "", semantic.namespace, candidate_key, x)
+            if decision == "serve":
+                token = secrets.token_hex(8)
+                self._remember(self._served, token, pending)
+                result = self._hit("semantic", candidate, score, "within the error budget", start)
+                return CacheLookup(
+                    True, result.value, "semantic", score, result.reason,
+                    lookup_id=f"{semantic.namespace}.{candidate_key}.{token}",
+                )  # fmt: skip
+            self._remember(self._pending, semantic.key, pending)
+            if decision == "explore":
+                self._stats.count(explored=1)
+                result = self._miss("semantic", "exploring: verifying a would-be hit", start)
+                return CacheLookup(False, None, "semantic", score, result.reason, explored=True)
+            reason = "miss: outside the acceptance region"
+            break
+        return self._miss("semantic", reason, start)
+
+    def _remember(self, table: OrderedDict[str, _Pending], key: str, item: _Pending) -> None:
+        with self._learn_lock:
+            table[key] = item
+            table.move_to_end(key)
+            while len(table) > _PENDING_LIMIT:
+                table.popitem(last=False)
+
+    # ------------------------------------------------------------------ learning
+
+    def _route_label(self, route: str | None) -> str:
+        return route or ""
+
+    def _state_address(self, route: str | None, policy: CachePolicy) -> tuple[str, str]:
+        return (
+            hash_key(self._secret, "acceptance-ns"),
+            hash_key(self._secret, "acceptance", self._route_label(route), policy.version),
+        )
+
+    def _state(self, route: str | None, policy: CachePolicy) -> AcceptanceState:
+        """The route's acceptance state, loaded from the store on first use."""
+        label = self._route_label(route)
+        with self._learn_lock:
+            state = self._acceptance.get(label)
+            if state is not None:
+                return state
+            assert policy.max_error_rate is not None
+            state = AcceptanceState(
+                max_error_rate=policy.max_error_rate,
+                confidence=policy.confidence,
+                monitor_rate=policy.monitor_rate,
+                window=policy.evidence_window,
+                seed=self._seed,
+            )
+            saved = self.store_backend.get(*self._state_address(route, policy))
+            if saved is not None:
+                state.load_bytes(saved.payload)
+            self._acceptance[label] = state
+            return state
+
+    def _persist(self, route: str | None, policy: CachePolicy, force: bool = False) -> None:
+        state = self._state(route, policy)
+        if not state.changed:
+            return
+        if not force and state.snapshot().evidence % 32 != 0:
+            return
+        namespace, key = self._state_address(route, policy)
+        entry = StoredEntry(
+            namespace, key, state.to_bytes(), created_at=self.clock(), layer="acceptance"
+        )
+        with self._index_lock:
+            self._forget(self.store_backend.put(entry))
+
+    @property
+    def judge(self) -> AnswerJudge:
+        if self._judge is None:
+            self._judge = DefaultAnswerJudge(self.embedder)
+        return self._judge
+
+    def _judge_pending(self, semantic: _Semantic, value: Any, route: str | None,
+                       policy: CachePolicy) -> None:  # fmt: skip
+        with self._learn_lock:
+            pending = self._pending.pop(semantic.key, None)
+        if pending is None:
+            return
+        candidate = self.store_backend.get(pending.namespace, pending.key)
+        if candidate is None:
+            return
+        verdict = self.judge(json.loads(candidate.payload), value)
+        if verdict is None:
+            return
+        self._stats.count(judged=1)
+        self._state(route, policy).add(pending.features, verdict, entry=pending.key)
+        self._persist(route, policy)
+
+    def feedback(
+        self, lookup: CacheLookup | str, *, correct: bool, route: str | None = None
+    ) -> bool:
+        """Tell the cache whether a semantic hit was right (a user's thumbs up or down).
+
+        A wrong hit's entry is removed at once; either way the verdict becomes evidence of the
+        route's acceptance rule (when the hit was served by this process). Feedback is not a
+        random sample of served hits: negative feedback makes the rule more conservative.
+
+        Returns:
+            True when the entry was found (and, for ``correct=False``, removed).
+
+        Raises:
+            InvalidInputError: ``lookup`` is not a semantic hit or its id.
+            ConfigurationError: unknown route.
+        """
+        lookup_id = lookup.lookup_id if isinstance(lookup, CacheLookup) else lookup
+        parts = lookup_id.split(".") if isinstance(lookup_id, str) else []
+        if len(parts) != 3 or not all(parts):
+            raise InvalidInputError("feedback needs a semantic hit's lookup or its lookup_id")
+        namespace, key, token = parts
+        policy = self.policy_for(route)
+        with self._learn_lock:
+            served = self._served.pop(token, None)
+        if served is not None and policy.max_error_rate is not None:
+            self._stats.count(feedback=1)
+            self._state(route, policy).add(served.features, correct, entry=key)
+            self._persist(route, policy, force=True)
+        if correct:
+            return self.store_backend.get(namespace, key) is not None
+        return bool(self._delete(Selector(namespace=namespace, key=key)))
+
+    def calibrate(
+        self,
+        examples: Sequence[tuple[str, str, bool]],
+        *,
+        route: str | None = None,
+    ) -> int:
+        """Add offline evidence: ``(cached_text, query_text, same_answer)`` triples, such as
+        labelled paraphrase pairs or a replayed log. Returns the rows added.
+
+        The texts are compared as the route would compare them (embedding, pair features); no
+        text is kept. Evidence is persisted in the store.
+
+        Raises:
+            ConfigurationError: the route is not error-bounded semantic.
+        """
+        policy = self.policy_for(route)
+        if policy.mode != "semantic" or policy.max_error_rate is None:
+            raise ConfigurationError("calibrate needs an error-bounded semantic route")
+        state = self._state(route, policy)
+        texts = [canonicalize_text(t) for pair in examples for t in (pair[0], pair[1])]
+        vectors = self.embedder.embed(texts) if texts else None
+        added = 0
+        for i, (cached, query, same) in enumerate(examples):
+            assert vectors is not None
+            cosine = float(np.dot(vectors[2 * i], vectors[2 * i + 1]))
+            if cosine < policy.min_similarity:
+                continue
+            x = pair_features(cosine, extract_features(query), extract_features(cached))
+            state.add(x, bool(same))
+            added += 1
+        state.refit()
+        self._persist(route, policy, force=True)
+        return added
+
+    def acceptance(self, route: str | None = None) -> dict[str, Any]:
+        """What an error-bounded route has learned: evidence, region, bound, exploration."""
+        policy = self.policy_for(route)
+        if policy.max_error_rate is None:
+            raise ConfigurationError("this route has no error bound (a static threshold)")
+        snapshot = self._state(route, policy).snapshot().as_dict()
+        return snapshot | {"max_error_rate": policy.max_error_rate}
 
     def _hit(
         self, layer: str, entry: StoredEntry, similarity: float, reason: str, start: float
@@ -369,6 +614,8 @@ class CompletionCache:
             else None
         )
         if semantic is not None:
+            if policy.max_error_rate is not None:
+                self._judge_pending(semantic, value, route, policy)
             vector = self._embed(semantic.query)
             entry = StoredEntry(
                 semantic.namespace,
@@ -459,8 +706,16 @@ class CompletionCache:
     def stats(self) -> CacheStats:
         """Hits, misses and latency per layer, with the store's entries and bytes."""
         entries, size = self.store_backend.usage()
-        return self._stats.snapshot(entries, size)
+        acceptance = {label: state.snapshot() for label, state in list(self._acceptance.items())}
+        return self._stats.snapshot(entries, size, acceptance)
+
+    def flush(self) -> None:
+        """Persist every route's evidence now (otherwise done as it accumulates and on close)."""
+        for label in list(self._acceptance):
+            route = label or None
+            self._persist(route, self.policy_for(route), force=True)
 
     def close(self) -> None:
-        """Close the store."""
+        """Persist the evidence and close the store."""
+        self.flush()
         self.store_backend.close()

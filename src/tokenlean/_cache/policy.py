@@ -2,15 +2,18 @@
 
 Every cache lookup runs under a :class:`CachePolicy`. ``exact`` (the default) answers only for a
 request identical, after canonicalization, to one seen before. ``semantic`` also answers for a
-paraphrase of the last user turn in an identical context, when similarity passes the threshold
-and the verifier finds no differing number, negation, name or key term. ``off`` never answers.
+paraphrase of the compared part of a request (by default the question slot of the last user
+turn) when everything else matches exactly, and only where the route's own evidence bounds the
+error rate of served hits by ``max_error_rate`` (see :mod:`tokenlean._cache.acceptance`). A
+semantic policy given a fixed ``threshold`` instead serves every candidate at or above it that
+the verifier does not reject (the older, static rule). ``off`` never answers.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from tokenlean._config import FrozenModel
 
@@ -72,17 +75,27 @@ class CachePolicy(FrozenModel):
         max_temperature: requests sampling above this temperature bypass the cache, since
             they ask for varied answers; an unspecified temperature counts as allowed.
         allow_high_temperature: cache such requests anyway.
-        threshold: least cosine similarity for a semantic hit (with the verifier on, the
-            verifier rather than the threshold decides most cases; see the sweep).
-        candidates: nearest neighbours examined per semantic lookup (1: only the nearest,
-            which measured best; more lets a verified second neighbour answer).
-        verifier: the second-stage checks (None: similarity alone decides).
+        max_error_rate: the error budget of a semantic route: the most share of served
+            semantic hits that may be wrong. None: the static rule (``threshold`` and
+            ``verifier``).
+        confidence: confidence level of the error rate's upper bound.
+        monitor_rate: least share of would-be semantic hits still checked against the model.
+        min_similarity: candidates below this cosine are plain misses and teach nothing.
+        evidence_window: most evidence rows a route keeps (oldest dropped first).
+        threshold: the static rule's least cosine similarity.
+        candidates: nearest neighbours examined per semantic lookup.
+        verifier: the static rule's second-stage checks (None: similarity alone decides);
+            the error-bounded rule uses the same checks as graded inputs of its model.
         context_messages: for semantic keys, how many messages before the last user turn
             must match exactly (None: all of them).
+        compare: the splitter choosing what is compared (see :mod:`tokenlean._cache.compare`;
+            None: a :class:`TemplateSplitter` learned from this policy's requests).
 
     Example:
-        >>> CachePolicy.semantic(threshold=0.9).mode
-        'semantic'
+        >>> CachePolicy.semantic().max_error_rate
+        0.05
+        >>> CachePolicy.semantic(threshold=0.9).max_error_rate is None
+        True
     """
 
     mode: Literal["exact", "semantic", "off"] = "exact"
@@ -90,10 +103,31 @@ class CachePolicy(FrozenModel):
     ttl_s: float | None = Field(default=None, gt=0)
     max_temperature: float = Field(default=0.0, ge=0.0)
     allow_high_temperature: bool = False
+    max_error_rate: float | None = Field(default=0.05, gt=0.0, lt=1.0)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
+    monitor_rate: float = Field(default=0.02, ge=0.0, le=1.0)
+    min_similarity: float = Field(default=0.5, ge=-1.0, le=1.0)
+    evidence_window: int = Field(default=8192, ge=64)
     threshold: float = Field(default=0.70, ge=-1.0, le=1.0)
     candidates: int = Field(default=1, ge=1, le=100)
     verifier: VerifierConfig | None = Field(default_factory=VerifierConfig)
     context_messages: int | None = Field(default=None, ge=0)
+    compare: Any = Field(default=None, exclude=True, repr=False)
+
+    @field_validator("compare")
+    @classmethod
+    def _callable(cls, value: Any) -> Any:
+        if value is not None and not callable(value):
+            raise ValueError("compare must be a callable (request) -> (fixed, compared) | None")
+        return value
+
+    def model_post_init(self, context: Any, /) -> None:
+        if self.mode == "semantic" and self.compare is None:
+            from tokenlean._cache.compare import TemplateSplitter
+
+            object.__setattr__(
+                self, "compare", TemplateSplitter(context_messages=self.context_messages)
+            )
 
     @classmethod
     def exact(cls, **options: object) -> CachePolicy:
@@ -101,9 +135,19 @@ class CachePolicy(FrozenModel):
         return cls(mode="exact", **options)  # type: ignore[arg-type]
 
     @classmethod
-    def semantic(cls, threshold: float = 0.70, **options: object) -> CachePolicy:
-        """Also answer verified paraphrases of the last user turn in the same context."""
-        return cls(mode="semantic", threshold=threshold, **options)  # type: ignore[arg-type]
+    def semantic(
+        cls, max_error_rate: float = 0.05, *, threshold: float | None = None, **options: object
+    ) -> CachePolicy:
+        """Also answer paraphrases of the compared part of a request, everything else equal.
+
+        By default the route serves a semantic hit only where its own evidence bounds the
+        error rate of served hits by ``max_error_rate``; until then it serves exact hits only
+        and learns. Give ``threshold`` for the static rule instead (a fixed cosine threshold
+        and the verifier's vetoes, no error bound).
+        """
+        if threshold is not None:
+            return cls(mode="semantic", threshold=threshold, max_error_rate=None, **options)  # type: ignore[arg-type]
+        return cls(mode="semantic", max_error_rate=max_error_rate, **options)  # type: ignore[arg-type]
 
     @classmethod
     def off(cls) -> CachePolicy:

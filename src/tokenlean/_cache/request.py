@@ -87,6 +87,9 @@ class CacheRequest:
             tokens, stop, n, seed, tool choice…), or an opaque settings string from a framework.
         tools: tool schemas.
         response_format: structured-output format, if any.
+        split: ``(fixed, compared)`` chosen by a caller that knows which text varies (a
+            framework wrapper keyed on a chain's ``question`` input); it overrides the
+            route's splitter for semantic matching, and both parts are in the exact key.
 
     Example:
         >>> request = CacheRequest.from_openai(
@@ -102,6 +105,7 @@ class CacheRequest:
     params: Mapping[str, Any] = field(default_factory=dict)
     tools: tuple[Mapping[str, Any], ...] = ()
     response_format: Any = None
+    split: tuple[str, str] | None = None
 
     @classmethod
     def from_openai(cls, body: Mapping[str, Any]) -> CacheRequest:
@@ -147,6 +151,7 @@ class CacheRequest:
                 "params": dict(self.params),
                 "tools": list(self.tools),
                 "response_format": self.response_format,
+                **({"split": list(self.split)} if self.split is not None else {}),
             }
         )
 

@@ -5,7 +5,11 @@ from __future__ import annotations
 import statistics
 import threading
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tokenlean._cache.acceptance import AcceptanceSnapshot
 
 __all__ = ["CacheStats", "LayerStats", "StatsRecorder"]
 
@@ -34,7 +38,12 @@ class LayerStats:
 
 @dataclass(frozen=True)
 class CacheStats:
-    """A snapshot of a cache: per-layer figures, overall hit rate, and what the store holds."""
+    """A snapshot of a cache: per-layer figures, overall hit rate, and what the store holds.
+
+    ``explored`` counts would-be semantic hits sent to the model to be judged, ``judged`` the
+    verdicts that became evidence, ``feedback`` the verdicts users gave, and ``acceptance`` what
+    each error-bounded route has learned (by route name, ``""`` for the default policy).
+    """
 
     layers: dict[str, LayerStats]
     bypassed: int
@@ -42,6 +51,10 @@ class CacheStats:
     rejected_by_verifier: int
     entries: int
     bytes: int
+    explored: int = 0
+    judged: int = 0
+    feedback: int = 0
+    acceptance: dict[str, AcceptanceSnapshot] = field(default_factory=dict)
 
     @property
     def hits(self) -> int:
@@ -78,6 +91,9 @@ class StatsRecorder:
         self.bypassed = 0
         self.writes = 0
         self.rejected = 0
+        self.explored = 0
+        self.judged = 0
+        self.feedback = 0
 
     def lookup(self, layer: str, hit: bool, ms: float) -> None:
         with self._lock:
@@ -85,13 +101,30 @@ class StatsRecorder:
             counts[layer] = counts.get(layer, 0) + 1
             self._latency.setdefault(layer, deque(maxlen=self._window)).append(ms)
 
-    def count(self, *, bypassed: int = 0, writes: int = 0, rejected: int = 0) -> None:
+    def count(
+        self,
+        *,
+        bypassed: int = 0,
+        writes: int = 0,
+        rejected: int = 0,
+        explored: int = 0,
+        judged: int = 0,
+        feedback: int = 0,
+    ) -> None:
         with self._lock:
             self.bypassed += bypassed
             self.writes += writes
             self.rejected += rejected
+            self.explored += explored
+            self.judged += judged
+            self.feedback += feedback
 
-    def snapshot(self, entries: int, size: int) -> CacheStats:
+    def snapshot(
+        self,
+        entries: int,
+        size: int,
+        acceptance: dict[str, AcceptanceSnapshot] | None = None,
+    ) -> CacheStats:
         with self._lock:
             layers = {
                 name: LayerStats(
@@ -101,4 +134,7 @@ class StatsRecorder:
                 )
                 for name in sorted(set(self._hits) | set(self._misses))
             }
-            return CacheStats(layers, self.bypassed, self.writes, self.rejected, entries, size)
+            return CacheStats(
+                layers, self.bypassed, self.writes, self.rejected, entries, size,
+                self.explored, self.judged, self.feedback, dict(acceptance or {}),
+            )  # fmt: skip

@@ -17,9 +17,18 @@ import json
 import re
 from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
+
 from tokenlean._cache.policy import VerifierConfig
 
-__all__ = ["QueryFeatures", "extract_features", "verify_candidate"]
+__all__ = [
+    "PAIR_FEATURES",
+    "QueryFeatures",
+    "extract_features",
+    "pair_features",
+    "verify_candidate",
+]
 
 _NUMBER = re.compile(r"\d+(?:[.,:/]\d+)*")
 _NUMBER_WORDS = {
@@ -164,3 +173,47 @@ def verify_candidate(
     ):
         return "key terms differ"
     return None
+
+
+PAIR_FEATURES = (
+    "cosine",
+    "numbers_differing",
+    "negation_differs",
+    "entities_differing",
+    "length_ratio",
+    "coverage_shorter",
+    "coverage_longer",
+)
+"""What the error-bounded acceptance model sees of a candidate: similarity and the verifier's
+checks as graded inputs rather than vetoes."""
+
+
+def pair_features(
+    cosine: float, query: QueryFeatures, candidate: QueryFeatures
+) -> npt.NDArray[np.float32]:
+    """The :data:`PAIR_FEATURES` of a query and a candidate entry, all in [0, 1] but cosine.
+
+    Example:
+        >>> a = extract_features("Is the refund window 30 days?")
+        >>> b = extract_features("Is the refund window 14 days?")
+        >>> [round(float(v), 2) for v in pair_features(0.9, a, b)]
+        [0.9, 0.67, 0.0, 0.0, 1.0, 1.0, 1.0]
+    """
+    numbers = min(len(query.numbers ^ candidate.numbers), 3) / 3
+    union = query.entities | candidate.entities
+    entities = len(query.entities ^ candidate.entities) / len(union) if union else 0.0
+    shorter, longer = sorted((query.tokens, candidate.tokens))
+    small, large = sorted((query.terms, candidate.terms), key=len)
+    shared = len(small & large)
+    return np.array(
+        [
+            cosine,
+            numbers,
+            float(query.negations != candidate.negations),
+            entities,
+            shorter / longer if longer else 1.0,
+            shared / len(small) if small else 1.0,
+            shared / len(large) if large else 1.0,
+        ],
+        dtype=np.float32,
+    )

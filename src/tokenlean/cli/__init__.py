@@ -294,27 +294,54 @@ def bench_tokens(
 
 @bench_app.command("cache")
 def bench_cache(
-    pairs: Annotated[Path, typer.Option("--pairs", help="File of labelled text pairs.")],
+    pairs: Annotated[
+        Path | None, typer.Option("--pairs", help="File of labelled text pairs.")
+    ] = None,
+    stream: Annotated[
+        Path | None,
+        typer.Option("--stream", help='JSONL stream of {"text", "answer"} prompts, in order.'),
+    ] = None,
     fmt: Annotated[
-        str, typer.Option("--format", help="gptcache, mrpc-tsv or pairs-jsonl.")
+        str, typer.Option("--format", help="gptcache, mrpc-tsv, stsb-tsv or pairs-jsonl.")
     ] = "mrpc-tsv",
-    limit: Annotated[int | None, typer.Option(help="Use the first N pairs.")] = None,
+    max_error_rate: Annotated[
+        float, typer.Option(help="Error budget of the error-bounded semantic policy.")
+    ] = 0.05,
+    limit: Annotated[int | None, typer.Option(help="Use the first N pairs or prompts.")] = None,
     threshold: Annotated[
-        float | None, typer.Option(help="Similarity threshold (default: the default policy's).")
+        float | None,
+        typer.Option(help="Pairs: a static threshold instead of the error-bounded policy."),
     ] = None,
     sweep: Annotated[bool, typer.Option(help="Print the precision / hit-rate curve.")] = False,
     scale: Annotated[
         int, typer.Option(help="Also time lookups with this many entries in one partition.")
     ] = 0,
-    verifier: Annotated[str, typer.Option(help="default, light or off.")] = "default",
+    verifier: Annotated[
+        str, typer.Option(help="With --threshold: default, light or off.")
+    ] = "default",
+    seed: Annotated[int, typer.Option(help="Seed of the exploration draws.")] = 0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Semantic-cache precision, hit rate and latency against a plain cosine threshold."""
+    """Semantic-cache error rate, hit rate and latency: on a stream (--stream) or on labelled
+    pairs (--pairs), against plain cosine thresholds."""
+    if (pairs is None) == (stream is None):
+        raise ConfigurationError("give exactly one of --pairs FILE or --stream FILE")
+    if stream is not None:
+        from tokenlean.cli._bench_cache_stream import print_stream_report, stream_bench
+
+        result = stream_bench(stream, max_error_rate=max_error_rate, limit=limit, seed=seed)
+        if as_json:
+            typer.echo(json.dumps(result, indent=2))
+        else:
+            print_stream_report(result)
+        return
     from tokenlean.cli._bench_cache import cache_bench, print_report
 
+    assert pairs is not None
     result = cache_bench(
-        pairs, fmt, limit=limit, threshold=threshold, sweep=sweep, scale=scale, verifier=verifier
-    )
+        pairs, fmt, limit=limit, threshold=threshold, sweep=sweep, scale=scale, verifier=verifier,
+        max_error_rate=max_error_rate,
+    )  # fmt: skip
     if as_json:
         typer.echo(json.dumps(result, indent=2))
     else:

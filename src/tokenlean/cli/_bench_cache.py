@@ -2,10 +2,15 @@
 
 Protocol (issue 3): every pair's first text is a cache entry whose answer is the pair's id; every
 pair's second text is looked up. A hit is correct only when it returns the pair's own entry and
-the pair is a duplicate. Reported for tokenlean (semantic policy with the verifier, on a SQLite
-store) and, in the same run on the same embeddings, for a plain cosine-threshold baseline (what
-GPTCache does): once at the same threshold, and once at the threshold where the baseline reaches
-tokenlean's duplicate hit rate, which is the fair comparison of precision.
+the pair is a duplicate. Reported for tokenlean (on a SQLite store) and, in the same run on the
+same embeddings, for a plain cosine-threshold baseline (what GPTCache does): once at the same
+threshold, and once at the threshold where the baseline reaches tokenlean's duplicate hit rate,
+which is the fair comparison of precision.
+
+With the default, error-bounded policy (issue 12) the pairs are split in two by position: the
+even-numbered half calibrates the route (``CompletionCache.calibrate``, as ``tokenlean cache
+calibrate`` does), and the odd-numbered half, held out, is the benchmark. With ``--threshold``
+the static rule runs on every pair, as before.
 
 Embeddings are computed once, with the real bundled model, and served to both variants from a
 table, so lookup latency is measured without embedding time; the time to embed one query is
@@ -40,7 +45,9 @@ from tokenlean._stats import p95
 
 __all__ = ["Pair", "cache_bench", "load_pairs"]
 
-FORMATS = ("gptcache", "mrpc-tsv", "pairs-jsonl")
+FORMATS = ("gptcache", "mrpc-tsv", "stsb-tsv", "pairs-jsonl")
+STSB_DUPLICATE = 4.0  # STS-B scores 4-5: "mostly" or "completely equivalent" (the data's scale)
+STSB_DIFFERENT = 2.0  # 0-2: not equivalent; pairs in between are left out as ambiguous
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,13 @@ def load_pairs(path: Path, fmt: str, limit: int | None = None) -> list[Pair]:
     try:
         if fmt == "gptcache":
             pairs = [Pair(row["origin"], row["similar"], True) for row in json.loads(text)]
+        elif fmt == "stsb-tsv":
+            for row in csv.reader(text.splitlines(), delimiter="\t", quoting=csv.QUOTE_NONE):
+                if len(row) < 10 or not row[9].replace(".", "", 1).isdigit():
+                    continue  # the header, or a row without a score
+                score = float(row[9])
+                if score >= STSB_DUPLICATE or score <= STSB_DIFFERENT:
+                    pairs.append(Pair(row[7], row[8], score >= STSB_DUPLICATE))
         elif fmt == "mrpc-tsv":
             for row in csv.reader(text.splitlines(), delimiter="\t", quoting=csv.QUOTE_NONE):
                 if row:
@@ -116,6 +130,18 @@ def _embed_all(embedder: Embedder, texts: list[str]) -> npt.NDArray[np.float32]:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         np.save(cache_file, vectors)
     return vectors
+
+
+def nearest_examples(
+    pairs: list[Pair], vectors_a: npt.NDArray[np.float32], vectors_b: npt.NDArray[np.float32]
+) -> list[tuple[str, str, bool]]:
+    """Calibration examples as the cache would meet them: each pair's second text against its
+    nearest first text, right only when that is its own pair's and the pair is a duplicate."""
+    nearest = np.argmax(vectors_b @ vectors_a.T, axis=1)
+    return [
+        (pairs[int(j)].text_a, pair.text_b, int(j) == i and pair.duplicate)
+        for i, (pair, j) in enumerate(zip(pairs, nearest, strict=True))
+    ]
 
 
 def _request(text: str) -> CacheRequest:
@@ -185,11 +211,26 @@ def _baseline_curve(
 
 
 def _tokenlean(
-    pairs: list[Pair], table: dict[str, npt.NDArray[np.float32]], dim: int, policy: CachePolicy
+    pairs: list[Pair],
+    table: dict[str, npt.NDArray[np.float32]],
+    dim: int,
+    policy: CachePolicy,
+    calibration: list[Pair] | None = None,
 ) -> tuple[list[tuple[bool, bool, bool]], list[float], dict[str, Any]]:
     folder = Path(tempfile.mkdtemp(prefix="tokenlean-bench-"))
     store = SQLiteStore(folder / "cache.db")
-    cache = CompletionCache(store, policy=policy, embedder=_TableEmbedder(table, dim))
+    cache = CompletionCache(store, policy=policy, embedder=_TableEmbedder(table, dim), seed=0)
+    acceptance: dict[str, Any] = {}
+    if calibration:
+        stack = lambda texts: np.stack([table[canonicalize_text(t)] for t in texts])  # noqa: E731
+        cache.calibrate(
+            nearest_examples(
+                calibration,
+                stack([p.text_a for p in calibration]),
+                stack([p.text_b for p in calibration]),
+            )
+        )
+        acceptance = cache.acceptance()
     payload_bytes = 0
     for i, pair in enumerate(pairs):
         value = {"pair": i}
@@ -205,10 +246,12 @@ def _tokenlean(
     entries, _ = store.usage()
     store.close()
     file_bytes = sum(f.stat().st_size for f in folder.iterdir())
-    storage = {
+    storage: dict[str, Any] = {
         "bytes_per_entry": round((file_bytes - payload_bytes) / max(1, entries), 1),
         "entries": entries,
     }
+    if acceptance:
+        storage["acceptance"] = acceptance
     return outcomes, latencies, storage
 
 
@@ -264,14 +307,21 @@ def cache_bench(
     sweep: bool = False,
     scale: int = 0,
     verifier: str = "default",
+    max_error_rate: float = 0.05,
     embedder: Embedder | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark and return its figures (see the module documentation)."""
     pairs = load_pairs(pairs_path, fmt, limit)
     if not pairs:
         raise InvalidInputError(f"{pairs_path} holds no pairs")
+    calibration: list[Pair] | None = None
+    if threshold is None:
+        calibration, pairs = pairs[0::2], pairs[1::2]
     embedder = embedder or default_embedder()
-    texts = list(dict.fromkeys(canonicalize_text(t) for p in pairs for t in (p.text_a, p.text_b)))
+    everything = pairs + (calibration or [])
+    texts = list(
+        dict.fromkeys(canonicalize_text(t) for p in everything for t in (p.text_a, p.text_b))
+    )
     vectors = _embed_all(embedder, texts)
     table = dict(zip(texts, vectors, strict=True))
     dim = vectors.shape[1]
@@ -286,18 +336,24 @@ def cache_bench(
     verifiers = {"default": VerifierConfig(), "light": VerifierConfig.light(), "off": None}
     if verifier not in verifiers:
         raise ConfigurationError(f"--verifier must be default, light or off, not {verifier!r}")
-    options: dict[str, Any] = {"verifier": verifiers[verifier]}
     if threshold is not None:
-        options["threshold"] = threshold
-    policy = CachePolicy.semantic(**options)
-    outcomes, latencies, storage = _tokenlean(pairs, table, dim, policy)
+        policy = CachePolicy.semantic(threshold=threshold, verifier=verifiers[verifier])
+    else:
+        policy = CachePolicy.semantic(max_error_rate=max_error_rate)
+    outcomes, latencies, storage = _tokenlean(pairs, table, dim, policy, calibration)
     ours = _figures(outcomes, latencies, embed_ms) | storage
-    ours |= {"threshold": policy.threshold, "verifier": verifier}
+    ours |= {
+        "threshold": policy.threshold if threshold is not None else None,
+        "verifier": verifier if threshold is not None else None,
+        "max_error_rate": None if threshold is not None else max_error_rate,
+        "calibration_pairs": len(calibration or ()),
+    }
 
     vectors_a = np.stack([table[canonicalize_text(p.text_a)] for p in pairs])
     vectors_b = np.stack([table[canonicalize_text(p.text_b)] for p in pairs])
-    base_outcomes, base_latencies = _baseline(vectors_a, vectors_b, pairs, policy.threshold)
-    same = _figures(base_outcomes, base_latencies, embed_ms) | {"threshold": policy.threshold}
+    same_threshold = policy.threshold if threshold is not None else 0.8  # GPTCache's default
+    base_outcomes, base_latencies = _baseline(vectors_a, vectors_b, pairs, same_threshold)
+    same = _figures(base_outcomes, base_latencies, embed_ms) | {"threshold": same_threshold}
     curve = _baseline_curve(vectors_a, vectors_b, pairs)
     reachable = [c for c in curve if c[2] >= ours["duplicate_hit_rate"]]
     matched_threshold = max(c[0] for c in reachable) if reachable else curve[0][0]
@@ -307,7 +363,12 @@ def cache_bench(
         figures["bytes_per_entry"] = 4 * dim  # the baseline holds one float32 vector per entry
 
     result: dict[str, Any] = {
-        "data": {"file": str(pairs_path), "format": fmt, "pairs": len(pairs)},
+        "data": {
+            "file": str(pairs_path),
+            "format": fmt,
+            "pairs": len(pairs),
+            "calibration_pairs": len(calibration or ()),
+        },
         "embed_ms_p50": round(embed_ms, 3),
         "tokenlean": ours,
         "baseline": matched,
@@ -316,7 +377,7 @@ def cache_bench(
     if sweep:
         rows = []
         for value in np.round(np.arange(0.70, 0.97, 0.02), 2):
-            swept = policy.model_copy(update={"threshold": float(value)})
+            swept = CachePolicy.semantic(threshold=float(value), verifier=verifiers[verifier])
             outs, lats, _ = _tokenlean(pairs, table, dim, swept)
             figures = _figures(outs, lats, embed_ms)
             rows.append(
@@ -359,15 +420,20 @@ def print_report(result: dict[str, Any]) -> None:
         "bytes/entry",
     ):
         table.add_column(column)
+    ours_label = (
+        "tokenlean (error-bounded)"
+        if result["tokenlean"]["threshold"] is None
+        else ("tokenlean (static rule)")
+    )
     for name, label in (
-        ("tokenlean", "tokenlean (verifier)"),
+        ("tokenlean", ours_label),
         ("baseline", "cosine, same hit rate"),
         ("baseline_same_threshold", "cosine, same threshold"),
     ):
         row = result[name]
         table.add_row(
             label,
-            f"{row['threshold']:.2f}",
+            "learned" if row["threshold"] is None else f"{row['threshold']:.2f}",
             f"{row['precision']:.3f}",
             f"{row['duplicate_hit_rate']:.3f}",
             f"{row['false_hit_rate']:.3f}",

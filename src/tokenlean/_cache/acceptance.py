@@ -1,0 +1,358 @@
+"""The error-bounded acceptance rule of the semantic cache: serve a candidate only where the
+route's own evidence says the error rate of served hits is within its budget.
+
+A semantic route declares ``max_error_rate`` (the share of served semantic hits that may be
+wrong). Every time the cache learns whether a candidate would have been right (a miss whose
+fresh answer the judge compares with the nearest entry's, an exploration, a user's feedback, an
+offline calibration), it records one *evidence* row: the candidate's pair features (cosine
+similarity and the verifier's text features, never text) and whether it was right.
+
+**The region.** Rows are ranked by a score and the route serves ``score >= cut``, where the cut
+gives the largest region whose one-sided Clopper-Pearson upper confidence bound of the error
+rate is at most the budget. The score is cosine similarity, or a logistic model of "the
+candidate is right" over all pair features (scikit-learn, standardized, default L2) when that
+certifies a larger region. The model is fitted on the rows where the decision lies (cosine at or
+above the median cosine of the rows judged right) and its region is chosen on out-of-fold scores
+(two folds), so no row is scored by a model that saw it. With too little evidence no region
+passes and the route serves exact hits only: cold start is safe.
+
+**Exploration.** Inside the region, a share of would-be hits is still sent to the model and
+judged (shadow verification): all of them until the region holds the ``m`` rows the bound needs
+(``m = ln(1 / (1 - confidence)) / max_error_rate``, 60 for 5% at 95%), then ``(m / n)^2`` for
+``n`` rows, never less than ``monitor_rate``, so drift keeps being noticed. Every constant comes
+from the policy or from these statistics, not from a data set.
+
+**Per entry.** Once an entry was judged wrong for a query at cosine ``s``, it is never served
+again at a cosine of ``s`` or less (a per-entry floor, in the spirit of vCache's per-prompt
+thresholds).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import random
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from tokenlean._errors import MissingDependencyError
+
+__all__ = ["AcceptanceSnapshot", "AcceptanceState", "Decision"]
+
+logger = logging.getLogger("tokenlean.cache")
+
+Decision = Literal["serve", "explore", "miss"]
+_FORMAT = 1
+
+
+def _load_learning() -> tuple[Any, Any, Any]:
+    """scikit-learn's logistic regression and scaler, and SciPy's beta distribution."""
+    try:
+        from scipy.stats import beta
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.preprocessing import StandardScaler
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "scikit-learn", "semantic", "The error-bounded semantic cache"
+        ) from exc
+    return LogisticRegression, StandardScaler, beta
+
+
+@dataclass(frozen=True)
+class AcceptanceSnapshot:
+    """What a route has learned, for stats and metrics.
+
+    Attributes:
+        evidence: rows of evidence held (after the window).
+        evidence_wrong: rows judged wrong.
+        fitted: True once the model has both right and wrong rows to learn from.
+        serving: True once some region passes the bound (before that: exact hits only).
+        cut: the least model score served (None: nothing served).
+        error_estimate: error rate of the evidence inside the region.
+        error_upper_bound: its upper confidence bound (at most ``max_error_rate`` when serving).
+        region_evidence: effective number of evidence rows inside the region.
+        explore_probability: share of would-be hits sent to the model to be judged.
+        entry_floors: entries with a per-entry floor.
+    """
+
+    evidence: int
+    evidence_wrong: int
+    fitted: bool
+    serving: bool
+    cut: float | None
+    error_estimate: float | None
+    error_upper_bound: float | None
+    region_evidence: float
+    explore_probability: float
+    entry_floors: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+def clopper_pearson_upper(
+    wrong: npt.NDArray[np.float64], n: npt.NDArray[np.float64], confidence: float
+) -> npt.NDArray[np.float64]:
+    """One-sided upper confidence bounds of error rates from (possibly fractional) counts."""
+    _, _, beta = _load_learning()
+    wrong = np.clip(wrong, 0.0, n)
+    out = np.ones_like(n, dtype=np.float64)
+    ok = (n - wrong) > 0
+    out[ok] = beta.ppf(confidence, wrong[ok] + 1.0, n[ok] - wrong[ok])
+    return np.nan_to_num(out, nan=1.0)
+
+
+class AcceptanceState:
+    """Evidence and the acceptance rule of one semantic route. Thread-safe.
+
+    Args:
+        max_error_rate: the budget: most share of served semantic hits that may be wrong.
+        confidence: confidence level of the upper bound.
+        monitor_rate: least share of would-be hits still verified once the route is sure.
+        window: most evidence rows kept (the oldest go first, so the rule follows drift).
+        seed: seed of the exploration draws (None: random).
+
+    Example:
+        >>> state = AcceptanceState(max_error_rate=0.05)
+        >>> state.decide(np.array([0.99, 0, 0, 0, 1, 1, 1], dtype=np.float32))[0]
+        'miss'
+    """
+
+    def __init__(
+        self,
+        *,
+        max_error_rate: float,
+        confidence: float = 0.95,
+        monitor_rate: float = 0.02,
+        window: int = 8192,
+        seed: int | None = None,
+    ) -> None:
+        self.max_error_rate = max_error_rate
+        self.confidence = confidence
+        self.monitor_rate = monitor_rate
+        self.window = window
+        self.needed = math.log(1.0 / (1.0 - confidence)) / max_error_rate
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self._x: list[npt.NDArray[np.float32]] = []
+        self._y: list[bool] = []
+        self._floors: OrderedDict[str, float] = OrderedDict()
+        self._model: Any = None
+        self._cut: float | None = None
+        self._estimate: float | None = None
+        self._bound: float | None = None
+        self._region = 0.0
+        self._since_fit = 0
+        self.changed = False  # evidence added since the state was last persisted
+
+    # ------------------------------------------------------------------ scoring
+
+    def _score(self, x: npt.NDArray[np.float32]) -> float:
+        if self._model is None:
+            return float(x[0])  # cosine alone ranks until the model can be fitted
+        mean, scale, coef, intercept = self._model
+        z = float(np.dot((x - mean) / scale, coef) + intercept)
+        return 1.0 / (1.0 + math.exp(-z)) if z > -500 else 0.0
+
+    @property
+    def explore_probability(self) -> float:
+        """``max(monitor_rate, min(1, (m / n)^2))`` for ``n`` effective rows in the region: all
+        would-be hits are checked until the region holds the ``m`` rows the bound needs, then
+        fewer with the square of the surplus, so exploration costs about ``m`` model calls in
+        all (plus ``monitor_rate``)."""
+        if self._region <= self.needed:
+            return 1.0
+        return max(self.monitor_rate, (self.needed / self._region) ** 2)
+
+    def decide(
+        self, x: npt.NDArray[np.float32], entry: str | None = None
+    ) -> tuple[Decision, float, float]:
+        """``(decision, score, exploration probability)`` for a candidate with features ``x``.
+
+        ``serve``: answer from the cache. ``explore``: the candidate is inside the region but
+        is sent to the model to be judged. ``miss``: outside the region (or below the entry's
+        """
+        with self._lock:
+            score = self._score(x)
+            floor = self._floors.get(entry) if entry is not None else None
+            if self._cut is None or score < self._cut or (floor is not None and x[0] <= floor):
+                return "miss", score, 1.0
+            probability = self.explore_probability
+            if self._rng.random() < probability:
+                return "explore", score, probability
+            return "serve", score, probability
+
+    # ------------------------------------------------------------------ evidence
+
+    def add(
+        self,
+        x: npt.NDArray[np.float32],
+        correct: bool,
+        *,
+        entry: str | None = None,
+    ) -> None:
+        """Record one judged candidate (``entry``: the candidate entry's key, for its floor)."""
+        with self._lock:
+            self._x.append(np.asarray(x, dtype=np.float32))
+            self._y.append(bool(correct))
+            if len(self._y) > self.window:
+                del self._x[0], self._y[0]
+            if not correct and entry is not None:
+                self._floors[entry] = max(float(x[0]), self._floors.get(entry, -1.0))
+                self._floors.move_to_end(entry)
+                if len(self._floors) > self.window:
+                    self._floors.popitem(last=False)
+            self._since_fit += 1
+            self.changed = True
+            if self._since_fit >= max(16, len(self._y) // 10):
+                self._refit()
+
+    def forget_entry(self, entry: str) -> None:
+        with self._lock:
+            self._floors.pop(entry, None)
+
+    def refit(self) -> None:
+        """Refit the model and the region now (otherwise done as evidence accumulates)."""
+        with self._lock:
+            self._refit()
+
+    def _fit(self, x: npt.NDArray[np.float32], y: npt.NDArray[np.bool_]) -> Any:
+        """``(mean, scale, coef, intercept)`` of a standardized, L2-regularized logistic
+        regression (scikit-learn's defaults)."""
+        logistic, scaler_class, _ = _load_learning()
+        scaler = scaler_class().fit(x)
+        model = logistic(max_iter=200).fit(scaler.transform(x), y)
+        scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
+        return (
+            scaler.mean_.astype(np.float64),
+            scale.astype(np.float64),
+            model.coef_[0].astype(np.float64),
+            float(model.intercept_[0]),
+        )
+
+    @staticmethod
+    def _predict(fitted: Any, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+        mean, scale, coef, intercept = fitted
+        z = ((x - mean) / scale) @ coef + intercept
+        result: npt.NDArray[np.float64] = 1.0 / (1.0 + np.exp(-np.clip(z, -500, 500)))
+        return result
+
+    def _refit(self) -> None:
+        self._since_fit = 0
+        n = len(self._y)
+        if n == 0:
+            self._model, self._cut, self._estimate, self._bound, self._region = (
+                None, None, None, None, 0.0,
+            )  # fmt: skip
+            return
+        x = np.stack(self._x)
+        y = np.array(self._y, dtype=bool)
+        folds = np.arange(n) % 2 == 0
+        cosine = x[:, 0].astype(np.float64)
+        self._model = None
+        self._choose_region(cosine, y)
+        # The model is fitted where the decision lies: rows at or above the median cosine of
+        # the rows judged right (below it, easy negatives would dominate the fit).
+        local = cosine >= float(np.median(cosine[y])) if y.any() else np.zeros(n, dtype=bool)
+        parts = [local & folds, local & ~folds]
+        if not all((y[p] == v).sum() >= 2 for p in parts for v in (True, False)):
+            return
+        scores = np.zeros(n, dtype=np.float64)
+        for fold in (folds, ~folds):
+            train = local & ~fold
+            scores[fold] = self._predict(self._fit(x[train], y[train]), x[fold])
+        cut, region = self._cut, self._region
+        best = (self._cut, self._estimate, self._bound, self._region)
+        self._choose_region(scores, y)
+        if self._cut is not None and (cut is None or self._region > region):
+            self._model = self._fit(x[local], y[local])
+        else:  # cosine alone certifies at least as large a region: keep it
+            self._cut, self._estimate, self._bound, self._region = best
+
+    def _choose_region(self, scores: npt.NDArray[np.float64], y: npt.NDArray[np.bool_]) -> None:
+        """The largest region ``score >= cut`` whose error bound is within the budget.
+
+        Rows count unweighted although rows inside a served region were sampled less (only
+        explorations are judged there): that over-represents the rows just below the cut,
+        which err more when error falls with the score, so the estimate errs on the safe side.
+        """
+        order = np.argsort(-scores, kind="stable")
+        s, wrong = scores[order], ~y[order]
+        n_eff = np.arange(1, len(s) + 1, dtype=np.float64)
+        rate = np.cumsum(wrong) / n_eff
+        # Only cut between distinct scores: a region holds all rows with its least score.
+        last_of_score = np.append(s[1:] < s[:-1], True)
+        bounds = clopper_pearson_upper(rate * n_eff, n_eff, self.confidence)
+        passing = np.flatnonzero(last_of_score & (bounds <= self.max_error_rate))
+        if len(passing) == 0:
+            self._cut = self._estimate = self._bound = None
+            self._region = 0.0
+            return
+        i = int(passing[-1])
+        self._cut = float(s[i])
+        self._estimate = float(rate[i])
+        self._bound = float(bounds[i])
+        self._region = float(n_eff[i])
+
+    # ------------------------------------------------------------------ reporting, persistence
+
+    def snapshot(self) -> AcceptanceSnapshot:
+        with self._lock:
+            return AcceptanceSnapshot(
+                evidence=len(self._y),
+                evidence_wrong=sum(1 for ok in self._y if not ok),
+                fitted=self._model is not None,
+                serving=self._cut is not None,
+                cut=self._cut,
+                error_estimate=self._estimate,
+                error_upper_bound=self._bound,
+                region_evidence=round(self._region, 1),
+                explore_probability=round(self.explore_probability, 4),
+                entry_floors=len(self._floors),
+            )
+
+    def to_bytes(self) -> bytes:
+        """The evidence and per-entry floors (the model is refitted from them on load)."""
+        with self._lock:
+            dim = len(self._x[0]) if self._x else 0
+            buffer = io.BytesIO()
+            np.savez_compressed(
+                buffer,
+                format=np.array([_FORMAT, dim]),
+                x=np.stack(self._x).astype(np.float32) if self._x else np.zeros((0, 0)),
+                y=np.array(self._y, dtype=np.uint8),
+                floor_keys=np.array(list(self._floors), dtype="S32"),
+                floor_values=np.array(list(self._floors.values()), dtype=np.float32),
+            )
+            self.changed = False
+            return buffer.getvalue()
+
+    def load_bytes(self, data: bytes) -> bool:
+        """Replace the evidence with a persisted one; False (and nothing changed) when the data
+        is unreadable or of another format."""
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as saved:
+                if int(saved["format"][0]) != _FORMAT:
+                    return False
+                x = saved["x"].astype(np.float32)
+                y = saved["y"].astype(bool)
+                keys = [k.decode("ascii") for k in saved["floor_keys"]]
+                values = saved["floor_values"].astype(np.float64)
+        except (OSError, ValueError, KeyError, EOFError, UnicodeDecodeError) as exc:
+            logger.warning("tokenlean: ignoring unreadable semantic-cache evidence (%s)", exc)
+            return False
+        if len(x) != len(y) or len(keys) != len(values):
+            return False
+        with self._lock:
+            self._x = list(x)
+            self._y = [bool(v) for v in y]
+            self._floors = OrderedDict(zip(keys, (float(v) for v in values), strict=True))
+            self._refit()
+            self.changed = False
+        return True

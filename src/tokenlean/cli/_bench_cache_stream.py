@@ -1,0 +1,298 @@
+"""``tokenlean bench cache --stream FILE``: the semantic cache on a stream of prompts, online.
+
+Protocol (issue 12). FILE is JSONL, one ``{"text", "answer"}`` per line; equal answers mean the
+same reply is right. Prompts arrive in order; each is looked up. A served hit is wrong when its
+answer differs from the line's. A miss or an exploration "calls the model" (receives the line's
+answer) and stores it; the judge's verdict is whether the two answers are equal.
+
+tokenlean runs the default semantic policy (error-bounded, ``max_error_rate`` as given, cold
+start, no prior evidence) on the default in-memory store. In the same run, on the same
+embeddings, static cosine top-1 thresholds replay the same protocol (a miss stores, a hit does
+not): ``curve`` (0.70 to 0.98), ``oracle_static`` (the threshold that, in hindsight, serves the
+most hits within the budget) and ``gptcache_default`` (cosine 0.8).
+
+Every text is embedded once, ahead, in batches (what a caller that sees its traffic ahead can
+do); lookup latency is measured without embedding, and the embedding cost is reported apart.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from tokenlean._cache.completion import CompletionCache
+from tokenlean._cache.judge import equal_answers
+from tokenlean._cache.policy import CachePolicy
+from tokenlean._canonical import canonicalize_text
+from tokenlean._embeddings import Embedder, default_embedder
+from tokenlean._errors import ConfigurationError, InvalidInputError
+from tokenlean._stats import p95
+from tokenlean.cli._bench_cache import _embed_all, _request, _TableEmbedder
+
+__all__ = ["load_stream", "static_replay", "stream_bench"]
+
+CURVE = tuple(round(0.70 + 0.01 * i, 2) for i in range(29))
+
+
+def load_stream(path: Path, limit: int | None = None) -> list[tuple[str, str]]:
+    """``(text, answer)`` per line of a JSONL stream.
+
+    Raises:
+        ConfigurationError: missing file.
+        InvalidInputError: a line that is not an object with string ``text`` and ``answer``.
+    """
+    if not path.is_file():
+        raise ConfigurationError(f"no such file: {path}")
+    rows: list[tuple[str, str]] = []
+    with path.open(encoding="utf-8", errors="strict") as handle:
+        try:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise InvalidInputError(f"{path}:{number} is not JSON ({exc.msg})") from None
+                if not (
+                    isinstance(row, dict)
+                    and isinstance(row.get("text"), str)
+                    and isinstance(row.get("answer"), str | int)
+                ):
+                    raise InvalidInputError(
+                        f"{path}:{number} needs an object with a 'text' string and an 'answer'"
+                    )
+                rows.append((row["text"], str(row["answer"])))
+                if limit and len(rows) >= limit:
+                    break
+        except UnicodeDecodeError as exc:
+            raise InvalidInputError(f"{path} is not UTF-8 text ({exc.reason})") from None
+    if not rows:
+        raise InvalidInputError(f"{path} holds no prompts")
+    return rows
+
+
+def _earlier_neighbours(
+    vectors: npt.NDArray[np.float32], k: int = 32, block: int = 1024
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """For every prompt, its ``k`` most similar earlier prompts, best first (-1: none)."""
+    n = len(vectors)
+    ids = np.full((n, k), -1, dtype=np.int64)
+    sims = np.full((n, k), -np.inf, dtype=np.float32)
+    for lo in range(0, n, block):
+        hi = min(n, lo + block)
+        scores = vectors[lo:hi] @ vectors[:hi].T
+        scores[np.arange(hi - lo)[:, None] <= np.arange(hi)[None, :] - lo] = -np.inf
+        take = min(k, hi)
+        top = np.argpartition(-scores, take - 1, axis=1)[:, :take]
+        top_scores = np.take_along_axis(scores, top, axis=1)
+        order = np.argsort(-top_scores, axis=1)
+        ids[lo:hi, :take] = np.take_along_axis(top, order, axis=1)
+        sims[lo:hi, :take] = np.take_along_axis(top_scores, order, axis=1)
+    ids[~np.isfinite(sims)] = -1
+    return ids, sims
+
+
+def static_replay(
+    vectors: npt.NDArray[np.float32],
+    answers: list[str],
+    threshold: float,
+    neighbours: tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]] | None = None,
+) -> dict[str, Any]:
+    """Replay the protocol with a static cosine top-1 threshold (misses store, hits do not).
+
+    The nearest stored prompt is the first stored one among the precomputed nearest earlier
+    prompts; only when none of those is stored and they all pass the threshold is the whole
+    store searched.
+    """
+    n = len(answers)
+    ids, sims = neighbours if neighbours is not None else _earlier_neighbours(vectors)
+    stored = np.zeros(n, dtype=bool)
+    served = wrong = 0
+    for i in range(n):
+        best = -1
+        for j, score in zip(ids[i], sims[i], strict=True):
+            if j < 0 or score < threshold:
+                break
+            if stored[j]:
+                best = int(j)
+                break
+        else:
+            if ids[i, -1] >= 0:  # every listed neighbour passed but none is stored: search all
+                earlier = np.flatnonzero(stored[:i])
+                if len(earlier):
+                    scores = vectors[earlier] @ vectors[i]
+                    top = int(np.argmax(scores))
+                    best = int(earlier[top]) if scores[top] >= threshold else -1
+        if best >= 0:
+            served += 1
+            wrong += answers[best] != answers[i]
+        else:
+            stored[i] = True
+    return {
+        "threshold": threshold,
+        "hit_rate": round(served / n, 4),
+        "error_rate": round(wrong / served, 4) if served else 0.0,
+        "wrong_per_lookup": round(wrong / n, 4),
+    }
+
+
+def _tokenlean(
+    rows: list[tuple[str, str]],
+    table: dict[str, npt.NDArray[np.float32]],
+    dim: int,
+    max_error_rate: float,
+    seed: int,
+) -> dict[str, Any]:
+    policy = CachePolicy.semantic(max_error_rate=max_error_rate)
+    cache = CompletionCache(
+        policy=policy, embedder=_TableEmbedder(table, dim), judge=equal_answers, seed=seed
+    )
+    served = wrong = explored = calls = 0
+    semantic_served = semantic_wrong = 0
+    latencies: list[float] = []
+    for text, answer in rows:
+        request = _request(text)
+        start = time.perf_counter()
+        result = cache.lookup(request, tenant="bench")
+        latencies.append((time.perf_counter() - start) * 1000)
+        if result.hit:
+            served += 1
+            is_wrong = result.value != {"answer": answer}
+            wrong += is_wrong
+            if result.layer == "semantic":
+                semantic_served += 1
+                semantic_wrong += is_wrong
+            continue
+        calls += 1
+        explored += result.explored
+        cache.store(request, {"answer": answer}, tenant="bench")
+    n = len(rows)
+    stats = cache.stats()
+    elapsed_s = sum(latencies) / 1000
+    return {
+        "hit_rate": round(served / n, 4),
+        "error_rate": round(wrong / served, 4) if served else 0.0,
+        "wrong_per_lookup": round(wrong / n, 4),
+        "exploration_rate": round(explored / n, 4),
+        "model_calls": calls,
+        "lookups": n,
+        "served": served,
+        "wrong": wrong,
+        "semantic_served": semantic_served,
+        "semantic_error_rate": round(semantic_wrong / semantic_served, 4)
+        if semantic_served
+        else 0.0,
+        "lookup_ms_p50": round(statistics.median(latencies), 4),
+        "lookup_ms_p95": round(p95(latencies), 4),
+        "lookups_per_s": round(n / elapsed_s, 1) if elapsed_s else None,
+        "acceptance": cache.acceptance(),
+        "evidence_judged": stats.judged,
+    }
+
+
+def stream_bench(
+    path: Path,
+    *,
+    max_error_rate: float = 0.05,
+    limit: int | None = None,
+    seed: int = 0,
+    embedder: Embedder | None = None,
+) -> dict[str, Any]:
+    """Run the stream benchmark and return its figures (see the module documentation)."""
+    rows = load_stream(path, limit)
+    embedder = embedder or default_embedder()
+    texts = list(dict.fromkeys(canonicalize_text(t) for t, _ in rows))
+    start = time.perf_counter()
+    vectors = _embed_all(embedder, texts)
+    embed_ahead_s = time.perf_counter() - start
+    table = dict(zip(texts, vectors, strict=True))
+    dim = int(vectors.shape[1])
+    single = []
+    for text in texts[:50]:
+        t0 = time.perf_counter()
+        embedder.embed([text])
+        single.append((time.perf_counter() - t0) * 1000)
+    batch = texts[:256]
+    t0 = time.perf_counter()
+    embedder.embed(batch)
+    batched_ms = (time.perf_counter() - t0) * 1000 / len(batch)
+
+    ours = _tokenlean(rows, table, dim, max_error_rate, seed)
+    ordered = np.stack([table[canonicalize_text(t)] for t, _ in rows]).astype(np.float32)
+    answers = [a for _, a in rows]
+    neighbours = _earlier_neighbours(ordered)
+    curve = [static_replay(ordered, answers, t, neighbours) for t in CURVE]
+    within = [c for c in curve if c["error_rate"] <= max_error_rate]
+    oracle = max(within, key=lambda c: (c["hit_rate"], -c["threshold"])) if within else None
+    return {
+        "data": {"file": str(path), "lookups": len(rows), "distinct_answers": len(set(answers))},
+        "max_error_rate": max_error_rate,
+        "tokenlean": ours,
+        "oracle_static": oracle,
+        "gptcache_default": static_replay(ordered, answers, 0.8, neighbours),
+        "curve": curve,
+        "embedding": {
+            "embed_ms_p50_single": round(statistics.median(single), 3),
+            "embed_ms_per_text_batched": round(batched_ms, 3),
+            "embed_ahead_s": round(embed_ahead_s, 1),
+        },
+        "targets": {
+            "error_within_budget": ours["error_rate"] <= max_error_rate,
+            "hit_rate_vs_oracle": round(ours["hit_rate"] / oracle["hit_rate"], 3)
+            if oracle and oracle["hit_rate"]
+            else None,
+        },
+    }
+
+
+def print_stream_report(result: dict[str, Any]) -> None:
+    """Human-readable summary of :func:`stream_bench`'s result."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=max(110, Console().width))
+    budget = result["max_error_rate"]
+    table = Table(
+        title=f"Semantic cache stream {result['data']['file']} ({result['data']['lookups']} "
+        f"prompts, error budget {budget:.0%})"
+    )
+    for column in ("variant", "threshold", "hit rate", "error rate", "wrong/lookup", "explored"):
+        table.add_column(column)
+    ours = result["tokenlean"]
+    table.add_row(
+        "tokenlean (error-bounded)",
+        "learned",
+        f"{ours['hit_rate']:.3f}",
+        f"{ours['error_rate']:.3f}",
+        f"{ours['wrong_per_lookup']:.4f}",
+        f"{ours['exploration_rate']:.3f}",
+    )
+    for name, label in (
+        ("oracle_static", "static cosine, hindsight"),
+        ("gptcache_default", "GPTCache default"),
+    ):
+        row = result[name]
+        if row is None:
+            table.add_row(label, "none within budget", "", "", "", "")
+            continue
+        table.add_row(
+            label,
+            f"{row['threshold']:.2f}",
+            f"{row['hit_rate']:.3f}",
+            f"{row['error_rate']:.3f}",
+            f"{row['wrong_per_lookup']:.4f}",
+            "0",
+        )
+    console.print(table)
+    console.print(
+        f"lookup p50 {ours['lookup_ms_p50']:.3f} ms, p95 {ours['lookup_ms_p95']:.3f} ms without "
+        f"embedding ({ours['lookups_per_s']:,} lookups/s); embedding one text "
+        f"{result['embedding']['embed_ms_p50_single']:.1f} ms, batched "
+        f"{result['embedding']['embed_ms_per_text_batched']:.2f} ms per text."
+    )
