@@ -3,6 +3,7 @@
 from langchain_tokenlean.bench import bench_model
 from langchain_tokenlean.cache import TokenleanCache
 from langchain_tokenlean.callbacks import TokenleanCallbackHandler
+from langchain_tokenlean.chain_cache import TokenleanChainCache
 from langchain_tokenlean.memory import (
     LangChainSlotExtractor,
     LangChainSummarizer,
@@ -18,6 +19,7 @@ __all__ = [
     "TokenBudgetCompressor",
     "TokenleanCache",
     "TokenleanCallbackHandler",
+    "TokenleanChainCache",
     "TokenleanChatMessageHistory",
     "TokenleanMemoryMiddleware",
     "TokenleanRetriever",

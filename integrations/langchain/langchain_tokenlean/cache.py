@@ -5,23 +5,34 @@ The adapter converts LangChain's ``(prompt, llm_string)`` pair into a tokenlean
 (exact or semantic, TTL, temperature bound, tenant isolation) lives in the core, exactly as for
 LlamaIndex users.
 
-On a hit, a chat message is marked in ``response_metadata["tokenlean_cache"]`` (layer and
-similarity) and its ``usage_metadata`` token counts are zero, so usage accounting does not count
-a cached answer as spent tokens; the counts the original call reported are kept in the marker.
+On a hit, a chat message is marked in ``response_metadata["tokenlean_cache"]`` (layer,
+similarity and, for a semantic hit, the ``lookup_id`` that :meth:`TokenleanCache.feedback` takes)
+and its ``usage_metadata`` token counts are zero, so usage accounting does not count a cached
+answer as spent tokens; the counts the original call reported are kept in the marker. A plain-text
+generation served by the semantic layer carries the same marker in
+``generation_info["tokenlean_cache"]`` (an exact hit is returned exactly as it was stored).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
-from langchain_core.messages import AIMessage, message_to_dict, messages_from_dict
+from langchain_core.messages import AIMessage, BaseMessage, message_to_dict, messages_from_dict
 from langchain_core.outputs import ChatGeneration, Generation
 
-from tokenlean import CacheLookup, CacheRequest, CompletionCache, NotSerializableError
+from tokenlean import (
+    CacheLookup,
+    CacheRequest,
+    CompletionCache,
+    InvalidInputError,
+    NotSerializableError,
+)
 
 __all__ = ["TokenleanCache"]
 
@@ -78,21 +89,68 @@ def _dump(generation: Generation) -> dict[str, Any]:
     return {"kind": "text", "text": generation.text, "generation_info": generation.generation_info}
 
 
-def _load(data: dict[str, Any], result: CacheLookup) -> Generation:
-    if data.get("kind") != "chat":
-        return Generation(text=data["text"], generation_info=data.get("generation_info"))
-    message = messages_from_dict([data["message"]])[0]
+def _marker(result: CacheLookup) -> dict[str, Any]:
+    """What a hit carries: its layer, similarity and, for a semantic hit, its lookup id."""
     marker: dict[str, Any] = {"hit": True, "layer": result.layer, "similarity": result.similarity}
+    if result.lookup_id is not None:
+        marker["lookup_id"] = result.lookup_id
+    return marker
+
+
+def marked_message(message: AIMessage, result: CacheLookup) -> AIMessage:
+    """``message`` as served from the cache: marked, with zero spent tokens (the original
+    usage is kept in the marker)."""
+    marker = _marker(result)
+    if message.usage_metadata:
+        marker["original_usage"] = dict(message.usage_metadata)
+    return message.model_copy(
+        update={
+            "usage_metadata": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0},
+            "response_metadata": {**message.response_metadata, "tokenlean_cache": marker},
+        }
+    )
+
+
+def _load(data: dict[str, Any], result: CacheLookup) -> Generation:
+    info = data.get("generation_info")
+    if data.get("kind") != "chat":
+        if result.layer == "semantic":
+            info = {**(info or {}), "tokenlean_cache": _marker(result)}
+        return Generation(text=data["text"], generation_info=info)
+    message = messages_from_dict([data["message"]])[0]
     if isinstance(message, AIMessage):
-        if message.usage_metadata:
-            marker["original_usage"] = dict(message.usage_metadata)
-        message = message.model_copy(
-            update={
-                "usage_metadata": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0},
-                "response_metadata": {**message.response_metadata, "tokenlean_cache": marker},
-            }
+        message = marked_message(message, result)
+    return ChatGeneration(message=message, generation_info=info)
+
+
+def _lookup_id(target: BaseMessage | Generation | str) -> str:
+    """The lookup id a cached answer carries in its marker.
+
+    Raises:
+        InvalidInputError: ``target`` was not served from the cache, or was an exact hit.
+    """
+    if isinstance(target, str):
+        return target
+    if isinstance(target, ChatGeneration):
+        target = target.message
+    if isinstance(target, BaseMessage):
+        marker = target.response_metadata.get("tokenlean_cache")
+    elif isinstance(target, Generation):
+        marker = (target.generation_info or {}).get("tokenlean_cache")
+    else:
+        marker = None
+    if not isinstance(marker, Mapping):
+        raise InvalidInputError(
+            "feedback needs an answer served from the tokenlean cache (its "
+            "'tokenlean_cache' marker) or a lookup id"
         )
-    return ChatGeneration(message=message, generation_info=data.get("generation_info"))
+    lookup_id = marker.get("lookup_id")
+    if not isinstance(lookup_id, str):
+        raise InvalidInputError(
+            f"this {marker.get('layer')} hit has no lookup id: feedback applies to the semantic "
+            "hits of an error-bounded route"
+        )
+    return lookup_id
 
 
 class TokenleanCache(BaseCache):
@@ -100,7 +158,8 @@ class TokenleanCache(BaseCache):
 
     Use it globally with ``set_llm_cache`` or per model with ``ChatModel(cache=...)``. The
     cache's policy decides exact or semantic matching; ``tenant`` isolates tenants (one
-    adapter per tenant, or pass ``tenant`` per call through :meth:`for_tenant`).
+    adapter per tenant, or pass ``tenant`` per call through :meth:`for_tenant`). A user's
+    verdict on a semantic hit goes back through :meth:`feedback`.
 
     Args:
         cache: the tokenlean cache (default: an exact, in-memory one).
@@ -171,6 +230,23 @@ class TokenleanCache(BaseCache):
         except NotSerializableError as exc:
             logger.warning("tokenlean: response not cached (%s)", exc)
 
+    def feedback(self, target: BaseMessage | Generation | str, *, correct: bool) -> bool:
+        """Tell the cache whether a semantic hit was right (a user's thumbs up or down).
+
+        ``target`` is the answer as LangChain returned it (an ``AIMessage``, a
+        ``ChatGeneration`` or a ``Generation`` carrying the ``tokenlean_cache`` marker) or the
+        marker's ``lookup_id``. Delegates to :meth:`tokenlean.CompletionCache.feedback`: a
+        wrong hit's entry is removed, and either way the verdict is evidence of the route's
+        error bound.
+
+        Returns:
+            True when the entry was found (and, for ``correct=False``, removed).
+
+        Raises:
+            InvalidInputError: ``target`` was not served from the cache, or was an exact hit.
+        """
+        return self.cache.feedback(_lookup_id(target), correct=correct, route=self.route)
+
     def clear(self, **kwargs: Any) -> None:
         """Remove this adapter's tenant's entries; ``clear(all_tenants=True)`` removes all."""
         if kwargs.get("all_tenants"):
@@ -196,3 +272,7 @@ class TokenleanCache(BaseCache):
 
     async def aclear(self, **kwargs: Any) -> None:
         self.clear(**kwargs)
+
+    async def afeedback(self, target: BaseMessage | Generation | str, *, correct: bool) -> bool:
+        """:meth:`feedback` off the event loop."""
+        return await asyncio.to_thread(self.feedback, target, correct=correct)

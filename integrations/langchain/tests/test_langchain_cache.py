@@ -25,7 +25,9 @@ def test_repeated_question_is_answered_from_the_exact_cache() -> None:
 
 def test_paraphrase_is_answered_from_the_semantic_cache_with_the_real_model() -> None:
     """A reworded question is served from the semantic layer (bundled all-MiniLM-L6-v2)."""
-    cache = TokenleanCache(CompletionCache(policy=CachePolicy.semantic(threshold=0.7, compare=last_user_turn)))
+    cache = TokenleanCache(
+        CompletionCache(policy=CachePolicy.semantic(threshold=0.7, compare=last_user_turn))
+    )
     model = FakeListChatModel(responses=["Use the reset link.", "WRONG: model called"], cache=cache)
     system = SystemMessage("You are the support agent of Northwind.")
     first = model.invoke([system, HumanMessage("How do I reset my password?")])
@@ -65,7 +67,10 @@ def test_tenants_are_isolated_through_the_adapter() -> None:
 def test_global_cache_and_async_calls() -> None:
     """set_llm_cache makes every model use it; ainvoke hits it too."""
     cache = TokenleanCache(
-        CompletionCache(policy=CachePolicy.semantic(threshold=0.7, compare=last_user_turn), embedder=HashingEmbedder())
+        CompletionCache(
+            policy=CachePolicy.semantic(threshold=0.7, compare=last_user_turn),
+            embedder=HashingEmbedder(),
+        )
     )
     set_llm_cache(cache)
     try:

@@ -146,7 +146,10 @@ def test_completion_and_async_paths_hit(events: list[BaseEvent]) -> None:
 
 def test_paraphrases_hit_the_semantic_layer_and_tenants_stay_apart() -> None:
     """With a semantic policy a reworded question is answered; another tenant is not."""
-    cache = CompletionCache(policy=CachePolicy.semantic(threshold=0.7, compare=last_user_turn), embedder=HashingEmbedder())
+    cache = CompletionCache(
+        policy=CachePolicy.semantic(threshold=0.7, compare=last_user_turn),
+        embedder=HashingEmbedder(),
+    )
     inner = CountingLLM()
     acme = CachedLLM(inner, cache, tenant="acme")
     globex = CachedLLM(inner, cache, tenant="globex")
@@ -163,7 +166,9 @@ def test_the_real_embedding_model_answers_a_paraphrase() -> None:
     """With the bundled all-MiniLM-L6-v2, 'How can I reset my password?' hits 'How do I...'."""
     pytest.importorskip("sentence_transformers")
     inner = CountingLLM()
-    llm = CachedLLM(inner, CompletionCache(policy=CachePolicy.semantic(threshold=0.7, compare=last_user_turn)))
+    llm = CachedLLM(
+        inner, CompletionCache(policy=CachePolicy.semantic(threshold=0.7, compare=last_user_turn))
+    )
     llm.chat([ChatMessage(role="user", content="How do I reset my password?")])
     hit = llm.chat([ChatMessage(role="user", content="How can I reset my password?")])
     assert hit.additional_kwargs["tokenlean_cache"]["layer"] == "semantic"

@@ -48,6 +48,7 @@ __all__ = ["AcceptanceSnapshot", "AcceptanceState", "Decision"]
 logger = logging.getLogger("tokenlean.cache")
 
 Decision = Literal["serve", "explore", "miss"]
+_Rule = tuple[Any, "float | None", "float | None", "float | None", float]
 _FORMAT = 1
 
 
@@ -140,6 +141,7 @@ class AcceptanceState:
         self.needed = math.log(1.0 / (1.0 - confidence)) / max_error_rate
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
+        self._fit_lock = threading.Lock()
         self._x: list[npt.NDArray[np.float32]] = []
         self._y: list[bool] = []
         self._floors: OrderedDict[str, float] = OrderedDict()
@@ -149,7 +151,7 @@ class AcceptanceState:
         self._bound: float | None = None
         self._region = 0.0
         self._since_fit = 0
-        self.changed = False  # evidence added since the state was last persisted
+        self.unsaved = 0  # rows added since the state was last persisted
 
     # ------------------------------------------------------------------ scoring
 
@@ -197,7 +199,11 @@ class AcceptanceState:
         *,
         entry: str | None = None,
     ) -> None:
-        """Record one judged candidate (``entry``: the candidate entry's key, for its floor)."""
+        """Record one judged candidate (``entry``: the candidate entry's key, for its floor).
+
+        The rule is refitted as evidence accumulates (after 16 rows, then every tenth of the
+        evidence), outside the lock, so lookups never wait for a fit.
+        """
         with self._lock:
             self._x.append(np.asarray(x, dtype=np.float32))
             self._y.append(bool(correct))
@@ -209,18 +215,21 @@ class AcceptanceState:
                 if len(self._floors) > self.window:
                     self._floors.popitem(last=False)
             self._since_fit += 1
-            self.changed = True
-            if self._since_fit >= max(16, len(self._y) // 10):
-                self._refit()
-
-    def forget_entry(self, entry: str) -> None:
-        with self._lock:
-            self._floors.pop(entry, None)
+            self.unsaved += 1
+            due = self._since_fit >= max(16, len(self._y) // 10)
+        if due:
+            self.refit()
 
     def refit(self) -> None:
         """Refit the model and the region now (otherwise done as evidence accumulates)."""
-        with self._lock:
-            self._refit()
+        with self._fit_lock:
+            with self._lock:
+                self._since_fit = 0
+                x = np.stack(self._x) if self._x else np.zeros((0, 1), dtype=np.float32)
+                y = np.array(self._y, dtype=bool)
+            rule = self._learn(x, y)
+            with self._lock:
+                self._model, self._cut, self._estimate, self._bound, self._region = rule
 
     def _fit(self, x: npt.NDArray[np.float32], y: npt.NDArray[np.bool_]) -> Any:
         """``(mean, scale, coef, intercept)`` of a standardized, L2-regularized logistic
@@ -243,40 +252,34 @@ class AcceptanceState:
         result: npt.NDArray[np.float64] = 1.0 / (1.0 + np.exp(-np.clip(z, -500, 500)))
         return result
 
-    def _refit(self) -> None:
-        self._since_fit = 0
-        n = len(self._y)
+    def _learn(self, x: npt.NDArray[np.float32], y: npt.NDArray[np.bool_]) -> _Rule:
+        """The rule the evidence supports: cosine's region, or the model's when it is larger."""
+        n = len(y)
         if n == 0:
-            self._model, self._cut, self._estimate, self._bound, self._region = (
-                None, None, None, None, 0.0,
-            )  # fmt: skip
-            return
-        x = np.stack(self._x)
-        y = np.array(self._y, dtype=bool)
-        folds = np.arange(n) % 2 == 0
+            return None, None, None, None, 0.0
         cosine = x[:, 0].astype(np.float64)
-        self._model = None
-        self._choose_region(cosine, y)
+        by_cosine = (None, *self._region_of(cosine, y))
         # The model is fitted where the decision lies: rows at or above the median cosine of
         # the rows judged right (below it, easy negatives would dominate the fit).
+        folds = np.arange(n) % 2 == 0
         local = cosine >= float(np.median(cosine[y])) if y.any() else np.zeros(n, dtype=bool)
         parts = [local & folds, local & ~folds]
         if not all((y[p] == v).sum() >= 2 for p in parts for v in (True, False)):
-            return
+            return by_cosine
         scores = np.zeros(n, dtype=np.float64)
         for fold in (folds, ~folds):
             train = local & ~fold
             scores[fold] = self._predict(self._fit(x[train], y[train]), x[fold])
-        cut, region = self._cut, self._region
-        best = (self._cut, self._estimate, self._bound, self._region)
-        self._choose_region(scores, y)
-        if self._cut is not None and (cut is None or self._region > region):
-            self._model = self._fit(x[local], y[local])
-        else:  # cosine alone certifies at least as large a region: keep it
-            self._cut, self._estimate, self._bound, self._region = best
+        by_model = self._region_of(scores, y)
+        if by_model[0] is not None and (by_cosine[1] is None or by_model[3] > by_cosine[4]):
+            return (self._fit(x[local], y[local]), *by_model)
+        return by_cosine  # cosine alone certifies at least as large a region
 
-    def _choose_region(self, scores: npt.NDArray[np.float64], y: npt.NDArray[np.bool_]) -> None:
-        """The largest region ``score >= cut`` whose error bound is within the budget.
+    def _region_of(
+        self, scores: npt.NDArray[np.float64], y: npt.NDArray[np.bool_]
+    ) -> tuple[float | None, float | None, float | None, float]:
+        """``(cut, error estimate, error bound, rows)`` of the largest region ``score >= cut``
+        whose error bound is within the budget.
 
         Rows count unweighted although rows inside a served region were sampled less (only
         explorations are judged there): that over-represents the rows just below the cut,
@@ -284,21 +287,16 @@ class AcceptanceState:
         """
         order = np.argsort(-scores, kind="stable")
         s, wrong = scores[order], ~y[order]
-        n_eff = np.arange(1, len(s) + 1, dtype=np.float64)
-        rate = np.cumsum(wrong) / n_eff
+        rows = np.arange(1, len(s) + 1, dtype=np.float64)
+        rate = np.cumsum(wrong) / rows
         # Only cut between distinct scores: a region holds all rows with its least score.
         last_of_score = np.append(s[1:] < s[:-1], True)
-        bounds = clopper_pearson_upper(rate * n_eff, n_eff, self.confidence)
+        bounds = clopper_pearson_upper(rate * rows, rows, self.confidence)
         passing = np.flatnonzero(last_of_score & (bounds <= self.max_error_rate))
         if len(passing) == 0:
-            self._cut = self._estimate = self._bound = None
-            self._region = 0.0
-            return
+            return None, None, None, 0.0
         i = int(passing[-1])
-        self._cut = float(s[i])
-        self._estimate = float(rate[i])
-        self._bound = float(bounds[i])
-        self._region = float(n_eff[i])
+        return float(s[i]), float(rate[i]), float(bounds[i]), float(rows[i])
 
     # ------------------------------------------------------------------ reporting, persistence
 
@@ -330,7 +328,7 @@ class AcceptanceState:
                 floor_keys=np.array(list(self._floors), dtype="S32"),
                 floor_values=np.array(list(self._floors.values()), dtype=np.float32),
             )
-            self.changed = False
+            self.unsaved = 0
             return buffer.getvalue()
 
     def load_bytes(self, data: bytes) -> bool:
@@ -353,6 +351,7 @@ class AcceptanceState:
             self._x = list(x)
             self._y = [bool(v) for v in y]
             self._floors = OrderedDict(zip(keys, (float(v) for v in values), strict=True))
-            self._refit()
-            self.changed = False
+        self.refit()
+        with self._lock:
+            self.unsaved = 0
         return True

@@ -446,9 +446,7 @@ class CompletionCache:
 
     def _persist(self, route: str | None, policy: CachePolicy, force: bool = False) -> None:
         state = self._state(route, policy)
-        if not state.changed:
-            return
-        if not force and state.snapshot().evidence % 32 != 0:
+        if state.unsaved == 0 or (not force and state.unsaved < 32):
             return
         namespace, key = self._state_address(route, policy)
         entry = StoredEntry(

@@ -37,6 +37,7 @@ from pydantic import BaseModel
 from tokenlean._batching.routing import LearnedGate, RouteDecision, Router
 from tokenlean._batching.scheduler import BatchKey, LatencyClass, MicroBatcher
 from tokenlean._cache.completion import CompletionCache
+from tokenlean._cache.compare import last_user_turn
 from tokenlean._cache.policy import CachePolicy, VerifierConfig
 from tokenlean._cache.request import CacheRequest
 from tokenlean._cache.retrieval import RetrievalCache
@@ -308,8 +309,13 @@ class _Run:
             embedder=embedder,
             routes={
                 # Product names decide the answer here: the verifier also compares entities.
+                # The static rule: 120 questions are too few for the error-bounded default to
+                # gather the evidence it needs before serving (it would serve exact hits only).
                 "facts": CachePolicy.semantic(
-                    context_messages=0, verifier=VerifierConfig(entities=True)
+                    threshold=0.70,
+                    context_messages=0,
+                    verifier=VerifierConfig(entities=True),
+                    compare=last_user_turn,
                 ),
                 "personal": CachePolicy.off(),
             },

@@ -38,6 +38,8 @@ bench_app = typer.Typer(
     invoke_without_command=True,
 )
 app.add_typer(bench_app, name="bench")
+cache_app = typer.Typer(help="Give a semantic cache route evidence, and show what it learned.")
+app.add_typer(cache_app, name="cache")
 
 
 @bench_app.callback()
@@ -497,6 +499,59 @@ def audit(
             f"{figures['top_prefix_share']:.0%} of requests, {figures['top_prefix_tokens']} tokens "
             f"(provider minimum {figures['provider_min_tokens']})"
         )
+
+
+RouteOpt = Annotated[
+    str | None, typer.Option(help="The cache route (default: the cache's default policy).")
+]
+BudgetOpt = Annotated[float, typer.Option(help="The route's max_error_rate.")]
+VersionOpt = Annotated[str, typer.Option(help="The route policy's version.")]
+
+
+@cache_app.command("calibrate")
+def cache_calibrate(
+    data: Annotated[Path, typer.Argument(help="Labelled pairs, or a JSONL stream.")],
+    store: Annotated[Path, typer.Option(help="SQLite cache store to write the evidence to.")],
+    fmt: Annotated[
+        str, typer.Option("--format", help="stream, gptcache, mrpc-tsv, stsb-tsv or pairs-jsonl.")
+    ] = "stream",
+    route: RouteOpt = None,
+    max_error_rate: BudgetOpt = 0.05,
+    version: VersionOpt = "1",
+    limit: Annotated[int | None, typer.Option(help="Use the first N pairs or prompts.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add offline evidence to a semantic route's error-bounded acceptance rule."""
+    from tokenlean.cli._cache_cmd import calibrate_store
+
+    result = calibrate_store(
+        data, store, fmt=fmt, route=route, max_error_rate=max_error_rate, version=version,
+        limit=limit,
+    )  # fmt: skip
+    _print_acceptance(result, as_json)
+
+
+@cache_app.command("acceptance")
+def cache_acceptance(
+    store: Annotated[Path, typer.Argument(help="SQLite cache store.")],
+    route: RouteOpt = None,
+    max_error_rate: BudgetOpt = 0.05,
+    version: VersionOpt = "1",
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a semantic route's evidence, error bound and acceptance region."""
+    from tokenlean.cli._cache_cmd import show_acceptance
+
+    result = show_acceptance(store, route=route, max_error_rate=max_error_rate, version=version)
+    _print_acceptance(result, as_json)
+
+
+def _print_acceptance(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    for key, value in result.items():
+        typer.echo(f"{key:>20}: {value}")
 
 
 def main(argv: list[str] | None = None) -> None:

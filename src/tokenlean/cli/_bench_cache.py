@@ -222,14 +222,9 @@ def _tokenlean(
     cache = CompletionCache(store, policy=policy, embedder=_TableEmbedder(table, dim), seed=0)
     acceptance: dict[str, Any] = {}
     if calibration:
-        stack = lambda texts: np.stack([table[canonicalize_text(t)] for t in texts])  # noqa: E731
-        cache.calibrate(
-            nearest_examples(
-                calibration,
-                stack([p.text_a for p in calibration]),
-                stack([p.text_b for p in calibration]),
-            )
-        )
+        vectors_a = np.stack([table[canonicalize_text(p.text_a)] for p in calibration])
+        vectors_b = np.stack([table[canonicalize_text(p.text_b)] for p in calibration])
+        cache.calibrate(nearest_examples(calibration, vectors_a, vectors_b))
         acceptance = cache.acceptance()
     payload_bytes = 0
     for i, pair in enumerate(pairs):

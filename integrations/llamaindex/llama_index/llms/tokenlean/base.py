@@ -4,8 +4,9 @@ LlamaIndex has no response-cache hook, so the cache sits in a wrapper. On a miss
 the wrapped LLM, which fires its own instrumentation events, and the answer is stored. On a hit
 the answer comes from the cache through decorated replay methods, so LlamaIndex's start, progress
 and end events fire just as for a model call, and ``additional_kwargs["tokenlean_cache"]`` says
-which layer served it and with what similarity. ``chat`` and ``stream_chat`` share entries: a
-streamed hit replays the cached text in chunks.
+which layer served it, with what similarity and, for a semantic hit, its ``lookup_id``.
+``chat`` and ``stream_chat`` share entries: a streamed hit replays the cached text in chunks.
+:meth:`CachedLLM.feedback` passes a user's verdict on a served hit back to the cache.
 
 Policy (exact or semantic, TTL, temperature bound, tenants) lives in the core
 :class:`~tokenlean.CompletionCache`, exactly as for LangChain users.
@@ -32,7 +33,7 @@ from llama_index.core.bridge.pydantic import Field, PrivateAttr, SerializeAsAny
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.llm import LLM
 
-from tokenlean import CacheLookup, CacheRequest, CompletionCache, replay_stream
+from tokenlean import CacheLookup, CacheRequest, CompletionCache, InvalidInputError, replay_stream
 
 __all__ = ["CachedLLM"]
 
@@ -64,7 +65,12 @@ def _message(message: ChatMessage) -> dict[str, Any]:
 
 
 def _marker(result: CacheLookup) -> dict[str, Any]:
-    return {"hit": True, "layer": result.layer, "similarity": result.similarity}
+    return {
+        "hit": True,
+        "layer": result.layer,
+        "similarity": result.similarity,
+        "lookup_id": result.lookup_id,
+    }
 
 
 def _chat_response(result: CacheLookup) -> ChatResponse:
@@ -151,6 +157,34 @@ class CachedLLM(LLM):
     def cache(self) -> CompletionCache:
         """The tokenlean cache behind this LLM."""
         return self._cache
+
+    def feedback(self, target: ChatResponse | CompletionResponse | str, *, correct: bool) -> bool:
+        """Tell the cache whether a semantic hit this LLM served was right (thumbs up or down).
+
+        A wrong hit's entry is removed; either way the verdict is evidence for the route's
+        error-bounded acceptance rule (see :meth:`tokenlean.CompletionCache.feedback`).
+
+        Args:
+            target: a response this LLM served from the cache (its
+                ``additional_kwargs["tokenlean_cache"]`` marker holds the ``lookup_id``; for a
+                stream, any chunk), or the lookup id itself.
+            correct: whether the served answer was right.
+
+        Returns:
+            True when the entry was found (and, for ``correct=False``, removed).
+
+        Raises:
+            InvalidInputError: the response was not served by the cache, or was an exact hit
+                (only semantic hits have a lookup id).
+        """
+        if isinstance(target, str):
+            lookup_id: str | None = target
+        else:
+            marker = target.additional_kwargs.get("tokenlean_cache")
+            if not isinstance(marker, dict):
+                raise InvalidInputError("this response was not served by the tokenlean cache")
+            lookup_id = marker.get("lookup_id")
+        return self._cache.feedback(lookup_id or "", correct=correct, route=self.route)
 
     # ------------------------------------------------------------------ keys
 

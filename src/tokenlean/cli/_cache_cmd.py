@@ -1,0 +1,116 @@
+"""``tokenlean cache calibrate|acceptance``: give a semantic route evidence offline, and show it.
+
+``calibrate`` reads labelled pairs (the ``bench cache`` formats) or a JSONL stream of
+``{"text", "answer"}`` and turns them into evidence as the cache itself would meet it: each
+query against its nearest cached text (for pairs, the nearest first text; for a stream, the
+nearest earlier prompt), right when the answers agree. The evidence is written into a SQLite
+cache store under the route's name and policy version, where a :class:`CompletionCache` with
+the same store, route and version finds it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tokenlean._cache.completion import CompletionCache
+from tokenlean._cache.policy import CachePolicy
+from tokenlean._cache.sqlite import SQLiteStore
+from tokenlean._canonical import canonicalize_text
+from tokenlean._embeddings import Embedder, default_embedder
+from tokenlean._errors import ConfigurationError
+from tokenlean.cli._bench_cache import FORMATS, load_pairs, nearest_examples
+from tokenlean.cli._bench_cache_stream import load_stream
+
+__all__ = ["calibrate_store", "show_acceptance"]
+
+
+class _Memo:
+    """Embeds each text once, however often it is asked for (calibration embeds twice)."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner = inner
+        self.dimension = inner.dimension
+        self.model_name = getattr(inner, "model_name", type(inner).__qualname__)
+        self._seen: dict[str, Any] = {}
+
+    def embed(self, texts: Any) -> Any:
+        missing = list(dict.fromkeys(t for t in texts if t not in self._seen))
+        if missing:
+            self._seen.update(zip(missing, self.inner.embed(missing), strict=True))
+        return np.stack([self._seen[t] for t in texts]) if texts else self.inner.embed([])
+
+
+def _stream_examples(
+    rows: list[tuple[str, str]], embedder: Embedder
+) -> list[tuple[str, str, bool]]:
+    vectors = embedder.embed([canonicalize_text(t) for t, _ in rows])
+    examples = []
+    for i in range(1, len(rows)):
+        scores = vectors[:i] @ vectors[i]
+        j = int(np.argmax(scores))
+        examples.append((rows[j][0], rows[i][0], rows[j][1] == rows[i][1]))
+    return examples
+
+
+def _open(
+    store: Path, route: str | None, max_error_rate: float, version: str, embedder: Embedder | None
+) -> CompletionCache:
+    policy = CachePolicy.semantic(max_error_rate=max_error_rate, version=version)
+    return CompletionCache(
+        SQLiteStore(store),
+        policy=policy,
+        routes={route: policy} if route else None,
+        embedder=embedder,
+    )
+
+
+def calibrate_store(
+    data: Path,
+    store: Path,
+    *,
+    fmt: str = "stream",
+    route: str | None = None,
+    max_error_rate: float = 0.05,
+    version: str = "1",
+    limit: int | None = None,
+    embedder: Embedder | None = None,
+) -> dict[str, Any]:
+    """Add the evidence in ``data`` to the route's acceptance state in ``store``.
+
+    Raises:
+        ConfigurationError: unknown format or missing file.
+        InvalidInputError: malformed data.
+    """
+    if fmt not in (*FORMATS, "stream"):
+        raise ConfigurationError(f"--format must be stream or one of {', '.join(FORMATS)}")
+    embedder = _Memo(embedder or default_embedder())
+    if fmt == "stream":
+        examples = _stream_examples(load_stream(data, limit), embedder)
+    else:
+        pairs = load_pairs(data, fmt, limit)
+        vectors_a = embedder.embed([canonicalize_text(p.text_a) for p in pairs])
+        vectors_b = embedder.embed([canonicalize_text(p.text_b) for p in pairs])
+        examples = nearest_examples(pairs, vectors_a, vectors_b)
+    cache = _open(store, route, max_error_rate, version, embedder)
+    try:
+        added = cache.calibrate(examples, route=route)
+        acceptance = cache.acceptance(route)
+    finally:
+        cache.close()
+    return {"examples": len(examples), "added": added, "route": route or "", **acceptance}
+
+
+def show_acceptance(
+    store: Path, *, route: str | None = None, max_error_rate: float = 0.05, version: str = "1"
+) -> dict[str, Any]:
+    """What the route has learned, as kept in ``store``."""
+    if not store.is_file():
+        raise ConfigurationError(f"no such store: {store}")
+    cache = _open(store, route, max_error_rate, version, None)
+    try:
+        return {"route": route or "", **cache.acceptance(route)}
+    finally:
+        cache.close()
