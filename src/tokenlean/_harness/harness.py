@@ -36,8 +36,8 @@ from pydantic import BaseModel
 
 from tokenlean._batching.routing import LearnedGate, RouteDecision, Router
 from tokenlean._batching.scheduler import BatchKey, LatencyClass, MicroBatcher
-from tokenlean._cache.completion import CompletionCache
 from tokenlean._cache.compare import last_user_turn
+from tokenlean._cache.completion import CompletionCache
 from tokenlean._cache.policy import CachePolicy, VerifierConfig
 from tokenlean._cache.request import CacheRequest
 from tokenlean._cache.retrieval import RetrievalCache
