@@ -407,7 +407,9 @@ def test_asyncio_tasks_share_one_cache_safely() -> None:
 def test_semantic_cache_with_the_real_embedding_model() -> None:
     """With the bundled all-MiniLM-L6-v2 a paraphrase hits and an unrelated question misses."""
     pytest.importorskip("sentence_transformers")
-    cache = tl.CompletionCache(policy=tl.CachePolicy.semantic())
+    cache = tl.CompletionCache(
+        policy=tl.CachePolicy.semantic(threshold=0.7, compare=tl.last_user_turn)
+    )
     cache.store(req("How do I reset my password?"), "Use the reset link on the login page.")
     assert cache.lookup(req("How can I reset my password?")).layer == "semantic"
     assert not cache.lookup(req("What are your opening hours?")).hit

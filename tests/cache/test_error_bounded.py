@@ -253,8 +253,10 @@ def test_the_template_splitter_compares_the_question_and_fixes_the_context() -> 
     splitter = tl.TemplateSplitter()
     warm_up = ("Opening hours of the Lyon shop.", "Gift cards never expire.",
                "Parcels ship from Leeds on weekdays.", "Support answers within a day.")  # fmt: skip
-    for i, context in enumerate(warm_up):
-        assert splitter(rag(f"Question number {i}?", context)) is None
+    questions = ("When do you open?", "Do gift cards expire?", "Where do parcels ship from?",
+                 "How fast is support?")  # fmt: skip
+    for question, context in zip(questions, warm_up, strict=True):
+        assert splitter(rag(question, context)) is None
     fixed, compared = splitter(rag("Can I get a refund?", CONTEXT))  # type: ignore[misc]
     assert compared.rstrip("?") == "Can I get a refund"  # a "?" every question ends with is scaffolding
     other_fixed, other = splitter(rag("Where is my parcel?", CONTEXT))  # type: ignore[misc]
@@ -262,6 +264,23 @@ def test_the_template_splitter_compares_the_question_and_fixes_the_context() -> 
     third_fixed, _ = splitter(rag("Can I get a refund?", "A different context entirely."))  # type: ignore[misc]
     assert third_fixed != fixed
     assert any("Question:" in block for block in splitter.template or [])
+
+
+def test_one_odd_request_does_not_reset_a_learned_template() -> None:
+    """A request that does not fit is matched exactly; the template changes only once misfits
+    are the majority of recent requests."""
+    splitter = tl.TemplateSplitter()
+    for question, context in [("When do you open?", "Opening hours."), ("Do cards expire?", "No."),
+                              ("Who ships?", "Leeds."), ("How fast?", "A day.")]:  # fmt: skip
+        splitter(rag(question, context))
+    learned = splitter.template
+    odd = tl.CacheRequest(model="m", messages=({"role": "user", "content": "Just hello"},))
+    assert splitter(odd) is None
+    assert splitter.template == learned
+    assert splitter(rag("Can I get a refund?", CONTEXT)) is not None
+    for i in range(6):
+        splitter(tl.CacheRequest(model="m", messages=({"role": "user", "content": f"Hi {i}"},)))
+    assert splitter.template != learned
 
 
 def test_plain_chat_learns_an_empty_template_and_compares_the_whole_turn() -> None:
@@ -283,8 +302,12 @@ def test_different_questions_over_one_context_never_hit_each_other() -> None:
     cache = tl.CompletionCache(
         policy=tl.CachePolicy.semantic(threshold=0.5, verifier=None), embedder=HashingEmbedder()
     )
-    for i in range(4):  # the route's first requests teach the template
-        cache.store(rag(f"Warm-up question {i}?", f"Warm-up context {i}."), f"w{i}")
+    warm_up = [("When do you open?", "Opening hours of the Lyon shop."),
+               ("Do gift cards expire?", "Gift cards never expire."),
+               ("Where do parcels ship from?", "Parcels ship from Leeds on weekdays."),
+               ("How fast is support?", "Support answers within a day.")]  # fmt: skip
+    for question, context in warm_up:  # the route's first requests teach the template
+        cache.store(rag(question, context), question)
     cache.store(rag("How long do refunds take?", CONTEXT), "14 days")
     assert not cache.lookup(rag("Who pays for return shipping?", CONTEXT)).hit
     assert not cache.lookup(rag("Can I return a gift card?", CONTEXT)).hit
@@ -327,3 +350,20 @@ def test_the_default_judge_reads_texts_numbers_and_embeddings() -> None:
     assert judge("", "anything") is None
     lc = [{"kind": "chat", "message": {"type": "ai", "data": {"content": "Paris."}}}]
     assert tl.answer_text(lc) == "Paris."
+
+
+def test_the_learned_state_shows_in_stats_and_metrics() -> None:
+    """Evidence, bound and region reach the cache's stats, the collector and Prometheus."""
+    prometheus = pytest.importorskip("prometheus_client")
+    registry = prometheus.CollectorRegistry()
+    collector = tl.MetricsCollector(sinks=[tl.PrometheusExporter(registry)])
+    cache = bounded_cache(collector=collector)
+    cache.calibrate([(f"track box {i}", f"track box {i} please", True) for i in range(90)])
+    learned = collector.snapshot()["semantic_cache"][""]
+    assert learned["serving"] is True and learned["error_upper_bound"] <= 0.05
+    assert learned["max_error_rate"] == 0.05
+    assert cache.stats().acceptance[""].evidence == 90
+    gauge = registry.get_sample_value(
+        "tokenlean_semantic_cache_acceptance", {"route": "", "figure": "evidence"}
+    )
+    assert gauge == 90

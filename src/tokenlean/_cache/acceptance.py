@@ -145,6 +145,7 @@ class AcceptanceState:
         self._x: list[npt.NDArray[np.float32]] = []
         self._y: list[bool] = []
         self._floors: OrderedDict[str, float] = OrderedDict()
+        self._wrong = 0
         self._model: Any = None
         self._cut: float | None = None
         self._estimate: float | None = None
@@ -207,7 +208,9 @@ class AcceptanceState:
         with self._lock:
             self._x.append(np.asarray(x, dtype=np.float32))
             self._y.append(bool(correct))
+            self._wrong += not correct
             if len(self._y) > self.window:
+                self._wrong -= not self._y[0]
                 del self._x[0], self._y[0]
             if not correct and entry is not None:
                 self._floors[entry] = max(float(x[0]), self._floors.get(entry, -1.0))
@@ -304,7 +307,7 @@ class AcceptanceState:
         with self._lock:
             return AcceptanceSnapshot(
                 evidence=len(self._y),
-                evidence_wrong=sum(1 for ok in self._y if not ok),
+                evidence_wrong=self._wrong,
                 fitted=self._model is not None,
                 serving=self._cut is not None,
                 cut=self._cut,
@@ -350,6 +353,7 @@ class AcceptanceState:
         with self._lock:
             self._x = list(x)
             self._y = [bool(v) for v in y]
+            self._wrong = int((~y).sum())
             self._floors = OrderedDict(zip(keys, (float(v) for v in values), strict=True))
         self.refit()
         with self._lock:

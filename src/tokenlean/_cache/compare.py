@@ -20,6 +20,7 @@ from __future__ import annotations
 import difflib
 import re
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -48,9 +49,12 @@ class TemplateSplitter:
     The template is the list of text blocks (at least ``min_block_chars`` visible characters
     each) that every request of the route seen so far shares, in order: LangChain's
     ``Question: {question}\\nContext: {context}`` learns ``["Question: ", "\\nContext: "]``. A
-    request that does not contain the blocks in order teaches the splitter (the template keeps
-    only what the two share, and its version changes, which retires earlier keys: misses, never
-    wrong hits). A plain chat route, whose questions share no scaffolding, learns an empty
+    request that does not contain the blocks in order is matched exactly; once such requests are
+    a majority of the last ``2 * learn_requests``, the splitter relearns (the template keeps only
+    what they share, and its version changes, which retires earlier keys: misses, never wrong
+    hits), so one odd request cannot reset a route. While it learns (the first
+    ``learn_requests`` distinct requests) every request that does not fit teaches it at once.
+    A plain chat route, whose questions share no scaffolding, learns an empty
     template and compares its whole last turn. The compared slot is the shortest non-empty
     variable slot; every other slot is part of the fixed key. Until ``learn_requests`` distinct
     requests have been seen, requests are matched exactly (the error-bounded policy serves no
@@ -87,6 +91,7 @@ class TemplateSplitter:
         self.learn_requests = learn_requests
         self.context_messages = context_messages
         self._seen: set[str] = set()
+        self._recent: deque[tuple[bool, str]] = deque(maxlen=2 * learn_requests)
         self._lock = threading.Lock()
         self._blocks: list[str] | None = None
         self._version = ""
@@ -138,8 +143,12 @@ class TemplateSplitter:
                 self._blocks, self._version = [text], fingerprint(text)
                 return None
             slots = self._slots(text)
-            if slots is None:
-                self._learn(text)
+            self._recent.append((slots is not None, text))
+            misfits = [t for fits, t in self._recent if not fits]
+            if slots is None and (learning or 2 * len(misfits) > self._recent.maxlen):  # type: ignore[operator]
+                for misfit in misfits if not learning else [text]:
+                    self._learn(misfit)
+                self._recent.clear()
                 slots = self._slots(text)
             version = self._version
         if learning or slots is None:

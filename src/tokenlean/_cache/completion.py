@@ -226,7 +226,7 @@ class CompletionCache:
     ) -> _Semantic | None:
         splitter = policy.compare
         if request.split is not None:
-            split: tuple[str, str] | None = request.split
+            split: tuple[str, str] | None = (request.split[0], canonicalize_text(request.split[1]))
         elif splitter is None or splitter is last_user_turn:  # it honours context_messages
             split = request.split_last_user_turn(policy.context_messages)
         else:
@@ -354,7 +354,11 @@ class CompletionCache:
                     self._stats.count(rejected=1)
                     reason = f"rejected: {rejection}"
                     continue
-            return self._hit("semantic", candidate, score, "similar and verified", start)
+            result = self._hit("semantic", candidate, score, "similar and verified", start)
+            return CacheLookup(
+                True, result.value, "semantic", score, result.reason,
+                lookup_id=f"{semantic.namespace}.{candidate_key}.static",
+            )  # fmt: skip
         return self._miss("semantic", reason, start)
 
     def _candidate(self, namespace: str, key: str, index: VectorIndex) -> StoredEntry | None:
@@ -445,7 +449,12 @@ class CompletionCache:
             return state
 
     def _persist(self, route: str | None, policy: CachePolicy, force: bool = False) -> None:
+        """Report the route's state to the collector and keep its evidence in the store (every
+        32 rows, or now with ``force``)."""
         state = self._state(route, policy)
+        if self.collector is not None:
+            snapshot = state.snapshot().as_dict() | {"max_error_rate": policy.max_error_rate}
+            self.collector.record_cache_acceptance(self._route_label(route), snapshot)
         if state.unsaved == 0 or (not force and state.unsaved < 32):
             return
         namespace, key = self._state_address(route, policy)
@@ -498,9 +507,11 @@ class CompletionCache:
         if len(parts) != 3 or not all(parts):
             raise InvalidInputError("feedback needs a semantic hit's lookup or its lookup_id")
         namespace, key, token = parts
-        policy = self.policy_for(route)
         with self._learn_lock:
             served = self._served.pop(token, None)
+        if served is not None:  # the route that served the hit learns, whatever the caller says
+            route = served.route or None
+        policy = self.policy_for(route)
         if served is not None and policy.max_error_rate is not None:
             self._stats.count(feedback=1)
             self._state(route, policy).add(served.features, correct, entry=key)
@@ -511,15 +522,18 @@ class CompletionCache:
 
     def calibrate(
         self,
-        examples: Sequence[tuple[str, str, bool]],
+        examples: Sequence[tuple[str | CacheRequest, str | CacheRequest, bool]],
         *,
         route: str | None = None,
     ) -> int:
-        """Add offline evidence: ``(cached_text, query_text, same_answer)`` triples, such as
-        labelled paraphrase pairs or a replayed log. Returns the rows added.
+        """Add offline evidence: ``(cached, query, same_answer)`` triples, such as labelled
+        paraphrase pairs or a replayed log. Returns the rows added.
 
-        The texts are compared as the route would compare them (embedding, pair features); no
-        text is kept. Evidence is persisted in the store.
+        ``cached`` and ``query`` are either requests, from which the route's splitter takes
+        the compared text (pairs whose fixed parts differ are skipped: the route would never
+        compare them), or the compared texts themselves (the question, not a whole templated
+        prompt: the evidence must be about what the route compares). No text is kept.
+        Evidence is persisted in the store.
 
         Raises:
             ConfigurationError: the route is not error-bounded semantic.
@@ -528,16 +542,30 @@ class CompletionCache:
         if policy.mode != "semantic" or policy.max_error_rate is None:
             raise ConfigurationError("calibrate needs an error-bounded semantic route")
         state = self._state(route, policy)
-        texts = [canonicalize_text(t) for pair in examples for t in (pair[0], pair[1])]
+        triples: list[tuple[str, str, bool]] = []
+        for cached, query, same in examples:
+            parts: list[tuple[str, str] | None] = []
+            for item in (cached, query):
+                if isinstance(item, CacheRequest):
+                    address = self._semantic_address(item, "calibration", policy)
+                    parts.append((address.namespace, address.query) if address else None)
+                else:
+                    parts.append(("", canonicalize_text(item)))
+            first, second = parts
+            if first is not None and second is not None and first[0] == second[0]:
+                triples.append((first[1], second[1], bool(same)))
+        texts = [t for triple in triples for t in triple[:2]]
         vectors = self.embedder.embed(texts) if texts else None
         added = 0
-        for i, (cached, query, same) in enumerate(examples):
+        for i, (cached_text, query_text, same) in enumerate(triples):
             assert vectors is not None
             cosine = float(np.dot(vectors[2 * i], vectors[2 * i + 1]))
             if cosine < policy.min_similarity:
                 continue
-            x = pair_features(cosine, extract_features(query), extract_features(cached))
-            state.add(x, bool(same))
+            state.add(
+                pair_features(cosine, extract_features(query_text), extract_features(cached_text)),
+                same,
+            )
             added += 1
         state.refit()
         self._persist(route, policy, force=True)

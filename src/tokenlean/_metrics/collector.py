@@ -159,6 +159,7 @@ class MetricsCollector:
         self._lock = threading.Lock()
         self._state = _State()
         self._tasks: dict[str, _Task] = {}
+        self._acceptance: dict[str, dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ recording
 
@@ -243,6 +244,17 @@ class MetricsCollector:
         for sink in self.sinks:
             sink.record_cache(layer, hit)
 
+    def record_cache_acceptance(self, route: str, acceptance: dict[str, Any]) -> None:
+        """Record what an error-bounded semantic route has learned (its latest state: evidence,
+        error estimate and bound, acceptance cut, exploration probability); sinks with a
+        ``record_cache_acceptance`` method receive it too."""
+        with self._lock:
+            self._acceptance[route] = dict(acceptance)
+        for sink in self.sinks:
+            forward = getattr(sink, "record_cache_acceptance", None)
+            if forward is not None:
+                forward(route, acceptance)
+
     def record_retrieval(self, payload_tokens: int) -> None:
         with self._lock:
             self._state.retrieval_tokens.add(payload_tokens)
@@ -321,6 +333,7 @@ class MetricsCollector:
                     "tasks_done": s.tasks_done,
                     "tasks_accepted": s.tasks_accepted,
                 },
+                "semantic_cache": {route: dict(a) for route, a in self._acceptance.items()},
                 "secondary": {
                     "prompt_tokens_p50": s.prompt_tokens.percentile(0.5),
                     "prompt_tokens_p95": s.prompt_tokens.percentile(0.95),

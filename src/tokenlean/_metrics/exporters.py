@@ -103,6 +103,17 @@ class OpenTelemetryExporter:
         span.set_attribute("gen_ai.usage.cache_read_input_tokens", record.cached_tokens)
 
 
+_ACCEPTANCE_FIGURES = (
+    "evidence",
+    "evidence_wrong",
+    "error_estimate",
+    "error_upper_bound",
+    "cut",
+    "explore_probability",
+    "serving",
+)
+
+
 class PrometheusExporter:
     """Records to Prometheus metrics (extra ``prometheus``); serve them with
     ``prometheus_client.start_http_server`` or your framework's exposition endpoint.
@@ -135,6 +146,15 @@ class PrometheusExporter:
         self.cache = counter(
             "cache_lookups", "Cache lookups, by layer and outcome.", ["layer", "hit"]
         )
+        self.acceptance = prom.Gauge(
+            "semantic_cache_acceptance",
+            "What an error-bounded semantic route has learned, by route and figure "
+            "(evidence, evidence_wrong, error_estimate, error_upper_bound, cut, "
+            "explore_probability, serving).",
+            ["route", "figure"],
+            namespace=namespace,
+            registry=registry,
+        )
 
     def record_request(self, record: RequestRecord) -> None:
         self.requests.labels(record.model, record.cache_hit or "none").inc()
@@ -146,3 +166,9 @@ class PrometheusExporter:
 
     def record_cache(self, layer: str, hit: bool) -> None:
         self.cache.labels(layer, str(hit).lower()).inc()
+
+    def record_cache_acceptance(self, route: str, acceptance: dict[str, Any]) -> None:
+        for figure in _ACCEPTANCE_FIGURES:
+            value = acceptance.get(figure)
+            if value is not None:
+                self.acceptance.labels(route, figure).set(float(value))
