@@ -62,7 +62,8 @@ def test_a_region_opens_once_evidence_bounds_its_error() -> None:
         learner.add(features(0.60 + 0.001 * i), False)
     learner.refit()
     snapshot = learner.snapshot()
-    assert snapshot.serving and snapshot.error_upper_bound is not None
+    assert snapshot.serving
+    assert snapshot.error_upper_bound is not None
     assert snapshot.error_upper_bound <= 0.05
     assert learner.decide(features(0.97))[0] in ("serve", "explore")
     assert learner.decide(features(0.65))[0] == "miss"
@@ -136,7 +137,8 @@ def test_a_miss_near_an_entry_becomes_evidence_when_the_answer_arrives() -> None
     )
     cache.store(ask("how do I reset my password"), "link")
     result = cache.lookup(ask("how can I reset my password"))
-    assert not result.hit and result.reason.startswith("miss")
+    assert not result.hit
+    assert result.reason.startswith("miss")
     cache.store(ask("how can I reset my password"), "link")
     assert verdicts == [("link", "link")]
     assert cache.stats().judged == 1
@@ -187,7 +189,8 @@ def test_feedback_removes_a_wrong_entry_and_counts_as_evidence(tmp_path: Path) -
     hit = next(
         r for r in (cache.lookup(ask("where is my parcel now please")) for _ in range(50)) if r.hit
     )
-    assert hit.layer == "semantic" and hit.lookup_id
+    assert hit.layer == "semantic"
+    assert hit.lookup_id
     before = cache.acceptance()["evidence"]
     assert cache.feedback(hit, correct=False) is True
     assert cache.acceptance()["evidence"] == before + 1
@@ -258,9 +261,10 @@ def test_the_template_splitter_compares_the_question_and_fixes_the_context() -> 
     for question, context in zip(questions, warm_up, strict=True):
         assert splitter(rag(question, context)) is None
     fixed, compared = splitter(rag("Can I get a refund?", CONTEXT))  # type: ignore[misc]
-    assert compared.rstrip("?") == "Can I get a refund"  # a "?" every question ends with is scaffolding
+    assert compared.rstrip("?") == "Can I get a refund"  # a "?" all questions end with: scaffolding
     other_fixed, other = splitter(rag("Where is my parcel?", CONTEXT))  # type: ignore[misc]
-    assert other.rstrip("?") == "Where is my parcel" and other_fixed == fixed
+    assert other.rstrip("?") == "Where is my parcel"
+    assert other_fixed == fixed
     third_fixed, _ = splitter(rag("Can I get a refund?", "A different context entirely."))  # type: ignore[misc]
     assert third_fixed != fixed
     assert any("Question:" in block for block in splitter.template or [])
@@ -312,7 +316,9 @@ def test_different_questions_over_one_context_never_hit_each_other() -> None:
     assert not cache.lookup(rag("Who pays for return shipping?", CONTEXT)).hit
     assert not cache.lookup(rag("Can I return a gift card?", CONTEXT)).hit
     same = cache.lookup(rag("How long do refunds take please?", CONTEXT))
-    assert same.hit and same.layer == "semantic" and same.value == "14 days"
+    assert same.hit
+    assert same.layer == "semantic"
+    assert same.value == "14 days"
 
 
 def test_a_custom_hook_chooses_the_compared_text() -> None:
@@ -360,7 +366,8 @@ def test_the_learned_state_shows_in_stats_and_metrics() -> None:
     cache = bounded_cache(collector=collector)
     cache.calibrate([(f"track box {i}", f"track box {i} please", True) for i in range(90)])
     learned = collector.snapshot()["semantic_cache"][""]
-    assert learned["serving"] is True and learned["error_upper_bound"] <= 0.05
+    assert learned["serving"] is True
+    assert learned["error_upper_bound"] <= 0.05
     assert learned["max_error_rate"] == 0.05
     assert cache.stats().acceptance[""].evidence == 90
     gauge = registry.get_sample_value(

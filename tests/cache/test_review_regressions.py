@@ -18,7 +18,8 @@ def body(messages: list[dict[str, Any]]) -> tl.CacheRequest:
 
 
 def semantic(**options: Any) -> tl.CompletionCache:
-    return tl.CompletionCache(policy=tl.CachePolicy.semantic(threshold=0.7, compare=tl.last_user_turn, **options), embedder=HashingEmbedder())
+    policy = tl.CachePolicy.semantic(threshold=0.7, compare=tl.last_user_turn, **options)
+    return tl.CompletionCache(policy=policy, embedder=HashingEmbedder())
 
 
 def test_an_agent_step_after_a_tool_result_is_not_answered_with_the_tool_call() -> None:
@@ -90,11 +91,12 @@ def test_a_store_reopened_with_another_embedder_misses_instead_of_crashing(tmp_p
     """Entries embedded by one model are never compared with another model's vectors."""
     path = tmp_path / "c.db"
     request = body([{"role": "user", "content": "how do I reset my password"}])
-    first = tl.CompletionCache(tl.SQLiteStore(path), policy=tl.CachePolicy.semantic(threshold=0.7, compare=tl.last_user_turn),
+    static = tl.CachePolicy.semantic(threshold=0.7, compare=tl.last_user_turn)
+    first = tl.CompletionCache(tl.SQLiteStore(path), policy=static,
                                embedder=HashingEmbedder(64))  # fmt: skip
     first.store(request, "A")
     first.close()
-    second = tl.CompletionCache(tl.SQLiteStore(path), policy=tl.CachePolicy.semantic(threshold=0.7, compare=tl.last_user_turn),
+    second = tl.CompletionCache(tl.SQLiteStore(path), policy=static,
                                 embedder=HashingEmbedder(128))  # fmt: skip
     paraphrase = body([{"role": "user", "content": "how can I reset my password"}])
     assert second.lookup(paraphrase).hit is False

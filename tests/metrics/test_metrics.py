@@ -208,7 +208,9 @@ def test_a_semantic_cache_counts_every_layer_a_lookup_reaches() -> None:
 
     collector = tl.MetricsCollector()
     cache = tl.CompletionCache(
-        policy=tl.CachePolicy.semantic(threshold=0.7, compare=tl.last_user_turn), embedder=HashingEmbedder(64), collector=collector
+        policy=tl.CachePolicy.semantic(threshold=0.7, compare=tl.last_user_turn),
+        embedder=HashingEmbedder(64),
+        collector=collector,
     )
 
     def ask(text: str) -> tl.CacheRequest:
