@@ -151,7 +151,7 @@ class TokenleanChainCache(RunnableSerializable[dict[str, Any], Any]):
 
     @property
     def InputType(self) -> type[dict[str, Any]]:
-        return self.chain.InputType  # type: ignore[no-any-return]
+        return self.chain.InputType
 
     @property
     def OutputType(self) -> Any:

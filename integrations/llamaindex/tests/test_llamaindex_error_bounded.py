@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -12,11 +13,14 @@ from llama_index.core import Document, VectorStoreIndex
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.base.llms.generic_utils import messages_to_history_str
 from llama_index.core.base.llms.types import ChatMessage, CompletionResponse, LLMMetadata
+from llama_index.core.base.response.schema import Response
+from llama_index.core.bridge.pydantic import Field
 from llama_index.core.chat_engine import CondenseQuestionChatEngine
 from llama_index.core.chat_engine.condense_question import DEFAULT_TEMPLATE
 from llama_index.core.llms import CustomLLM, MockLLM
 from llama_index.core.llms.callbacks import llm_completion_callback
 from llama_index.core.query_engine import CustomQueryEngine
+from llama_index.core.schema import NodeRelationship, NodeWithScore, RelatedNodeInfo, TextNode
 from llama_index.llms.tokenlean import CachedLLM
 from llama_index.query_engine.tokenlean import CachedQueryEngine
 
@@ -81,7 +85,7 @@ class CondensingLLM(CustomLLM):
 class RecordingQueryEngine(CustomQueryEngine):
     """Answers every query with a fixed text and records the queries it was asked."""
 
-    queries: list[str] = []
+    queries: list[str] = Field(default_factory=list)
 
     def custom_query(self, query_str: str) -> str:
         self.queries.append(query_str)
@@ -140,8 +144,9 @@ FOLLOW_UPS = [
 
 
 def test_follow_ups_over_one_chat_history_never_hit_each_other_but_a_paraphrase_does() -> None:
-    """Through CondenseQuestionChatEngine, follow-ups over one shared history each reach the
-    condense LLM, while a paraphrase of an earlier one is served from the semantic layer."""
+    """Through CondenseQuestionChatEngine, different follow-ups over one shared history each
+    reach the condense LLM although their whole prompts look alike, while a paraphrase of an
+    earlier follow-up is served from the semantic layer."""
     pytest.importorskip("sentence_transformers")
     cache = CompletionCache(policy=CachePolicy.semantic(), seed=0)
     assert cache.calibrate(paraphrase_examples()) >= 80
@@ -166,17 +171,13 @@ def test_follow_ups_over_one_chat_history_never_hit_each_other_but_a_paraphrase_
     assert answers.queries[-1] == "About the order in this chat: How long does the refund take?"
     assert cache.stats().layers["semantic"].hits == 1
 
-
-def test_whole_condense_prompts_over_one_history_would_look_alike() -> None:
-    """Two different follow-ups' whole condense prompts are closer than the calibrated cut, so
-    only comparing the question slot keeps them apart."""
-    pytest.importorskip("sentence_transformers")
-    cache = CompletionCache(policy=CachePolicy.semantic())
-    cache.calibrate(paraphrase_examples())
+    # Compared whole, two follow-ups' prompts are closer than the cut: they would have hit.
+    acceptance = cache.acceptance()
+    assert not acceptance["fitted"]  # so the cut is a cosine
     history = messages_to_history_str(SHARED_HISTORY)
     prompts = [DEFAULT_TEMPLATE.format(chat_history=history, question=q) for q in FOLLOW_UPS[:2]]
     vectors = cache.embedder.embed(prompts)
-    assert float(vectors[0] @ vectors[1]) > cache.acceptance()["cut"]
+    assert float(vectors[0] @ vectors[1]) > acceptance["cut"]
 
 
 # ---------------------------------------------------------------------------- query engine
@@ -200,6 +201,13 @@ def served(response: Any) -> bool:
     return "tokenlean_cache" in (response.metadata or {})
 
 
+def sources(response: Any) -> list[tuple[str, str | None, str, float | None]]:
+    return [
+        (n.node.node_id, n.node.ref_doc_id, n.node.get_content(), n.score)
+        for n in response.source_nodes
+    ]
+
+
 def test_a_repeated_query_is_answered_from_the_cache_with_its_sources(
     index: VectorStoreIndex,
 ) -> None:
@@ -211,11 +219,8 @@ def test_a_repeated_query_is_answered_from_the_cache_with_its_sources(
     assert second.metadata["tokenlean_cache"]["layer"] == "exact"
     assert second.response == first.response
     assert first.metadata.items() <= second.metadata.items()
-    assert [(n.node.node_id, n.node.ref_doc_id, n.node.get_content(), n.score)
-            for n in second.source_nodes] == [
-           (n.node.node_id, n.node.ref_doc_id, n.node.get_content(), n.score)
-            for n in first.source_nodes]  # fmt: skip
-    assert second.source_nodes[0].node.ref_doc_id == "refunds"
+    assert sources(second) == sources(first)
+    assert sources(second)[0][1] == "refunds"
     assert not served(engine.query("Is shipping free?"))
 
 
@@ -247,6 +252,24 @@ def test_a_changed_index_version_misses(index: VectorStoreIndex) -> None:
     assert not served(from_index.query("Is shipping free?"))
 
 
+class DatedSourceEngine(CustomQueryEngine):
+    """Cites one source node whose metadata holds a datetime, which has no JSON form."""
+
+    def custom_query(self, query_str: str) -> Response:
+        node = TextNode(text="Refunds take 14 days.", metadata={"seen": datetime(2025, 1, 1)})
+        node.relationships[NodeRelationship.SOURCE] = RelatedNodeInfo(node_id="refunds")
+        return Response("14 days.", source_nodes=[NodeWithScore(node=node, score=0.9)])
+
+
+def test_an_answer_whose_sources_do_not_serialize_is_cached_without_them() -> None:
+    """The text is served from the cache with no source nodes, and its document tag is kept."""
+    engine = CachedQueryEngine(DatedSourceEngine())
+    engine.query("How long do refunds take?")
+    hit = engine.query("How long do refunds take?")
+    assert (hit.response, hit.source_nodes, served(hit)) == ("14 days.", [], True)
+    assert engine.invalidate_document("refunds") == 1
+
+
 def test_aquery_is_answered_from_the_cache_after_a_first_aquery() -> None:
     """The async path stores on a miss and serves the repeat without the wrapped engine."""
     answers = RecordingQueryEngine()
@@ -264,6 +287,10 @@ def test_aquery_is_answered_from_the_cache_after_a_first_aquery() -> None:
 # ---------------------------------------------------------------------------- feedback
 
 
+QUESTION = "Who do I contact about the refund?"
+PARAPHRASE = "Who should I contact about the refund?"
+
+
 def calibrated_cache(**policy: Any) -> CompletionCache:
     cache = CompletionCache(
         policy=CachePolicy.semantic(**policy), embedder=HashingEmbedder(), seed=0
@@ -277,35 +304,37 @@ def test_wrong_feedback_on_a_query_engine_hit_removes_it_and_counts_as_evidence(
     cache = calibrated_cache()
     answers = RecordingQueryEngine()
     engine = CachedQueryEngine(answers, cache, index_version="v1")
-    engine.query("How long does the refund take?")
-    hit = engine.query("How much time does the refund take?")
+    engine.query(QUESTION)
+    hit = engine.query(PARAPHRASE)
     assert hit.metadata["tokenlean_cache"]["layer"] == "semantic"
     before = cache.acceptance()
     assert engine.feedback(hit, correct=False) is True
     after = cache.acceptance()
     assert after["evidence"] == before["evidence"] + 1
     assert after["evidence_wrong"] == before["evidence_wrong"] + 1
-    assert not served(engine.query("How much time does the refund take?"))
-    assert answers.queries[-1] == "How much time does the refund take?"
+    assert not served(engine.query(PARAPHRASE))
+    assert answers.queries[-1] == PARAPHRASE
 
 
 def test_feedback_on_a_cached_llm_hit_is_evidence_and_a_wrong_one_removes_it() -> None:
-    """A thumbs-up keeps the entry; a thumbs-down by lookup id removes it; both are evidence."""
+    """A thumbs-up keeps the entry; a thumbs-down by lookup id (async) removes it; both are
+    evidence."""
     cache = calibrated_cache(compare=last_user_turn)
     llm = CachedLLM(MockLLM(), cache)
 
     def ask(question: str) -> Any:
         return llm.chat([ChatMessage(role="user", content=question)])
 
-    ask("How long does the refund take?")
-    hit = ask("How much time does the refund take?")
+    ask(QUESTION)
+    hit = ask(PARAPHRASE)
+    assert hit.additional_kwargs["tokenlean_cache"]["layer"] == "semantic"
     start = cache.acceptance()["evidence"]
     assert llm.feedback(hit, correct=True) is True
-    again = ask("How much time does the refund take?")
+    again = ask(PARAPHRASE)
     lookup_id = again.additional_kwargs["tokenlean_cache"]["lookup_id"]
-    assert llm.feedback(lookup_id, correct=False) is True
+    assert asyncio.run(llm.afeedback(lookup_id, correct=False)) is True
     assert cache.acceptance()["evidence"] == start + 2
-    assert "tokenlean_cache" not in ask("How much time does the refund take?").additional_kwargs
+    assert "tokenlean_cache" not in ask(PARAPHRASE).additional_kwargs
 
 
 def test_feedback_on_a_response_the_cache_did_not_serve_semantically_is_refused() -> None:

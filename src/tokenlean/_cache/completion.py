@@ -520,6 +520,12 @@ class CompletionCache:
             return self.store_backend.get(namespace, key) is not None
         return bool(self._delete(Selector(namespace=namespace, key=key)))
 
+    async def afeedback(
+        self, lookup: CacheLookup | str, *, correct: bool, route: str | None = None
+    ) -> bool:
+        """:meth:`feedback` off the event loop."""
+        return await asyncio.to_thread(self.feedback, lookup, correct=correct, route=route)
+
     def calibrate(
         self,
         examples: Sequence[tuple[str | CacheRequest, str | CacheRequest, bool]],
@@ -554,12 +560,11 @@ class CompletionCache:
             first, second = parts
             if first is not None and second is not None and first[0] == second[0]:
                 triples.append((first[1], second[1], bool(same)))
-        texts = [t for triple in triples for t in triple[:2]]
-        vectors = self.embedder.embed(texts) if texts else None
+        unique = list(dict.fromkeys(t for triple in triples for t in triple[:2]))
+        vectors = dict(zip(unique, self.embedder.embed(unique), strict=True)) if unique else {}
         added = 0
-        for i, (cached_text, query_text, same) in enumerate(triples):
-            assert vectors is not None
-            cosine = float(np.dot(vectors[2 * i], vectors[2 * i + 1]))
+        for cached_text, query_text, same in triples:
+            cosine = float(np.dot(vectors[cached_text], vectors[query_text]))
             if cosine < policy.min_similarity:
                 continue
             state.add(

@@ -14,6 +14,7 @@ Policy (exact or semantic, TTL, temperature bound, tenants) lives in the core
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncGenerator, Generator, Sequence
 from contextvars import ContextVar
@@ -185,6 +186,12 @@ class CachedLLM(LLM):
                 raise InvalidInputError("this response was not served by the tokenlean cache")
             lookup_id = marker.get("lookup_id")
         return self._cache.feedback(lookup_id or "", correct=correct, route=self.route)
+
+    async def afeedback(
+        self, target: ChatResponse | CompletionResponse | str, *, correct: bool
+    ) -> bool:
+        """:meth:`feedback` off the event loop."""
+        return await asyncio.to_thread(self.feedback, target, correct=correct)
 
     # ------------------------------------------------------------------ keys
 

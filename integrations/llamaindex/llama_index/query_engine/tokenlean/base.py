@@ -17,6 +17,7 @@ Policy (exact or error-bounded semantic, TTL, tenants) lives in the core
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -282,3 +283,7 @@ class CachedQueryEngine(BaseQueryEngine):
                 raise InvalidInputError("this response was not served by the tokenlean cache")
             lookup_id = marker.get("lookup_id")
         return self._cache.feedback(lookup_id or "", correct=correct, route=self.route)
+
+    async def afeedback(self, response: Response | str, *, correct: bool) -> bool:
+        """:meth:`feedback` off the event loop."""
+        return await asyncio.to_thread(self.feedback, response, correct=correct)
