@@ -76,8 +76,8 @@ class TemplateSplitter:
         True
         >>> splitter(ask("Where is it held?", "Another long article about a city...")) is None
         True
-        >>> splitter(ask("When does it start?", "A third, unrelated page..."))[1]
-        'When does it start?'
+        >>> splitter(ask("When does it start?", "A third, unrelated page..."))[1]  # "?" is shared
+        'When does it start'
     """
 
     def __init__(

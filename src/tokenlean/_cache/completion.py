@@ -324,7 +324,10 @@ class CompletionCache:
         semantic = self._semantic_address(request, tenant_id, policy)
         if semantic is None:
             return self._miss(
-                "exact", "miss (no final text user turn to match semantically)", start
+                "exact",
+                "miss (nothing to compare semantically: no final text user turn, or the route's "
+                "template is still being learned or does not fit)",
+                start,
             )
         entry = self._live(semantic.namespace, semantic.key)
         if entry is not None:
