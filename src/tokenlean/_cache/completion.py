@@ -490,13 +490,19 @@ class CompletionCache:
         self._persist(route, policy)
 
     def feedback(
-        self, lookup: CacheLookup | str, *, correct: bool, route: str | None = None
+        self,
+        lookup: CacheLookup | str | Mapping[str, Any],
+        *,
+        correct: bool,
+        route: str | None = None,
     ) -> bool:
         """Tell the cache whether a semantic hit was right (a user's thumbs up or down).
 
         A wrong hit's entry is removed at once; either way the verdict becomes evidence of the
         route's acceptance rule (when the hit was served by this process). Feedback is not a
         random sample of served hits: negative feedback makes the rule more conservative.
+
+        ``lookup`` is the hit, its ``lookup_id``, or an adapter's hit marker holding one.
 
         Returns:
             True when the entry was found (and, for ``correct=False``, removed).
@@ -505,7 +511,12 @@ class CompletionCache:
             InvalidInputError: ``lookup`` is not a semantic hit or its id.
             ConfigurationError: unknown route.
         """
-        lookup_id = lookup.lookup_id if isinstance(lookup, CacheLookup) else lookup
+        if isinstance(lookup, CacheLookup):
+            lookup_id: Any = lookup.lookup_id
+        elif isinstance(lookup, Mapping):  # an adapter's hit marker
+            lookup_id = lookup.get("lookup_id")
+        else:
+            lookup_id = lookup
         parts = lookup_id.split(".") if isinstance(lookup_id, str) else []
         if len(parts) != 3 or not all(parts):
             raise InvalidInputError("feedback needs a semantic hit's lookup or its lookup_id")
@@ -524,7 +535,11 @@ class CompletionCache:
         return bool(self._delete(Selector(namespace=namespace, key=key)))
 
     async def afeedback(
-        self, lookup: CacheLookup | str, *, correct: bool, route: str | None = None
+        self,
+        lookup: CacheLookup | str | Mapping[str, Any],
+        *,
+        correct: bool,
+        route: str | None = None,
     ) -> bool:
         """:meth:`feedback` off the event loop."""
         return await asyncio.to_thread(self.feedback, lookup, correct=correct, route=route)

@@ -178,14 +178,12 @@ class CachedLLM(LLM):
             InvalidInputError: the response was not served by the cache, or was an exact hit
                 (only semantic hits have a lookup id).
         """
-        if isinstance(target, str):
-            lookup_id: str | None = target
-        else:
-            marker = target.additional_kwargs.get("tokenlean_cache")
-            if not isinstance(marker, dict):
-                raise InvalidInputError("this response was not served by the tokenlean cache")
-            lookup_id = marker.get("lookup_id")
-        return self._cache.feedback(lookup_id or "", correct=correct, route=self.route)
+        marker = (
+            target if isinstance(target, str) else target.additional_kwargs.get("tokenlean_cache")
+        )
+        if marker is None:
+            raise InvalidInputError("this response was not served by the tokenlean cache")
+        return self._cache.feedback(marker, correct=correct, route=self.route)
 
     async def afeedback(
         self, target: ChatResponse | CompletionResponse | str, *, correct: bool

@@ -275,14 +275,14 @@ class CachedQueryEngine(BaseQueryEngine):
             InvalidInputError: the response was not served by the cache, or was an exact hit
                 (only semantic hits have a lookup id).
         """
-        if isinstance(response, str):
-            lookup_id: str | None = response
-        else:
-            marker = (response.metadata or {}).get("tokenlean_cache")
-            if not isinstance(marker, dict):
-                raise InvalidInputError("this response was not served by the tokenlean cache")
-            lookup_id = marker.get("lookup_id")
-        return self._cache.feedback(lookup_id or "", correct=correct, route=self.route)
+        marker = (
+            response
+            if isinstance(response, str)
+            else (response.metadata or {}).get("tokenlean_cache")
+        )
+        if marker is None:
+            raise InvalidInputError("this response was not served by the tokenlean cache")
+        return self._cache.feedback(marker, correct=correct, route=self.route)
 
     async def afeedback(self, response: Response | str, *, correct: bool) -> bool:
         """:meth:`feedback` off the event loop."""
