@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from tokenlean._cache.compare import last_user_turn
 from tokenlean._cache.completion import CompletionCache
 from tokenlean._cache.index import VectorIndex
 from tokenlean._cache.policy import CachePolicy, VerifierConfig
@@ -391,7 +392,10 @@ def cache_bench(
             ],
         }
     if scale:
-        result["scale"] = _scale_latency(table, [p.text_b for p in pairs], dim, policy, scale)
+        # The filler texts share a template the queries do not: compare whole turns here, so
+        # the figure is the lookup through one large partition.
+        scaled = policy.model_copy(update={"compare": last_user_turn})
+        result["scale"] = _scale_latency(table, [p.text_b for p in pairs], dim, scaled, scale)
     return result
 
 
