@@ -374,3 +374,24 @@ def test_the_learned_state_shows_in_stats_and_metrics() -> None:
         "tokenlean_semantic_cache_acceptance", {"route": "", "figure": "evidence"}
     )
     assert gauge == 90
+
+
+def test_lookup_many_embeds_every_compared_text_in_one_batch() -> None:
+    """A batch of lookups makes one embedding call, and the stores that follow reuse it."""
+    calls: list[int] = []
+
+    class Counting(HashingEmbedder):
+        def embed(self, texts):  # type: ignore[no-untyped-def]
+            calls.append(len(texts))
+            return super().embed(texts)
+
+    cache = tl.CompletionCache(
+        policy=tl.CachePolicy.semantic(compare=tl.last_user_turn), embedder=Counting()
+    )
+    questions = [f"question number {i} about parcels" for i in range(10)]
+    results = cache.lookup_many([ask(q) for q in questions])
+    assert [r.hit for r in results] == [False] * 10
+    assert calls == [10]
+    for question in questions:
+        cache.store(ask(question), question)
+    assert calls == [10]

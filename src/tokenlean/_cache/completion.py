@@ -241,6 +241,7 @@ class CompletionCache:
         return _Semantic(namespace, hash_key(self._secret, "semantic", namespace, query), query)
 
     def _embed(self, query: str) -> npt.NDArray[np.float32]:
+        """The query's embedding, computed once for a lookup and the store that follows it."""
         digest = hash_key(self._secret, "query", query)
         with self._index_lock:
             seen = self._recent.get(digest)
@@ -248,11 +249,45 @@ class CompletionCache:
                 self._recent.move_to_end(digest)
                 return seen
         vector: npt.NDArray[np.float32] = self.embedder.embed([query])[0]
-        with self._index_lock:
-            self._recent[digest] = vector
-            if len(self._recent) > 256:
-                self._recent.popitem(last=False)
+        self._remember_vectors({digest: vector})
         return vector
+
+    def _remember_vectors(self, vectors: Mapping[str, npt.NDArray[np.float32]]) -> None:
+        with self._index_lock:
+            self._recent.update(vectors)
+            for digest in vectors:
+                self._recent.move_to_end(digest)
+            while len(self._recent) > max(256, len(vectors)):
+                self._recent.popitem(last=False)
+
+    def lookup_many(
+        self,
+        requests: Sequence[CacheRequest],
+        *,
+        tenant: str = "default",
+        route: str | None = None,
+    ) -> list[CacheLookup]:
+        """:meth:`lookup` for several requests, embedding all their compared texts in one
+        batch first (several times faster per text than one at a time on a CPU).
+
+        Raises:
+            ConfigurationError: unknown route or empty tenant.
+        """
+        policy = self.policy_for(route)
+        if policy.mode == "semantic" and policy.bypass_reason(None) is None:
+            tenant_id = self._tenant(tenant)
+            queries = {
+                hash_key(self._secret, "query", semantic.query): semantic.query
+                for request in requests
+                if policy.bypass_reason(request.temperature) is None
+                and (semantic := self._semantic_address(request, tenant_id, policy)) is not None
+            }
+            with self._index_lock:
+                missing = [(d, q) for d, q in queries.items() if d not in self._recent]
+            if missing:
+                vectors = self.embedder.embed([q for _, q in missing])
+                self._remember_vectors(dict(zip([d for d, _ in missing], vectors, strict=True)))
+        return [self.lookup(request, tenant=tenant, route=route) for request in requests]
 
     def _indexes_loaded(self) -> dict[str, VectorIndex]:
         """Per-partition vector indexes, rebuilt from the store on first use."""

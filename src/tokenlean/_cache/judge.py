@@ -88,7 +88,8 @@ class DefaultAnswerJudge:
         self.min_similarity = min_similarity
 
     def __call__(self, cached: Any, fresh: Any) -> bool | None:
-        a, b = _normalize(answer_text(cached)), _normalize(answer_text(fresh))
+        raw_a, raw_b = answer_text(cached), answer_text(fresh)
+        a, b = _normalize(raw_a), _normalize(raw_b)
         if not a or not b:
             return None
         if a == b:
@@ -97,5 +98,5 @@ class DefaultAnswerJudge:
             return False
         if self.embedder is None:
             return None
-        vectors = self.embedder.embed([a, b])
+        vectors = self.embedder.embed([raw_a, raw_b])
         return bool(float(np.dot(vectors[0], vectors[1])) >= self.min_similarity)

@@ -36,6 +36,7 @@ import numpy.typing as npt
 from tokenlean._cache.compare import last_user_turn
 from tokenlean._cache.completion import CompletionCache
 from tokenlean._cache.index import VectorIndex
+from tokenlean._cache.judge import DefaultAnswerJudge
 from tokenlean._cache.policy import CachePolicy, VerifierConfig
 from tokenlean._cache.request import CacheRequest
 from tokenlean._cache.sqlite import SQLiteStore
@@ -251,6 +252,28 @@ def _tokenlean(
     return outcomes, latencies, storage
 
 
+def _judge_figures(pairs: list[Pair], embedder: Embedder) -> dict[str, Any]:
+    """How :class:`DefaultAnswerJudge` would judge each pair's two texts taken as two answers:
+    agreement with the label, and its two kinds of error (``same_when_different`` is the one
+    that makes evidence optimistic)."""
+    judge = DefaultAnswerJudge(embedder)
+    verdicts = [(judge(p.text_a, p.text_b), p.duplicate) for p in pairs]
+    decided = [(v, label) for v, label in verdicts if v is not None]
+    different = sum(1 for _, label in decided if not label)
+    same = len(decided) - different
+    return {
+        "pairs": len(pairs),
+        "undecided": len(verdicts) - len(decided),
+        "agreement": round(sum(v == label for v, label in decided) / max(1, len(decided)), 4),
+        "same_when_different": round(
+            sum(1 for v, label in decided if v and not label) / max(1, different), 4
+        ),
+        "different_when_same": round(
+            sum(1 for v, label in decided if not v and label) / max(1, same), 4
+        ),
+    }
+
+
 def _scale_latency(
     table: dict[str, npt.NDArray[np.float32]],
     queries: list[str],
@@ -370,6 +393,7 @@ def cache_bench(
         "baseline": matched,
         "baseline_same_threshold": same,
     }
+    result["default_judge"] = _judge_figures(pairs, _TableEmbedder(table, dim))
     if sweep:
         rows = []
         for value in np.round(np.arange(0.70, 0.97, 0.02), 2):
