@@ -7,11 +7,13 @@ fresh answer the judge compares with the nearest entry's, an exploration, a user
 offline calibration), it records one *evidence* row: the candidate's pair features (cosine
 similarity and the verifier's text features, never text) and whether it was right.
 
-**The region.** Rows are ranked by a score and the route serves ``score >= cut``, where the cut
-gives the largest region whose one-sided Clopper-Pearson upper confidence bound of the error
-rate is at most the budget. The score is cosine similarity, or a logistic model of "the
-candidate is right" over all pair features (scikit-learn, standardized, default L2) when that
-certifies a larger region. The model is fitted on the rows where the decision lies (cosine at or
+**The region.** Rows are ranked by a score and the route serves ``score >= cut``. From the most
+similar rows down, the region grows while the one-sided Clopper-Pearson upper confidence bound of
+its error rate stays within the budget, and stops at the first row where it does not
+(fixed-sequence testing, as in Learn-then-Test: it never jumps over a stretch of errors to a
+larger region that happens to pass again). The score is cosine similarity, or a logistic model
+of "the candidate is right" over all pair features (scikit-learn, standardized, default L2)
+when that certifies a larger region. The model is fitted on the rows where the decision lies (cosine at or
 above the median cosine of the rows judged right) and its region is chosen on out-of-fold scores
 (two folds), so no row is scored by a model that saw it. With too little evidence no region
 passes and the route serves exact hits only: cold start is safe.
@@ -282,8 +284,9 @@ class AcceptanceState:
     def _region_of(
         self, scores: npt.NDArray[np.float64], y: npt.NDArray[np.bool_]
     ) -> tuple[float | None, float | None, float | None, float]:
-        """``(cut, error estimate, error bound, rows)`` of the largest region ``score >= cut``
-        whose error bound is within the budget.
+        """``(cut, error estimate, error bound, rows)`` of the region ``score >= cut`` whose
+        error bound is within the budget, grown from the most similar rows down until a bound
+        first fails.
 
         Rows count unweighted although rows inside a served region were sampled less (only
         explorations are judged there): that over-represents the rows just below the cut,
@@ -296,10 +299,17 @@ class AcceptanceState:
         # Only cut between distinct scores: a region holds all rows with its least score.
         last_of_score = np.append(s[1:] < s[:-1], True)
         bounds = clopper_pearson_upper(rate * rows, rows, self.confidence)
-        passing = np.flatnonzero(last_of_score & (bounds <= self.max_error_rate))
+        ok = bounds <= self.max_error_rate
+        passing = np.flatnonzero(last_of_score & ok)
         if len(passing) == 0:
             return None, None, None, 0.0
-        i = int(passing[-1])
+        # Fixed-sequence testing (as in Learn-then-Test): from the first region that passes,
+        # grow it row by row and stop at the first that fails; never jump over a stretch of
+        # errors to a larger region that passes again.
+        first = int(passing[0])
+        failing = np.flatnonzero(~ok[first:] & last_of_score[first:])
+        end = first + int(failing[0]) if len(failing) else len(s)
+        i = int(passing[passing < end][-1])
         return float(s[i]), float(rate[i]), float(bounds[i]), float(rows[i])
 
     # ------------------------------------------------------------------ reporting, persistence
