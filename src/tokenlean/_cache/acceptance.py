@@ -13,10 +13,10 @@ its error rate stays within the budget, and stops at the first row where it does
 (fixed-sequence testing, as in Learn-then-Test: it never jumps over a stretch of errors to a
 larger region that happens to pass again). The score is cosine similarity, or a logistic model
 of "the candidate is right" over all pair features (scikit-learn, standardized, default L2)
-when that certifies a larger region. The model is fitted on the rows where the decision lies (cosine at or
-above the median cosine of the rows judged right) and its region is chosen on out-of-fold scores
-(two folds), so no row is scored by a model that saw it. With too little evidence no region
-passes and the route serves exact hits only: cold start is safe.
+when that certifies a larger region. The model is fitted on the rows where the decision lies
+(cosine at or above the median cosine of the rows judged right) and its region is chosen on
+out-of-fold scores (two folds), so no row is scored by a model that saw it. With too little
+evidence no region passes and the route serves exact hits only: cold start is safe.
 
 **Exploration.** Inside the region, a share of would-be hits is still sent to the model and
 judged (shadow verification): all of them until the region holds the ``m`` rows the bound needs
