@@ -395,3 +395,21 @@ def test_lookup_many_embeds_every_compared_text_in_one_batch() -> None:
     for question in questions:
         cache.store(ask(question), question)
     assert calls == [10]
+
+
+def test_calibration_skips_identical_texts_and_other_partitions() -> None:
+    """Identical compared texts (the exact layer's) and requests whose fixed parts differ teach
+    the semantic rule nothing."""
+    cache = bounded_cache()
+    system = tl.CacheRequest(
+        model="m",
+        messages=({"role": "system", "content": "other"}, {"role": "user", "content": "hi there"}),
+    )
+    added = cache.calibrate(
+        [
+            ("where is my parcel", "where is my parcel", False),
+            (ask("hi there"), system, True),
+            (ask("where is my parcel"), ask("where is my parcel please"), True),
+        ]
+    )
+    assert added == 1

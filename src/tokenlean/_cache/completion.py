@@ -591,7 +591,8 @@ class CompletionCache:
         ``cached`` and ``query`` are either requests, from which the route's splitter takes
         the compared text (pairs whose fixed parts differ are skipped: the route would never
         compare them), or the compared texts themselves (the question, not a whole templated
-        prompt: the evidence must be about what the route compares). No text is kept.
+        prompt: the evidence must be about what the route compares). Pairs of identical compared
+        texts are skipped: the exact layer answers those. No text is kept.
         Evidence is persisted in the store.
 
         Raises:
@@ -611,8 +612,11 @@ class CompletionCache:
                 else:
                     parts.append(("", canonicalize_text(item)))
             first, second = parts
-            if first is not None and second is not None and first[0] == second[0]:
-                triples.append((first[1], second[1], bool(same)))
+            # Identical compared texts are the exact layer's to answer, never a semantic
+            # decision: they teach the semantic rule nothing.
+            if first is None or second is None or first[0] != second[0] or first[1] == second[1]:
+                continue
+            triples.append((first[1], second[1], bool(same)))
         unique = list(dict.fromkeys(t for triple in triples for t in triple[:2]))
         vectors = dict(zip(unique, self.embedder.embed(unique), strict=True)) if unique else {}
         added = 0
