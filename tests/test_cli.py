@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+import tokenlean as tl
 from tokenlean.cli import main
 from tokenlean.cli._demo import generate_requests
 
@@ -185,6 +186,39 @@ def test_the_installed_console_script_runs() -> None:
     script = Path(sys.executable).with_name("tokenlean")
     out = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=True)
     assert "canonicalize" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["count"], "Missing argument 'source'"),
+        (["--nope"], "No such option: --nope"),
+        (["count", "--model"], "'--model' requires an argument"),
+        (["nosuch"], "No such command 'nosuch'"),
+        (["bench", "cache"], "exactly one of --pairs FILE or --stream FILE"),
+    ],
+)
+def test_usage_errors_are_one_line_with_status_2(argv: list[str], message: str) -> None:
+    """Through the installed entry point, a usage error prints one line and exits with 2."""
+    script = Path(sys.executable).with_name("tokenlean")
+    out = subprocess.run([str(script), *argv], capture_output=True, text=True, check=False)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("tokenlean: error: ")
+    assert message in lines[0]
+    assert "Traceback" not in out.stderr
+
+
+def test_bare_command_prints_help_and_version_prints_the_version() -> None:
+    """`tokenlean` alone shows its help; `tokenlean --version` the package version."""
+    script = Path(sys.executable).with_name("tokenlean")
+    bare = subprocess.run([str(script)], capture_output=True, text=True, check=False)
+    assert bare.returncode == 0
+    assert "canonicalize" in bare.stdout
+    assert "Traceback" not in bare.stderr
+    version = subprocess.run([str(script), "--version"], capture_output=True, text=True)
+    assert version.stdout.strip() == f"tokenlean {tl.__version__}"
 
 
 def test_bench_runs_the_harness(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -554,8 +554,47 @@ def _print_acceptance(result: dict[str, Any], as_json: bool) -> None:
         typer.echo(f"{key:>20}: {value}")
 
 
+def _version(value: bool) -> None:
+    if value:
+        from tokenlean import __version__
+
+        typer.echo(f"tokenlean {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Spend fewer LLM tokens for the same answers."""
+
+
+def _usage_error(exc: Exception) -> int | None:
+    """Print a command-line usage error (an unknown option, a missing argument…) as one line
+    and return its exit status; None when ``exc`` is not one. Typer bundles its own copy of
+    click, so the error is recognized by its shape rather than by click's classes."""
+    message = getattr(exc, "format_message", None)
+    code = getattr(exc, "exit_code", None)
+    if not callable(message) or not isinstance(code, int):
+        return None
+    if type(exc).__name__ == "NoArgsIsHelpError":  # a bare command: its help, as asked
+        ctx = getattr(exc, "ctx", None)
+        typer.echo(ctx.get_help() if ctx is not None else message())
+        return 0
+    ctx = getattr(exc, "ctx", None)
+    where = f" (try '{ctx.command_path} --help')" if ctx is not None else ""
+    typer.echo(f"tokenlean: error: {message()}{where}", err=True)
+    return 2 if code in (1, 2) else code
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``tokenlean`` command; typed errors exit 2 with a one-line message."""
+    """Entry point of the ``tokenlean`` command; typed errors and usage errors exit 2 with a
+    one-line message."""
     try:
         app(args=argv, standalone_mode=False)
     except TokenleanError as exc:
@@ -564,12 +603,10 @@ def main(argv: list[str] | None = None) -> None:
     except (typer.Exit, SystemExit) as exc:
         code = exc.exit_code if isinstance(exc, typer.Exit) else exc.code
         sys.exit(code)
+    except typer.Abort:
+        sys.exit(130)
     except Exception as exc:
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(130)
-        raise
+        status = _usage_error(exc)
+        if status is None:
+            raise
+        sys.exit(status)
