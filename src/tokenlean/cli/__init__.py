@@ -570,8 +570,21 @@ def _root(
             "--version", callback=_version, is_eager=True, help="Print the version and exit."
         ),
     ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="Log what tokenlean falls back to (tokenizers, models)."
+        ),
+    ] = False,
 ) -> None:
     """Spend fewer LLM tokens for the same answers."""
+    if verbose:
+        import logging
+
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logging.getLogger("tokenlean").addHandler(handler)
+        logging.getLogger("tokenlean").setLevel(logging.INFO)
 
 
 def _usage_error(exc: Exception) -> int | None:
