@@ -7,8 +7,9 @@ path with ``TOKENLEAN_EMBEDDING_MODEL`` or the ``model`` argument.
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -58,6 +59,26 @@ def bundled_model_path() -> str:
 
 # One loaded model per (model, device) per process (loading takes seconds and ~100 MB), with
 # the lock that serializes its use.
+
+
+@contextlib.contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """Hide transformers' "Loading weights" progress bar while tokenlean loads its model (it
+    would cut into the CLI's own bars), and restore the application's setting afterwards."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover - sentence-transformers depends on transformers
+        yield
+        return
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
+
+
 _models: dict[tuple[str, str], tuple[Any, threading.Lock]] = {}
 _models_lock = threading.Lock()
 
@@ -74,7 +95,8 @@ def _load_model(model: str, device: str, local_only: bool) -> tuple[Any, threadi
                 "sentence-transformers", "embeddings", "Local embeddings"
             ) from exc
         try:
-            loaded = SentenceTransformer(model, device=device, local_files_only=local_only)
+            with _quiet_loading():
+                loaded = SentenceTransformer(model, device=device, local_files_only=local_only)
         except Exception as exc:
             raise EmbeddingError(f"could not load embedding model {model!r}: {exc}") from exc
         _models[key] = (loaded, threading.Lock())

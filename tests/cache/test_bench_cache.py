@@ -75,3 +75,11 @@ def test_benchmark_figures_follow_the_protocol(pairs_file: Path) -> None:
     assert ours["false_hit_rate"] == 0.0
     assert result["sweep"]["tokenlean"]
     assert result["baseline_same_threshold"]["false_hit_rate"] > 0  # the 30/14-day near miss
+
+
+def test_the_error_bounded_pair_benchmark_needs_two_pairs(tmp_path: Path) -> None:
+    """One pair cannot be split into a calibration half and a measured half."""
+    path = tmp_path / "one.jsonl"
+    path.write_text(json.dumps(PAIRS[0]), encoding="utf-8")
+    with pytest.raises(tl.InvalidInputError, match="calibrates on half"):
+        cache_bench(path, "pairs-jsonl", embedder=HashingEmbedder())

@@ -335,6 +335,11 @@ def cache_bench(
         raise InvalidInputError(f"{pairs_path} holds no pairs")
     calibration: list[Pair] | None = None
     if threshold is None:
+        if len(pairs) < 2:
+            raise InvalidInputError(
+                f"{pairs_path} holds {len(pairs)} pair: the error-bounded benchmark calibrates on "
+                "half of the pairs and measures the other half (or give --threshold)"
+            )
         calibration, pairs = pairs[0::2], pairs[1::2]
     embedder = embedder or default_embedder()
     everything = pairs + (calibration or [])
