@@ -26,7 +26,13 @@ from tokenlean._batching.scheduler import (
 from tokenlean._cache.acceptance import AcceptanceSnapshot, AcceptanceState
 from tokenlean._cache.compare import Splitter, TemplateSplitter, last_user_turn
 from tokenlean._cache.completion import CacheLookup, CompletionCache, replay_stream
-from tokenlean._cache.judge import AnswerJudge, DefaultAnswerJudge, answer_text, equal_answers
+from tokenlean._cache.judge import (
+    AnswerJudge,
+    DefaultAnswerJudge,
+    PromptAnswerJudge,
+    answer_text,
+    equal_answers,
+)
 from tokenlean._cache.memory import MemoryStore
 from tokenlean._cache.policy import CachePolicy, VerifierConfig
 from tokenlean._cache.request import CacheRequest
@@ -209,6 +215,7 @@ __all__ = [
     "PrefixCacheRule",
     "PriceTable",
     "PrometheusExporter",
+    "PromptAnswerJudge",
     "PromptPlan",
     "PromptSummarizer",
     "QueryFeatures",

@@ -413,3 +413,14 @@ def test_calibration_skips_identical_texts_and_other_partitions() -> None:
         ]
     )
     assert added == 1
+
+
+def test_a_prompt_judge_that_fails_gives_no_verdict() -> None:
+    """An LLM judge's error or unclear reply is no evidence; equal texts need no call."""
+
+    def broken(prompt: str) -> str:
+        raise TimeoutError("the judge model timed out")
+
+    assert tl.PromptAnswerJudge(broken)("Refunds take 14 days.", "Two weeks.") is None
+    assert tl.PromptAnswerJudge(broken)("Same.", "same") is True
+    assert tl.PromptAnswerJudge(lambda p: "NO.")("14 days", "30 days") is False

@@ -1,7 +1,7 @@
 """LangChain integration of tokenlean."""
 
 from langchain_tokenlean.bench import bench_model
-from langchain_tokenlean.cache import TokenleanCache
+from langchain_tokenlean.cache import LangChainAnswerJudge, TokenleanCache
 from langchain_tokenlean.callbacks import TokenleanCallbackHandler
 from langchain_tokenlean.chain_cache import TokenleanChainCache
 from langchain_tokenlean.memory import (
@@ -14,6 +14,7 @@ from langchain_tokenlean.retrievers import TokenBudgetCompressor, TokenleanRetri
 from langchain_tokenlean.routing import routed_chat_model
 
 __all__ = [
+    "LangChainAnswerJudge",
     "LangChainSlotExtractor",
     "LangChainSummarizer",
     "TokenBudgetCompressor",

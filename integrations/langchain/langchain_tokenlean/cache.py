@@ -23,7 +23,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
-from langchain_core.messages import AIMessage, BaseMessage, message_to_dict, messages_from_dict
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    HumanMessage,
+    message_to_dict,
+    messages_from_dict,
+)
 from langchain_core.outputs import ChatGeneration, Generation
 
 from tokenlean import (
@@ -32,9 +38,10 @@ from tokenlean import (
     CompletionCache,
     InvalidInputError,
     NotSerializableError,
+    PromptAnswerJudge,
 )
 
-__all__ = ["TokenleanCache"]
+__all__ = ["LangChainAnswerJudge", "TokenleanCache"]
 
 logger = logging.getLogger("tokenlean.langchain")
 
@@ -276,3 +283,17 @@ class TokenleanCache(BaseCache):
     async def afeedback(self, target: BaseMessage | Generation | str, *, correct: bool) -> bool:
         """:meth:`feedback` off the event loop."""
         return await asyncio.to_thread(self.feedback, target, correct=correct)
+
+
+class LangChainAnswerJudge(PromptAnswerJudge):
+    """An answer judge for the error-bounded semantic cache backed by any LangChain chat model
+    (see :class:`~tokenlean.PromptAnswerJudge`): ``CompletionCache(judge=LangChainAnswerJudge(
+    model))``. Use a small, cheap model; it is asked only when the texts differ."""
+
+    def __init__(self, model: Any, *, prompt: str | None = None) -> None:
+        def complete(text: str) -> str:
+            reply = model.invoke([HumanMessage(text)])
+            return reply.text if isinstance(reply, BaseMessage) else str(reply)
+
+        super().__init__(complete, prompt=prompt)
+        self.model = model

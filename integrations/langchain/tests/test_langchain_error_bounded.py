@@ -373,3 +373,15 @@ def test_the_chain_runs_as_a_child_of_the_wrapper_and_not_at_all_on_a_hit() -> N
     assert miss.name == hit.name == "faq"
     assert [run.name for run in miss.child_runs] == ["run"]
     assert hit.child_runs == []
+
+
+def test_a_chat_model_can_judge_answers_for_the_cache() -> None:
+    """LangChainAnswerJudge asks the model; yes, no and anything else map to True, False, None."""
+    from langchain_core.language_models import FakeListChatModel
+    from langchain_tokenlean import LangChainAnswerJudge
+
+    judge = LangChainAnswerJudge(FakeListChatModel(responses=["Yes.", "no", "Maybe"]))
+    assert judge("Refunds take 14 days.", "You get your money back within two weeks.") is True
+    assert judge("Refunds take 14 days.", "Refunds are not possible.") is False
+    assert judge("Open at nine.", "Closed on Sundays.") is None
+    assert judge("Same text.", "same text") is True  # equal texts need no model call

@@ -347,3 +347,30 @@ def test_feedback_on_a_response_the_cache_did_not_serve_semantically_is_refused(
                                (engine.query("Is shipping free?"), engine.feedback)]:  # fmt: skip
         with pytest.raises(InvalidInputError):
             feedback(response, correct=False)
+
+
+def test_an_llm_can_judge_answers_for_the_cache() -> None:
+    """LlamaIndexAnswerJudge asks the LLM and reads a yes or a no from its reply."""
+    from llama_index.core.llms import CompletionResponse, CustomLLM, LLMMetadata
+    from llama_index.core.llms.callbacks import llm_completion_callback
+    from llama_index.llms.tokenlean import LlamaIndexAnswerJudge
+
+    class Replies(CustomLLM):
+        replies: list[str]
+
+        @property
+        def metadata(self) -> LLMMetadata:
+            return LLMMetadata()
+
+        @llm_completion_callback()
+        def complete(
+            self, prompt: str, formatted: bool = False, **kwargs: Any
+        ) -> CompletionResponse:
+            return CompletionResponse(text=self.replies.pop(0))
+
+        def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> Any:
+            raise NotImplementedError
+
+    judge = LlamaIndexAnswerJudge(Replies(replies=["yes, the same", "No: different numbers"]))
+    assert judge("Refunds take 14 days.", "Two weeks for a refund.") is True
+    assert judge("Refunds take 14 days.", "Refunds take 30 days.") is False

@@ -7,7 +7,8 @@ cached answer, and the verdict becomes evidence. A judge is a callable
 
 :class:`DefaultAnswerJudge` needs no model call: equal normalized texts are the same answer,
 differing numbers are different answers, and otherwise the two answers' embeddings decide
-(cosine at least ``min_similarity``). An LLM judge plugs in through the adapters.
+(cosine at least ``min_similarity``). :class:`PromptAnswerJudge` asks an LLM instead; the
+LangChain and LlamaIndex adapters build one from a chat model or an LLM.
 """
 
 from __future__ import annotations
@@ -21,7 +22,13 @@ import numpy as np
 
 from tokenlean._embeddings import Embedder
 
-__all__ = ["AnswerJudge", "DefaultAnswerJudge", "answer_text", "equal_answers"]
+__all__ = [
+    "AnswerJudge",
+    "DefaultAnswerJudge",
+    "PromptAnswerJudge",
+    "answer_text",
+    "equal_answers",
+]
 
 AnswerJudge = Callable[[Any, Any], "bool | None"]
 """``(cached_value, fresh_value) -> True (same answer) | False (different) | None (unknown)``."""
@@ -100,3 +107,42 @@ class DefaultAnswerJudge:
             return None
         vectors = self.embedder.embed([raw_a, raw_b])
         return bool(float(np.dot(vectors[0], vectors[1])) >= self.min_similarity)
+
+
+class PromptAnswerJudge:
+    """Asks an LLM, through a ``complete(prompt) -> text`` function, whether two answers say the
+    same thing. A reply that starts with neither "yes" nor "no" is no verdict (None), and so is
+    a failed call: a judge never fails the request it learns from.
+
+    Example:
+        >>> judge = PromptAnswerJudge(lambda prompt: "Yes, both say 14 days.")
+        >>> judge("Refunds take 14 days.", {"content": "Two weeks for a refund."})
+        True
+        >>> PromptAnswerJudge(lambda prompt: "It depends.")("a", "b") is None
+        True
+    """
+
+    PROMPT = (
+        "Two answers were given to the same kind of question. Would a user asking it be as well "
+        "served by answer A as by answer B: the same facts, numbers, names and advice? Reply "
+        "with one word, yes or no.\n\nAnswer A:\n{cached}\n\nAnswer B:\n{fresh}"
+    )
+
+    def __init__(self, complete: Callable[[str], str], *, prompt: str | None = None) -> None:
+        self.complete = complete
+        self.prompt = prompt or self.PROMPT
+
+    def __call__(self, cached: Any, fresh: Any) -> bool | None:
+        a, b = answer_text(cached).strip(), answer_text(fresh).strip()
+        if not a or not b:
+            return None
+        if _normalize(a) == _normalize(b):
+            return True
+        try:
+            reply = self.complete(self.prompt.format(cached=a, fresh=b))
+        except Exception:  # a judge's failure is no evidence, never a failed model call
+            return None
+        words = re.findall(r"[a-z]+", str(reply).lower())
+        if not words or words[0] not in ("yes", "no"):
+            return None
+        return bool(words[0] == "yes")

@@ -34,9 +34,16 @@ from llama_index.core.bridge.pydantic import Field, PrivateAttr, SerializeAsAny
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.llm import LLM
 
-from tokenlean import CacheLookup, CacheRequest, CompletionCache, InvalidInputError, replay_stream
+from tokenlean import (
+    CacheLookup,
+    CacheRequest,
+    CompletionCache,
+    InvalidInputError,
+    PromptAnswerJudge,
+    replay_stream,
+)
 
-__all__ = ["CachedLLM"]
+__all__ = ["CachedLLM", "LlamaIndexAnswerJudge"]
 
 # The cached value, handed from a public method to the decorated replay method that returns it.
 _HIT: ContextVar[Any] = ContextVar("tokenlean_cached_llm_hit", default=None)
@@ -429,3 +436,13 @@ class CachedLLM(LLM):
         return self._arecord(
             request, await self.llm.astream_complete(prompt, formatted=formatted, **kwargs)
         )
+
+
+class LlamaIndexAnswerJudge(PromptAnswerJudge):
+    """An answer judge for the error-bounded semantic cache backed by any LlamaIndex LLM (see
+    :class:`~tokenlean.PromptAnswerJudge`): ``CompletionCache(judge=LlamaIndexAnswerJudge(llm))``.
+    Use a small, cheap model; it is asked only when the texts differ."""
+
+    def __init__(self, llm: LLM, *, prompt: str | None = None) -> None:
+        super().__init__(lambda text: llm.complete(text).text, prompt=prompt)
+        self.llm = llm
