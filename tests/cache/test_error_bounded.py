@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import random
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +35,7 @@ def bounded_cache(**options: object) -> tl.CompletionCache:
         policy=tl.CachePolicy.semantic(compare=tl.last_user_turn),
         embedder=HashingEmbedder(),
         judge=tl.equal_answers,
+        background_judging=False,
         seed=0,
         **options,  # type: ignore[arg-type]
     )
@@ -140,8 +143,8 @@ def test_a_miss_near_an_entry_becomes_evidence_when_the_answer_arrives() -> None
     assert not result.hit
     assert result.reason.startswith("miss")
     cache.store(ask("how can I reset my password"), "link")
+    assert cache.stats().judged == 1  # stats wait for the judgement queued by store()
     assert verdicts == [("link", "link")]
-    assert cache.stats().judged == 1
     assert cache.acceptance()["evidence"] == 1
 
 
@@ -424,3 +427,45 @@ def test_a_prompt_judge_that_fails_gives_no_verdict() -> None:
     assert tl.PromptAnswerJudge(broken)("Refunds take 14 days.", "Two weeks.") is None
     assert tl.PromptAnswerJudge(broken)("Same.", "same") is True
     assert tl.PromptAnswerJudge(lambda p: "NO.")("14 days", "30 days") is False
+
+
+def test_judging_runs_off_the_store_path_and_stats_wait_for_it() -> None:
+    """A slow judge does not hold up store(); stats and acceptance wait for its verdicts."""
+    release = threading.Event()
+
+    def slow_judge(cached: object, fresh: object) -> bool:
+        release.wait(5)
+        return cached == fresh
+
+    cache = tl.CompletionCache(
+        policy=tl.CachePolicy.semantic(compare=tl.last_user_turn),
+        embedder=HashingEmbedder(),
+        judge=slow_judge,
+    )
+    cache.store(ask("how do I reset my password"), "link")
+    cache.lookup(ask("how can I reset my password"))
+    started = time.perf_counter()
+    cache.store(ask("how can I reset my password"), "link")
+    assert time.perf_counter() - started < 1.0
+    threading.Timer(0.2, release.set).start()
+    assert cache.stats().judged == 1
+    assert cache.acceptance()["evidence"] == 1
+    cache.close()
+
+
+def test_a_judge_that_raises_adds_no_evidence_and_fails_nothing() -> None:
+    """A judge's exception is logged; the store and later lookups work as before."""
+
+    def broken(cached: object, fresh: object) -> bool:
+        raise RuntimeError("judge down")
+
+    cache = tl.CompletionCache(
+        policy=tl.CachePolicy.semantic(compare=tl.last_user_turn),
+        embedder=HashingEmbedder(),
+        judge=broken,
+    )
+    cache.store(ask("how do I reset my password"), "link")
+    cache.lookup(ask("how can I reset my password"))
+    assert cache.store(ask("how can I reset my password"), "link") is True
+    assert cache.acceptance()["evidence"] == 0
+    assert cache.lookup(ask("how can I reset my password")).layer == "exact"

@@ -25,6 +25,8 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -136,6 +138,10 @@ class CompletionCache:
         collector: a :class:`MetricsCollector` that records every lookup's layer and outcome.
         judge: compares a candidate's cached answer with the model's fresh one, to learn from
             (default: :class:`DefaultAnswerJudge` on the cache's embedder).
+        background_judging: judge in a worker thread, so that :meth:`store` never waits for a
+            judge (an LLM judge is a model call); :meth:`stats`, :meth:`acceptance`,
+            :meth:`flush` and :meth:`close` wait for the judgements queued before them. False
+            judges inside :meth:`store` (deterministic: benchmarks, tests).
         seed: seed of the exploration draws (None: random).
 
     Example:
@@ -163,10 +169,14 @@ class CompletionCache:
         hnsw_threshold: int = 20_000,
         collector: MetricsCollector | None = None,
         judge: AnswerJudge | None = None,
+        background_judging: bool = True,
         seed: int | None = None,
     ) -> None:
         self.collector = collector
         self._judge = judge
+        self.background_judging = background_judging
+        self._judging: ThreadPoolExecutor | None = None
+        self._queued: set[Future[None]] = set()
         self._seed = seed
         self._acceptance: dict[str, AcceptanceState] = {}
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
@@ -508,21 +518,48 @@ class CompletionCache:
             self._judge = DefaultAnswerJudge(self.embedder)
         return self._judge
 
-    def _judge_pending(self, semantic: _Semantic, value: Any, route: str | None,
-                       policy: CachePolicy) -> None:  # fmt: skip
+    def _judge_pending(
+        self, semantic: _Semantic, value: Any, route: str | None, policy: CachePolicy
+    ) -> None:
         with self._learn_lock:
             pending = self._pending.pop(semantic.key, None)
         if pending is None:
             return
-        candidate = self.store_backend.get(pending.namespace, pending.key)
-        if candidate is None:
+        if not self.background_judging:
+            self._judge_now(pending, value, route, policy)
             return
-        verdict = self.judge(json.loads(candidate.payload), value)
-        if verdict is None:
-            return
-        self._stats.count(judged=1)
-        self._state(route, policy).add(pending.features, verdict, entry=pending.key)
-        self._persist(route, policy)
+        with self._learn_lock:
+            if self._judging is None:
+                self._judging = ThreadPoolExecutor(1, thread_name_prefix="tokenlean-judge")
+            future = self._judging.submit(self._judge_now, pending, value, route, policy)
+            self._queued.add(future)
+        future.add_done_callback(self._judged)
+
+    def _judged(self, future: Future[None]) -> None:
+        with self._learn_lock:
+            self._queued.discard(future)
+
+    def _judge_now(
+        self, pending: _Pending, value: Any, route: str | None, policy: CachePolicy
+    ) -> None:
+        try:
+            candidate = self.store_backend.get(pending.namespace, pending.key)
+            if candidate is None:
+                return
+            verdict = self.judge(json.loads(candidate.payload), value)
+            if verdict is None:
+                return
+            self._stats.count(judged=1)
+            self._state(route, policy).add(pending.features, verdict, entry=pending.key)
+            self._persist(route, policy)
+        except Exception:  # learning must never fail a model call
+            logger.exception("tokenlean: a semantic-cache judgement failed; no evidence added")
+
+    def _wait_for_judgements(self) -> None:
+        with self._learn_lock:
+            queued = list(self._queued)
+        if queued:
+            wait_for(queued)
 
     def feedback(
         self,
@@ -638,6 +675,7 @@ class CompletionCache:
         policy = self.policy_for(route)
         if policy.max_error_rate is None:
             raise ConfigurationError("this route has no error bound (a static threshold)")
+        self._wait_for_judgements()
         snapshot = self._state(route, policy).snapshot().as_dict()
         return snapshot | {"max_error_rate": policy.max_error_rate}
 
@@ -793,12 +831,15 @@ class CompletionCache:
 
     def stats(self) -> CacheStats:
         """Hits, misses and latency per layer, with the store's entries and bytes."""
+        self._wait_for_judgements()
         entries, size = self.store_backend.usage()
         acceptance = {label: state.snapshot() for label, state in list(self._acceptance.items())}
         return self._stats.snapshot(entries, size, acceptance)
 
     def flush(self) -> None:
-        """Persist every route's evidence now (otherwise done as it accumulates and on close)."""
+        """Wait for queued judgements and persist every route's evidence now (otherwise done as
+        it accumulates and on close)."""
+        self._wait_for_judgements()
         for label in list(self._acceptance):
             route = label or None
             self._persist(route, self.policy_for(route), force=True)
@@ -806,4 +847,6 @@ class CompletionCache:
     def close(self) -> None:
         """Persist the evidence and close the store."""
         self.flush()
+        if self._judging is not None:
+            self._judging.shutdown(wait=True)
         self.store_backend.close()

@@ -153,7 +153,11 @@ def _tokenlean(
 ) -> dict[str, Any]:
     policy = CachePolicy.semantic(max_error_rate=max_error_rate)
     cache = CompletionCache(
-        policy=policy, embedder=_TableEmbedder(table, dim), judge=equal_answers, seed=seed
+        policy=policy,
+        embedder=_TableEmbedder(table, dim),
+        judge=equal_answers,
+        background_judging=False,  # deterministic: each verdict is in before the next lookup
+        seed=seed,
     )
     served = wrong = explored = calls = late = 0
     semantic_served = semantic_wrong = 0
