@@ -19,7 +19,7 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
@@ -291,9 +291,15 @@ class LangChainAnswerJudge(PromptAnswerJudge):
     model))``. Use a small, cheap model; it is asked only when the texts differ."""
 
     def __init__(self, model: Any, *, prompt: str | None = None) -> None:
-        def complete(text: str) -> str:
-            reply = model.invoke([HumanMessage(text)])
-            return reply.text if isinstance(reply, BaseMessage) else str(reply)
-
-        super().__init__(complete, prompt=prompt)
+        super().__init__(text_completion(model), prompt=prompt)
         self.model = model
+
+
+def text_completion(model: Any) -> Callable[[str], str]:
+    """``complete(prompt) -> text`` through a LangChain chat model (one human message)."""
+
+    def complete(text: str) -> str:
+        reply = model.invoke([HumanMessage(text)])
+        return reply.text if isinstance(reply, BaseMessage) else str(reply)
+
+    return complete

@@ -26,6 +26,7 @@ from langchain_core.messages import (
     ToolMessage,
 )
 
+from langchain_tokenlean.cache import text_completion
 from tokenlean import ConfigurationError, ContextPack, ConversationMemory, PromptSummarizer
 
 __all__ = [
@@ -195,11 +196,7 @@ class LangChainSummarizer(PromptSummarizer):
     :class:`~tokenlean.PromptSummarizer`: one new item per update, sourced from its turns)."""
 
     def __init__(self, model: Any, *, prompt: str | None = None) -> None:
-        def complete(text: str) -> str:
-            reply = model.invoke([HumanMessage(text)])
-            return reply.text if isinstance(reply, BaseMessage) else str(reply)
-
-        super().__init__(complete, prompt=prompt)
+        super().__init__(text_completion(model), prompt=prompt)
         self.model = model
 
 
