@@ -139,3 +139,29 @@ def test_retrieval_cache_refuses_a_string_ranking() -> None:
 
     with pytest.raises(tl.InvalidInputError):
         tl.RetrievalCache().put("q", "doc-1", index_version="v1")
+
+
+def test_the_vector_index_finds_the_nearest_live_key_through_adds_and_removals() -> None:
+    """After many adds, removals and re-adds, search returns the brute-force nearest live key."""
+    from tokenlean._cache.index import VectorIndex
+
+    rng = np.random.default_rng(0)
+    index = VectorIndex(16, hnsw_threshold=10**9)
+    vectors: dict[str, np.ndarray] = {}
+    for step in range(600):
+        key = f"k{rng.integers(0, 250)}"
+        if step % 3 == 2 and key in vectors:
+            index.remove(key)
+            del vectors[key]
+        else:
+            vector = rng.normal(size=16).astype(np.float32)
+            vectors[key] = vector / np.linalg.norm(vector)
+            index.add(key, vectors[key])
+    assert len(index) == len(vectors)
+    keys = list(vectors)
+    matrix = np.stack([vectors[k] for k in keys])
+    for _ in range(50):
+        query = rng.normal(size=16).astype(np.float32)
+        query /= np.linalg.norm(query)
+        found = index.search(query, 1)
+        assert found[0][0] == keys[int(np.argmax(matrix @ query))]

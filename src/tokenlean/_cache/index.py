@@ -59,7 +59,9 @@ class VectorIndex:
         self._index: Any = self.faiss.IndexFlatIP(dimension)
         self._keys: list[str | None] = []  # position -> key (None: removed)
         self._positions: dict[str, int] = {}
-        self._live = np.zeros(0, dtype=bool)  # position -> not removed
+        # position -> not removed; a buffer grown by doubling (its first len(_keys) cells count),
+        # so a long-running cache does not copy it on every add
+        self._live = np.zeros(64, dtype=bool)
 
     @property
     def kind(self) -> str:
@@ -98,7 +100,7 @@ class VectorIndex:
         self._index = index
         self._keys = [key for key, _ in live]
         self._positions = {key: row for row, (key, _) in enumerate(live)}
-        self._live = np.ones(len(self._keys), dtype=bool)
+        self._live = np.ones(max(64, 2 * len(self._keys)), dtype=bool)
 
     def add(self, key: str, vector: npt.NDArray[np.float32]) -> None:
         """Add (or replace) the vector of ``key``."""
@@ -111,7 +113,11 @@ class VectorIndex:
             self._index.add(row)
             self._positions[key] = len(self._keys)
             self._keys.append(key)
-            self._live = np.append(self._live, True)
+            if len(self._keys) > len(self._live):
+                grown = np.zeros(2 * len(self._live), dtype=bool)
+                grown[: len(self._live)] = self._live
+                self._live = grown
+            self._live[len(self._keys) - 1] = True
             if self.kind == "flat" and len(self._positions) > self.hnsw_threshold:
                 self._rebuild(hnsw=True)
             else:
@@ -139,8 +145,8 @@ class VectorIndex:
             if len(self._keys) > len(self._positions):
                 # Removed vectors stay in the FAISS index until compaction; a bitmap of live
                 # positions keeps them out of the search itself.
-                bits = np.packbits(self._live, bitorder="little")
-                selector = self.faiss.IDSelectorBitmap(len(self._live), self.faiss.swig_ptr(bits))
+                bits = np.packbits(self._live[: len(self._keys)], bitorder="little")
+                selector = self.faiss.IDSelectorBitmap(len(self._keys), self.faiss.swig_ptr(bits))
                 if self.kind == "hnsw":
                     params = self.faiss.SearchParametersHNSW(sel=selector, efSearch=self.ef_search)
                 else:
