@@ -37,7 +37,7 @@ import math
 import random
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -97,7 +97,7 @@ class AcceptanceSnapshot:
     entry_floors: int
 
     def as_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+        return asdict(self)
 
 
 def clopper_pearson_upper(

@@ -145,7 +145,8 @@ class TemplateSplitter:
             slots = self._slots(text)
             self._recent.append((slots is not None, text))
             misfits = [t for fits, t in self._recent if not fits]
-            if slots is None and (learning or 2 * len(misfits) > self._recent.maxlen):  # type: ignore[operator]
+            relearn = learning or len(misfits) > self.learn_requests  # a majority of the window
+            if slots is None and relearn:
                 for misfit in misfits if not learning else [text]:
                     self._learn(misfit)
                 self._recent.clear()

@@ -252,7 +252,7 @@ class CompletionCache:
 
     def _embed(self, query: str) -> npt.NDArray[np.float32]:
         """The query's embedding, computed once for a lookup and the store that follows it."""
-        digest = hash_key(self._secret, "query", query)
+        digest = self._query_digest(query)
         with self._index_lock:
             seen = self._recent.get(digest)
             if seen is not None:
@@ -261,6 +261,9 @@ class CompletionCache:
         vector: npt.NDArray[np.float32] = self.embedder.embed([query])[0]
         self._remember_vectors({digest: vector})
         return vector
+
+    def _query_digest(self, query: str) -> str:
+        return hash_key(self._secret, "query", query)
 
     def _remember_vectors(self, vectors: Mapping[str, npt.NDArray[np.float32]]) -> None:
         with self._index_lock:
@@ -284,10 +287,10 @@ class CompletionCache:
             ConfigurationError: unknown route or empty tenant.
         """
         policy = self.policy_for(route)
-        if policy.mode == "semantic" and policy.bypass_reason(None) is None:
+        if policy.mode == "semantic":
             tenant_id = self._tenant(tenant)
             queries = {
-                hash_key(self._secret, "query", semantic.query): semantic.query
+                self._query_digest(semantic.query): semantic.query
                 for request in requests
                 if policy.bypass_reason(request.temperature) is None
                 and (semantic := self._semantic_address(request, tenant_id, policy)) is not None
@@ -402,9 +405,8 @@ class CompletionCache:
                     self._stats.count(rejected=1)
                     reason = f"rejected: {rejection}"
                     continue
-            result = self._hit("semantic", candidate, score, "similar and verified", start)
-            return CacheLookup(
-                True, result.value, "semantic", score, result.reason,
+            return self._hit(
+                "semantic", candidate, score, "similar and verified", start,
                 lookup_id=f"{semantic.namespace}.{candidate_key}.static",
             )  # fmt: skip
         return self._miss("semantic", reason, start)
@@ -443,16 +445,16 @@ class CompletionCache:
             if decision == "serve":
                 token = secrets.token_hex(8)
                 self._remember(self._served, token, pending)
-                result = self._hit("semantic", candidate, score, "within the error budget", start)
-                return CacheLookup(
-                    True, result.value, "semantic", score, result.reason,
+                return self._hit(
+                    "semantic", candidate, score, "within the error budget", start,
                     lookup_id=f"{semantic.namespace}.{candidate_key}.{token}",
                 )  # fmt: skip
             self._remember(self._pending, semantic.key, pending)
             if decision == "explore":
                 self._stats.count(explored=1)
-                result = self._miss("semantic", "exploring: verifying a would-be hit", start)
-                return CacheLookup(False, None, "semantic", score, result.reason, explored=True)
+                return self._miss(
+                    "semantic", "exploring: verifying a would-be hit", start, score, explored=True
+                )
             reason = "miss: outside the acceptance region"
             break
         return self._miss("semantic", reason, start)
@@ -680,18 +682,32 @@ class CompletionCache:
         return snapshot | {"max_error_rate": policy.max_error_rate}
 
     def _hit(
-        self, layer: str, entry: StoredEntry, similarity: float, reason: str, start: float
+        self,
+        layer: str,
+        entry: StoredEntry,
+        similarity: float,
+        reason: str,
+        start: float,
+        lookup_id: str | None = None,
     ) -> CacheLookup:
         self._stats.lookup(layer, True, (time.perf_counter() - start) * 1000)
         if self.collector is not None:
             self.collector.record_cache(layer, True)
-        return CacheLookup(True, json.loads(entry.payload), layer, similarity, reason)
+        payload = json.loads(entry.payload)
+        return CacheLookup(True, payload, layer, similarity, reason, lookup_id=lookup_id)
 
-    def _miss(self, layer: str, reason: str, start: float) -> CacheLookup:
+    def _miss(
+        self,
+        layer: str,
+        reason: str,
+        start: float,
+        similarity: float | None = None,
+        explored: bool = False,
+    ) -> CacheLookup:
         self._stats.lookup(layer, False, (time.perf_counter() - start) * 1000)
         if self.collector is not None:
             self.collector.record_cache(layer, False)
-        return CacheLookup(False, None, layer, None, reason)
+        return CacheLookup(False, None, layer, similarity, reason, explored=explored)
 
     # ------------------------------------------------------------------ writes
 
