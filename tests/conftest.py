@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tokenlean import _tokens
+from tokenlean._tokens import counting, encodings
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -32,10 +32,10 @@ def fresh_tokenizers() -> Iterator[None]:
     """Forget loaded encodings, cached counters and one-time log lines, before and after."""
 
     def reset() -> None:
-        _tokens._encodings.clear()
-        _tokens._unavailable.clear()
-        _tokens._default_counters.clear()
-        _tokens._logged.clear()
+        encodings._encodings.clear()
+        encodings._unavailable.clear()
+        counting._default_counters.clear()
+        encodings._logged.clear()
 
     reset()
     yield

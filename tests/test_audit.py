@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import tokenlean as tl
-from tokenlean._audit import audit_log, read_request_log
+from tokenlean._audit.log_audit import audit_log, read_request_log
 from tokenlean.cli import main
 from tokenlean.cli._audit import write_sample_log
 from tokenlean.testing import HashingEmbedder

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 import tokenlean as tl
+from tokenlean.bench._demo import generate_requests
 from tokenlean.cli import main
-from tokenlean.cli._demo import generate_requests
 
 from .test_messages import COOKBOOK_MESSAGES
 

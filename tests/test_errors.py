@@ -19,6 +19,12 @@ import tokenlean as tl
         (tl.NotSerializableError, TypeError),
         (tl.TokenizerUnavailableError, RuntimeError),
         (tl.EmbeddingError, RuntimeError),
+        (tl.BatchError, RuntimeError),
+        (tl.BatchQueueFullError, RuntimeError),
+        (tl.BatchClosedError, RuntimeError),
+        (tl.StoreError, RuntimeError),
+        (tl.CorruptedStoreError, RuntimeError),
+        (tl.ForeignStoreError, RuntimeError),
     ],
 )
 def test_each_error_subclasses_tokenlean_error_and_its_builtin(
@@ -35,3 +41,22 @@ def test_missing_dependency_error_names_the_extra_to_install() -> None:
     assert "pip install 'tokenlean[semantic]'" in str(error)
     assert error.extra == "semantic"
     assert error.name == "faiss-cpu"
+
+
+def test_the_batcher_errors_share_the_batch_error_base() -> None:
+    """A full queue and a closed batcher can be caught together as BatchError."""
+    assert issubclass(tl.BatchQueueFullError, tl.BatchError)
+    assert issubclass(tl.BatchClosedError, tl.BatchError)
+
+
+def test_every_public_exception_is_in_the_one_error_tree() -> None:
+    """Each exception tokenlean exports is defined in the error module, under TokenleanError."""
+    exported = {
+        name: obj
+        for name in tl.__all__
+        if isinstance(obj := getattr(tl, name), type) and issubclass(obj, BaseException)
+    }
+    assert exported
+    for name, error in exported.items():
+        assert error.__module__ == "tokenlean._errors", name
+        assert issubclass(error, tl.TokenleanError), name

@@ -11,9 +11,9 @@ import pytest
 from tokenlean._cache.completion import CompletionCache
 from tokenlean._embeddings import default_embedder
 from tokenlean._errors import ConfigurationError
-from tokenlean._harness.harness import SimulatedModel, run_harness
-from tokenlean._harness.report import write_report
-from tokenlean._harness.workload import generate_workload
+from tokenlean.bench import SimulatedModel, run_harness
+from tokenlean.bench._report import write_report
+from tokenlean.bench._workload import generate_workload
 from tokenlean.testing import HashingEmbedder
 
 
@@ -90,8 +90,12 @@ def test_a_batch_pays_the_overhead_once() -> None:
     """call_batch: every item waits for the longest; the per-call overhead is paid once."""
     short = [{"role": "user", "content": "hi"}]
     long = [{"role": "system", "content": "word " * 2000}, {"role": "user", "content": "hi"}]
-    alone = [SimulatedModel().call(m, len)[2] for m in (short, long)]
-    batched = [f[2] for f in SimulatedModel().call_batch([short, long], len)]
+    question = generate_workload(users=1).sessions[0].questions[0]
+    alone = [SimulatedModel().call(m, question, counter=len).latency_ms for m in (short, long)]
+    batched = [
+        r.latency_ms
+        for r in SimulatedModel().call_batch([(short, question), (long, question)], counter=len)
+    ]
     assert batched[0] == batched[1] == max(alone)
     assert batched[0] <= sum(alone) - SimulatedModel().overhead_ms  # one overhead, not two
 
@@ -182,6 +186,76 @@ def test_a_subset_of_variants_runs_and_unknown_names_are_refused() -> None:
         run_harness(workload, embedder=HashingEmbedder(64), variants=["all_lever"])
 
 
+def test_a_variant_object_runs_another_combination_of_levers() -> None:
+    """A Variant of one's own: the memory prompt with an exact cache and no routing. It spends
+    the tokens of the memory variant, and a name clash is refused."""
+    from tokenlean.bench import Variant
+
+    workload = generate_workload(users=2, sessions_per_user=1)
+    mine = Variant("memory_exact", memory=True, cache="exact")
+    result = run_harness(
+        workload, embedder=HashingEmbedder(64), variants=["summarized_retrieved", mine]
+    )["variants"]
+    assert list(result) == ["summarized_retrieved", "memory_exact"]
+    assert (
+        result["memory_exact"]["input_tokens_per_task"]
+        == result["summarized_retrieved"]["input_tokens_per_task"]
+    )
+    assert "routing" not in result["memory_exact"]
+    with pytest.raises(ConfigurationError, match="share a name"):
+        run_harness(workload, embedder=HashingEmbedder(64), variants=[mine, mine])
+
+
+def test_a_factory_must_return_a_bench_model() -> None:
+    """Something without the BenchModel methods is refused up front, naming what it needs."""
+
+    class Answers:
+        model = "gpt-4o-mini"
+
+        def answer(self, messages: Any, question: Any) -> str:
+            return "42"
+
+    with pytest.raises(ConfigurationError, match="not a BenchModel"):
+        run_harness(
+            generate_workload(users=1, sessions_per_user=1),
+            embedder=HashingEmbedder(64),
+            model_factory=lambda name: Answers(),  # type: ignore[arg-type,return-value]
+            variants=["baseline"],
+        )
+
+
+def test_an_old_style_model_still_runs_with_a_deprecation_warning() -> None:
+    """A model written before BenchModel (answer, then call returning a tuple) is wrapped and
+    gives the same figures as the simulated model it mimics."""
+
+    class OldStyle:
+        def __init__(self, name: str) -> None:
+            self.sim = SimulatedModel(model=name)
+            self.model = name
+
+        def answer(self, messages: Any, question: Any) -> str:
+            self.question = question
+            return self.sim.answer(messages, question)
+
+        def call(self, messages: Any, counter: Any, tools: Any = ()) -> tuple[int, int, float]:
+            reply = self.sim.call(messages, self.question, counter=counter, tools=tools)
+            return reply.input_tokens, reply.cached_tokens, reply.latency_ms
+
+    workload = generate_workload(users=1, sessions_per_user=1)
+    with pytest.warns(DeprecationWarning, match="BenchModel"):
+        old = run_harness(
+            workload, embedder=HashingEmbedder(64), model_factory=OldStyle, variants=["cached"]
+        )
+    new = run_harness(
+        workload,
+        embedder=HashingEmbedder(64),
+        model_factory=lambda name: SimulatedModel(model=name),
+        variants=["cached"],
+    )
+    for key in ("success_rate", "input_tokens_per_task", "cost_per_success"):
+        assert old["variants"]["cached"][key] == new["variants"]["cached"][key]
+
+
 def test_answers_from_outdated_documents_count_as_stale_facts() -> None:
     """A model that reads the documents as they were before the update gets exactly the
     questions about updated facts wrong, and the harness names them stale facts."""
@@ -214,12 +288,13 @@ def test_answers_from_outdated_documents_count_as_stale_facts() -> None:
 def test_the_cached_variant_keys_requests_without_the_time() -> None:
     """The exact-cache key of the cached variant keeps the policy and documentation and leaves
     out the moved timestamp: the same question at another minute has the same key."""
-    from tokenlean._harness.harness import _Job, _Run
     from tokenlean._metrics.prices import PriceTable
-    from tokenlean._tokens import get_token_counter
+    from tokenlean._tokens.counting import get_token_counter
+    from tokenlean.bench import VARIANTS
+    from tokenlean.bench._harness import _Job, _Run
 
     workload = generate_workload(users=1, sessions_per_user=1)
-    run = _Run("cached", workload, embedder=HashingEmbedder(64), budget=2600,
+    run = _Run(VARIANTS[1], workload, embedder=HashingEmbedder(64), budget=2600,
                factory=lambda name: SimulatedModel(model=name), count=get_token_counter(),
                prices=PriceTable.default())  # fmt: skip
     session, question = workload.sessions[0], workload.sessions[0].questions[0]

@@ -11,7 +11,7 @@ import pytest
 import tiktoken
 
 import tokenlean as tl
-from tokenlean import _tokens
+from tokenlean._tokens import encodings as _tokens
 
 
 def _offline_only(monkeypatch: pytest.MonkeyPatch) -> list[str]:

@@ -12,13 +12,10 @@ from tokenlean._batching.batch_files import (
     write_openai_batch,
 )
 from tokenlean._batching.executors import CallableExecutor, EmbeddingExecutor, SimulatedChatAPI
-from tokenlean._batching.routing import LearnedGate, RouteDecision, Router, RouterMetrics, RuleGate
 from tokenlean._batching.scheduler import (
-    BatchClosedError,
     BatchExecutor,
     BatchKey,
     BatchMetrics,
-    BatchQueueFullError,
     LatencyClass,
     MicroBatcher,
     SyncMicroBatcher,
@@ -33,11 +30,11 @@ from tokenlean._cache.judge import (
     answer_text,
     equal_answers,
 )
-from tokenlean._cache.memory import MemoryStore
+from tokenlean._cache.memory_store import MemoryStore
 from tokenlean._cache.policy import CachePolicy, VerifierConfig
 from tokenlean._cache.request import CacheRequest
-from tokenlean._cache.retrieval import RetrievalCache, canonical_query
-from tokenlean._cache.sqlite import SQLiteStore
+from tokenlean._cache.retrieval_cache import RetrievalCache, canonical_query
+from tokenlean._cache.sqlite_store import SQLiteStore
 from tokenlean._cache.stats import CacheStats, LayerStats
 from tokenlean._cache.store import CacheStore, Selector, StoredEntry
 from tokenlean._cache.verifier import (
@@ -47,7 +44,6 @@ from tokenlean._cache.verifier import (
     pair_features,
     verify_candidate,
 )
-from tokenlean._calibration import CalibrationStats, UsageCalibration
 from tokenlean._canonical import CanonicalizeOptions, canonical_json, canonicalize_text, fingerprint
 from tokenlean._config import FrozenModel, TokenleanSettings, load_settings
 from tokenlean._embeddings import (
@@ -57,6 +53,9 @@ from tokenlean._embeddings import (
     default_embedder,
 )
 from tokenlean._errors import (
+    BatchClosedError,
+    BatchError,
+    BatchQueueFullError,
     ConfigurationError,
     CorruptedStoreError,
     EmbeddingError,
@@ -72,7 +71,8 @@ from tokenlean._errors import (
     TokenleanError,
 )
 from tokenlean._input import decode_text, parse_chat_request
-from tokenlean._memory.memory import ContextPack, ConversationMemory, MemoryBudget, PackItem
+from tokenlean._memory.assembly import ContextPack, MemoryBudget, PackItem
+from tokenlean._memory.conversation import ConversationMemory
 from tokenlean._memory.slots import RegexExtractor, SlotChange, SlotExtractor, SlotState
 from tokenlean._memory.summary import (
     ExtractiveSummarizer,
@@ -81,33 +81,38 @@ from tokenlean._memory.summary import (
     Summarizer,
     SummaryItem,
 )
-from tokenlean._memory.transcript import (
-    MemoryTranscriptStore,
-    SQLiteTranscriptStore,
-    TranscriptStore,
-    Turn,
+from tokenlean._memory.transcript import TranscriptStore, Turn
+from tokenlean._memory.transcript_memory import MemoryTranscriptStore
+from tokenlean._memory.transcript_sqlite import SQLiteTranscriptStore
+from tokenlean._metrics.collector import (
+    MetricsCollector,
+    MetricsRecorder,
+    MetricsSink,
+    RequestRecord,
 )
-from tokenlean._messages import (
-    RequestTokenCount,
-    count_message_tokens,
-    count_request_tokens,
-    count_tool_tokens,
-)
-from tokenlean._metrics.collector import MetricsCollector, MetricsSink, RequestRecord
 from tokenlean._metrics.exporters import OpenTelemetryExporter, PrometheusExporter
 from tokenlean._metrics.prices import PRICE_TABLE_AS_OF, Cost, ModelPrice, PriceTable
 from tokenlean._metrics.redaction import DEFAULT_PATTERNS, Redactor, hash_label
-from tokenlean._plan import PromptPlan, RenderedPrompt, Segment, SegmentKind
-from tokenlean._prefix_cache import (
+from tokenlean._prompt.plan import PromptPlan, RenderedPrompt, Segment, SegmentKind
+from tokenlean._prompt.prefix_cache import (
     AnthropicPrompt,
     CacheBreakpoint,
     anthropic_request,
     openai_prompt_cache_key,
     openai_request,
 )
-from tokenlean._providers import PROVIDER_TABLE_AS_OF, PrefixCacheRule, prefix_cache_rule
+from tokenlean._prompt.providers import PROVIDER_TABLE_AS_OF, PrefixCacheRule, prefix_cache_rule
+from tokenlean._prompt.volatile import (
+    DEFAULT_DETECTORS,
+    MaskedValue,
+    MaskResult,
+    RegexDetector,
+    VolatileDetector,
+    VolatileMasker,
+    mask_volatile,
+)
 from tokenlean._retrieval.documents import Chunk, Document, SentenceSplitter, split_sentences
-from tokenlean._retrieval.index import HybridIndex
+from tokenlean._retrieval.hybrid_index import HybridIndex
 from tokenlean._retrieval.packing import DroppedItem, PackedContext, PackedItem, pack_chunks
 from tokenlean._retrieval.retriever import BudgetedRetriever
 from tokenlean._retrieval.search import (
@@ -117,26 +122,25 @@ from tokenlean._retrieval.search import (
     Reranker,
     ScoredChunk,
 )
-from tokenlean._tokens import (
+from tokenlean._routing.gates import Gate, LearnedGate, RouteDecision, RuleGate
+from tokenlean._routing.router import Router, RouterMetrics
+from tokenlean._tokens.calibration import CalibrationStats, UsageCalibration
+from tokenlean._tokens.counting import (
     ApproximateCounter,
     CachedTokenCounter,
-    EncodingChoice,
     HFTokenizerCounter,
     TiktokenCounter,
     TokenCounter,
     count_tokens,
     describe_counter,
     get_token_counter,
-    resolve_encoding,
 )
-from tokenlean._volatile import (
-    DEFAULT_DETECTORS,
-    MaskedValue,
-    MaskResult,
-    RegexDetector,
-    VolatileDetector,
-    VolatileMasker,
-    mask_volatile,
+from tokenlean._tokens.encodings import EncodingChoice, resolve_encoding
+from tokenlean._tokens.messages import (
+    RequestTokenCount,
+    count_message_tokens,
+    count_request_tokens,
+    count_tool_tokens,
 )
 
 __version__ = "0.1.0"
@@ -153,6 +157,7 @@ __all__ = [
     "AnthropicPrompt",
     "ApproximateCounter",
     "BatchClosedError",
+    "BatchError",
     "BatchExecutor",
     "BatchKey",
     "BatchMetrics",
@@ -186,6 +191,7 @@ __all__ = [
     "ExtractiveSummarizer",
     "ForeignStoreError",
     "FrozenModel",
+    "Gate",
     "HFTokenizerCounter",
     "HybridIndex",
     "HybridSearcher",
@@ -203,6 +209,7 @@ __all__ = [
     "MemoryStore",
     "MemoryTranscriptStore",
     "MetricsCollector",
+    "MetricsRecorder",
     "MetricsSink",
     "MicroBatcher",
     "MissingDependencyError",

@@ -14,6 +14,9 @@ already handles ``ValueError`` or ``ImportError`` keeps working::
     │   └── NotSerializableError   (TypeError)     a value with no deterministic JSON form
     ├── TokenizerUnavailableError   (RuntimeError) no tokenizer could be loaded
     ├── EmbeddingError              (RuntimeError) the embedding model failed to load or run
+    ├── BatchError                  (RuntimeError) the micro-batcher refused a request
+    │   ├── BatchQueueFullError                    its queue is full and overflow is "reject"
+    │   └── BatchClosedError                       it was shut down before the request ran
     └── StoreError                  (RuntimeError) a cache store failed
         ├── CorruptedStoreError                    the store's file is damaged or unreadable
         └── ForeignStoreError                      the file is not a tokenlean store of this
@@ -26,6 +29,9 @@ Third-party exceptions are wrapped where tokenlean calls the library, keeping th
 from __future__ import annotations
 
 __all__ = [
+    "BatchClosedError",
+    "BatchError",
+    "BatchQueueFullError",
     "ConfigurationError",
     "CorruptedStoreError",
     "EmbeddingError",
@@ -89,6 +95,18 @@ class TokenizerUnavailableError(TokenleanError, RuntimeError):
 
 class EmbeddingError(TokenleanError, RuntimeError):
     """The embedding model could not be loaded or failed while encoding."""
+
+
+class BatchError(TokenleanError, RuntimeError):
+    """The micro-batcher could not accept or run a request."""
+
+
+class BatchQueueFullError(BatchError):
+    """The scheduler's queue is full and its overflow policy is ``"reject"``."""
+
+
+class BatchClosedError(BatchError):
+    """The scheduler was shut down before this request ran."""
 
 
 class StoreError(TokenleanError, RuntimeError):

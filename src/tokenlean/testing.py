@@ -1,4 +1,4 @@
-"""Test helpers for tokenlean users: fakes, and the contract every cache store must meet.
+"""Test helpers for tokenlean users: fakes, and the contracts every store must meet.
 
 - :class:`HashingEmbedder` is a **fake** embedder (hashed bag of words), deterministic and
   instant; it is not a language model and says nothing about real retrieval quality.
@@ -10,23 +10,29 @@
       class TestMyStore(CacheStoreContract):
           def make_store(self, **limits):
               return MyStore(**limits)
+
+- :class:`TranscriptStoreContract` is the same for transcript stores (the memory's
+  :class:`~tokenlean.TranscriptStore`): implement its ``make_store()``, and for a persistent
+  backend set ``persistent = True`` and implement ``reopen(store)``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from tokenlean._cache.store import CacheStore, Selector, StoredEntry
-from tokenlean._errors import StoreError
+from tokenlean._errors import InvalidInputError, NotSerializableError, StoreError
+from tokenlean._memory.transcript import TranscriptStore, Turn
 
-__all__ = ["CacheStoreContract", "FakeClock", "HashingEmbedder"]
+__all__ = ["CacheStoreContract", "FakeClock", "HashingEmbedder", "TranscriptStoreContract"]
 
 
 class HashingEmbedder:
@@ -226,3 +232,310 @@ class CacheStoreContract:
         assert reopened.get("ns", "k") == entry
         assert reopened.secret == secret
         assert reopened.usage() == (1, entry.size)
+
+
+def _turn(index: int, turn_id: str | None = None, **fields: Any) -> Turn:
+    base: dict[str, Any] = {
+        "id": turn_id or f"t{index}",
+        "index": index,
+        "role": "user",
+        "content": f"message {index}",
+        "timestamp": 1_000.0 + index,
+    }
+    base.update(fields)
+    return Turn(**base)
+
+
+class TranscriptStoreContract:
+    """Behaviour every :class:`~tokenlean.TranscriptStore` must have. Subclass as ``Test…``
+    and implement :meth:`make_store`; persistent stores also set ``persistent = True`` and
+    implement :meth:`reopen`. A store with a ``close()`` method must refuse work once closed."""
+
+    persistent = False
+
+    def make_store(self) -> TranscriptStore:
+        """A new, empty store."""
+        raise NotImplementedError
+
+    def reopen(self, store: TranscriptStore) -> TranscriptStore:
+        """Close ``store`` and open the same storage again (persistent stores only)."""
+        raise NotImplementedError
+
+    def test_is_a_transcript_store(self) -> None:
+        """The store implements the protocol."""
+        assert isinstance(self.make_store(), TranscriptStore)
+
+    def test_an_unknown_session_is_empty(self) -> None:
+        """A session never written has no turns and no state."""
+        store = self.make_store()
+        assert store.turns("acme", "nobody") == []
+        assert store.get_state("acme", "nobody", "summary") is None
+
+    def test_turns_round_trip_every_field(self) -> None:
+        """Turns come back exactly as appended, tool calls and metadata included."""
+        store = self.make_store()
+        call = {"id": "call_1", "type": "function",
+                "function": {"name": "track", "arguments": '{"order": 1234}'}}  # fmt: skip
+        turns = [
+            _turn(0, "u1", speaker="Ana", metadata={"date": "2024-05-01", "tags": ["a", "b"]}),
+            _turn(1, "a1", role="assistant", content="", tool_calls=(call,)),
+            _turn(2, "r1", role="tool", content='{"status": "shipped"}', tool_call_id="call_1"),
+            _turn(3, "a2", role="assistant", content="It shipped.", timestamp=1_714_550_400.25),
+        ]
+        store.append("acme", "s1", turns)
+        assert store.turns("acme", "s1") == turns
+
+    def test_appends_keep_order_across_batches(self) -> None:
+        """Batches append in order and indexes run on; an empty batch changes nothing."""
+        store = self.make_store()
+        store.append("acme", "s1", [_turn(0)])
+        store.append("acme", "s1", [_turn(1), _turn(2), _turn(3)])
+        store.append("acme", "s1", [])
+        store.append("acme", "s1", [_turn(4), _turn(5)])
+        stored = store.turns("acme", "s1")
+        assert [t.index for t in stored] == [0, 1, 2, 3, 4, 5]
+        assert [t.content for t in stored] == [f"message {i}" for i in range(6)]
+
+    def test_turns_returns_a_copy(self) -> None:
+        """Changing the returned list does not change the transcript."""
+        store = self.make_store()
+        store.append("acme", "s1", [_turn(0), _turn(1)])
+        first = store.turns("acme", "s1")
+        first.clear()
+        assert len(store.turns("acme", "s1")) == 2
+
+    def test_sessions_and_tenants_are_isolated(self) -> None:
+        """Each (tenant, session) has its own turns, indexes and ids."""
+        store = self.make_store()
+        store.append("acme", "s1", [_turn(0, content="acme s1")])
+        store.append("globex", "s1", [_turn(0, content="globex s1")])  # same id, other tenant
+        store.append("acme", "s2", [_turn(0, content="acme s2"), _turn(1, content="more")])
+        assert [t.content for t in store.turns("acme", "s1")] == ["acme s1"]
+        assert [t.content for t in store.turns("globex", "s1")] == ["globex s1"]
+        assert [t.content for t in store.turns("acme", "s2")] == ["acme s2", "more"]
+        assert store.turns("globex", "s2") == []
+
+    def test_state_round_trips_and_is_replaced(self) -> None:
+        """A state value comes back as written (any JSON); a second put replaces it."""
+        store = self.make_store()
+        value = {"items": [{"text": "Order 1234 → Lyon ✓", "sources": ["t0", "t3"]}],
+                 "covered": 4, "ratio": 0.5, "done": False, "note": None}  # fmt: skip
+        store.put_state("acme", "s1", "summary", value)
+        assert store.get_state("acme", "s1", "summary") == value
+        store.put_state("acme", "s1", "summary", [1, "two"])
+        assert store.get_state("acme", "s1", "summary") == [1, "two"]
+        for scalar in ("text", 7, 2.5, True):
+            store.put_state("acme", "s1", "epoch", scalar)
+            assert store.get_state("acme", "s1", "epoch") == scalar
+        assert store.turns("acme", "s1") == []
+
+    def test_state_is_isolated_by_tenant_session_and_name(self) -> None:
+        """State is addressed by (tenant, session, name) and independent of the turns."""
+        store = self.make_store()
+        store.append("acme", "s1", [_turn(0)])
+        store.put_state("acme", "s1", "slots", {"city": "Paris"})
+        store.put_state("acme", "s1", "epoch", 1)
+        store.put_state("acme", "s2", "slots", {"city": "Lyon"})
+        store.put_state("globex", "s1", "slots", {"city": "Nice"})
+        assert store.get_state("acme", "s1", "slots") == {"city": "Paris"}
+        assert store.get_state("acme", "s1", "epoch") == 1
+        assert store.get_state("acme", "s2", "slots") == {"city": "Lyon"}
+        assert store.get_state("globex", "s1", "slots") == {"city": "Nice"}
+        assert store.get_state("globex", "s1", "epoch") is None
+        assert len(store.turns("acme", "s1")) == 1
+
+    def test_an_index_that_does_not_continue_is_refused_and_nothing_is_lost(self) -> None:
+        """A gap, an overlap or a wrong index anywhere in a batch raises InvalidInputError
+        and stores none of the batch; the transcript is unchanged and can go on."""
+        store = self.make_store()
+        store.append("acme", "s1", [_turn(0), _turn(1)])
+        before = store.turns("acme", "s1")
+        for bad in ([_turn(3)], [_turn(1, "again")], [_turn(2), _turn(4)], [_turn(2), _turn(2)]):
+            try:
+                store.append("acme", "s1", bad)
+            except InvalidInputError:
+                pass
+            else:
+                raise AssertionError(f"indexes {[t.index for t in bad]} were accepted")
+            assert store.turns("acme", "s1") == before
+        store.append("acme", "s1", [_turn(2)])
+        assert [t.index for t in store.turns("acme", "s1")] == [0, 1, 2]
+
+    def test_a_repeated_id_is_refused_and_nothing_is_lost(self) -> None:
+        """An id already in the session, or twice in a batch, raises InvalidInputError and
+        stores none of the batch."""
+        store = self.make_store()
+        store.append("acme", "s1", [_turn(0, "a"), _turn(1, "b")])
+        before = store.turns("acme", "s1")
+        for bad in ([_turn(2, "c"), _turn(3, "a")], [_turn(2, "c"), _turn(3, "c")]):
+            try:
+                store.append("acme", "s1", bad)
+            except InvalidInputError:
+                pass
+            else:
+                raise AssertionError(f"ids {[t.id for t in bad]} were accepted")
+            assert store.turns("acme", "s1") == before
+        store.append("acme", "s2", [_turn(0, "a")])  # ids are per session
+        store.append("acme", "s1", [_turn(2, "c")])
+        assert [t.id for t in store.turns("acme", "s1")] == ["a", "b", "c"]
+
+    def test_what_json_cannot_hold_raises_not_serializable_and_nothing_is_lost(self) -> None:
+        """Tool calls, metadata or a state value with no JSON form raise NotSerializableError
+        (an InvalidInputError); the batch is not stored and the previous state is kept."""
+        store = self.make_store()
+        store.append("acme", "s1", [_turn(0)])
+        store.put_state("acme", "s1", "slots", {"city": "Paris"})
+        before = store.turns("acme", "s1")
+        bad_turns = [
+            _turn(2, metadata={"seen": {1, 2}}),
+            _turn(2, role="assistant", tool_calls=({"id": "c", "args": object()},)),
+        ]
+        for bad in bad_turns:
+            try:
+                store.append("acme", "s1", [_turn(1), bad])
+            except NotSerializableError:
+                pass
+            else:
+                raise AssertionError("a turn with no JSON form was accepted")
+            assert store.turns("acme", "s1") == before
+        try:
+            store.put_state("acme", "s1", "slots", {"cities": {"Paris", "Lyon"}})
+        except NotSerializableError:
+            pass
+        else:
+            raise AssertionError("a state value with no JSON form was accepted")
+        assert store.get_state("acme", "s1", "slots") == {"city": "Paris"}
+
+    def test_invalid_text_or_timestamp_is_refused_and_nothing_is_lost(self) -> None:
+        """Text with a lone surrogate (not encodable Unicode) or a timestamp that is not a
+        finite number raises InvalidInputError; the batch is not stored."""
+        store = self.make_store()
+        store.append("acme", "s1", [_turn(0)])
+        before = store.turns("acme", "s1")
+        for bad in (
+            _turn(2, content="broken \ud800 text"),
+            _turn(2, speaker="\udfff"),
+            _turn(2, timestamp=math.nan),
+            _turn(2, timestamp=math.inf),
+        ):
+            try:
+                store.append("acme", "s1", [_turn(1), bad])
+            except InvalidInputError:
+                pass
+            else:
+                raise AssertionError(f"{bad!r} was accepted")
+            assert store.turns("acme", "s1") == before
+
+    def test_unicode_and_large_content_round_trip(self) -> None:
+        """Any Unicode text (emoji, CJK, right-to-left, combining marks, NUL) and large turns
+        and batches come back unchanged."""
+        store = self.make_store()
+        texts = ["Grüße 👋🏽 from Zürich", "注文1234はどこですか", "طلب رقم ١٢٣٤", "e\u0301 vs é",
+                 "nul \x00 inside", "line\r\nbreaks\ttabs", "x" * 2_000_000]  # fmt: skip
+        turns = [_turn(i, f"ü-{i}", content=text, speaker=text[:8]) for i, text in enumerate(texts)]
+        store.append("acme", "sessión 🌍", turns)
+        assert store.turns("acme", "sessión 🌍") == turns
+        many = [_turn(i) for i in range(len(texts), len(texts) + 2_000)]
+        store.append("acme", "sessión 🌍", many)
+        assert store.turns("acme", "sessión 🌍") == turns + many
+
+    def test_concurrent_appends_keep_every_turn_exactly_once(self) -> None:
+        """Eight threads appending to one shared session (retrying when another took the
+        index) and to their own sessions: every turn is stored once, in order, no gaps."""
+        store = self.make_store()
+        errors: list[BaseException] = []
+        per_worker = 25
+
+        def work(worker: int) -> None:
+            try:
+                for i in range(per_worker):
+                    store.append("acme", f"own-{worker}", [_turn(i, f"w{worker}-{i}")])
+                    for _attempt in range(10_000):
+                        start = len(store.turns("acme", "shared"))
+                        try:
+                            store.append("acme", "shared", [_turn(start, f"w{worker}-{i}")])
+                            break
+                        except InvalidInputError:
+                            continue  # another thread appended first: take the new length
+                    else:
+                        raise AssertionError("never got to append")
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(w,)) for w in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        shared = store.turns("acme", "shared")
+        assert [t.index for t in shared] == list(range(8 * per_worker))
+        ids = [t.id for t in shared]
+        assert sorted(ids) == sorted(f"w{w}-{i}" for w in range(8) for i in range(per_worker))
+        for w in range(8):
+            mine = [int(i.split("-")[1]) for i in ids if i.startswith(f"w{w}-")]
+            assert mine == list(range(per_worker))  # each worker's turns in its order
+            own = store.turns("acme", f"own-{w}")
+            assert [t.id for t in own] == [f"w{w}-{i}" for i in range(per_worker)]
+
+    def test_readers_see_whole_batches(self) -> None:
+        """A batch appears all at once: a concurrent reader never sees part of one."""
+        store = self.make_store()
+        done = threading.Event()
+        seen: list[int] = []
+        errors: list[BaseException] = []
+
+        def read() -> None:
+            try:
+                while not done.is_set():
+                    stored = store.turns("acme", "s1")
+                    seen.append(len(stored))
+                    assert [t.index for t in stored] == list(range(len(stored)))
+            except BaseException as exc:
+                errors.append(exc)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        try:
+            for batch in range(40):
+                store.append("acme", "s1", [_turn(batch * 3 + k) for k in range(3)])
+        finally:
+            done.set()
+            reader.join()
+        assert errors == []
+        assert all(n % 3 == 0 for n in seen)
+        assert len(store.turns("acme", "s1")) == 120
+
+    def test_turns_and_state_survive_a_restart(self) -> None:
+        """A persistent store reopened holds the same turns and state (persistent stores)."""
+        if not self.persistent:
+            return
+        store = self.make_store()
+        turns = [_turn(0, metadata={"k": ["v"]}), _turn(1, role="assistant", content="héllo")]
+        store.append("acme", "s1", turns)
+        store.put_state("acme", "s1", "summary", {"items": [], "covered": 2})
+        reopened = self.reopen(store)
+        assert reopened.turns("acme", "s1") == turns
+        assert reopened.get_state("acme", "s1", "summary") == {"items": [], "covered": 2}
+        reopened.append("acme", "s1", [_turn(2)])  # and the session goes on
+        assert [t.index for t in reopened.turns("acme", "s1")] == [0, 1, 2]
+
+    def test_a_closed_store_refuses_work(self) -> None:
+        """After close() (stores that have one), every operation raises StoreError."""
+        store = self.make_store()
+        close: Callable[[], object] | None = getattr(store, "close", None)
+        if close is None:
+            return
+        close()
+        operations: list[Callable[[], object]] = [
+            lambda: store.turns("acme", "s1"),
+            lambda: store.append("acme", "s1", [_turn(0)]),
+            lambda: store.get_state("acme", "s1", "slots"),
+            lambda: store.put_state("acme", "s1", "slots", {}),
+        ]
+        for operation in operations:
+            try:
+                operation()
+            except StoreError:
+                continue
+            raise AssertionError("a closed store answered")

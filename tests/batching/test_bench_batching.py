@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tokenlean.cli._bench_batching import batching_bench, routing_bench
+from tokenlean.bench._batching import batching_bench, routing_bench
 from tokenlean.testing import HashingEmbedder
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import tokenlean as tl
-from tokenlean.cli._bench_cache import cache_bench, load_pairs
+from tokenlean.bench._cache_pairs import cache_bench, load_pairs
 from tokenlean.testing import HashingEmbedder
 
 WARM_UP = [  # the first requests of a route teach its template splitter; they are never semantic

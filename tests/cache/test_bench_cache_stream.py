@@ -10,13 +10,15 @@ import numpy as np
 import pytest
 
 import tokenlean as tl
-from tokenlean.cli import _bench_cache_stream, _cache_cmd, main
-from tokenlean.cli._bench_cache_stream import (
+from tokenlean.bench import _cache_stream as _bench_cache_stream
+from tokenlean.bench._cache_stream import (
     _earlier_neighbours,
     load_stream,
     static_replay,
     stream_bench,
 )
+from tokenlean.cli import _cache_commands as _cache_cmd
+from tokenlean.cli import main
 from tokenlean.testing import HashingEmbedder
 
 from .test_error_bounded import synthetic_stream

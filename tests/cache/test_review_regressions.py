@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 import tokenlean as tl
-from tokenlean._cache.index import VectorIndex
+from tokenlean._cache.vector_index import VectorIndex
 from tokenlean.testing import FakeClock, HashingEmbedder
 
 
@@ -143,7 +143,7 @@ def test_retrieval_cache_refuses_a_string_ranking() -> None:
 
 def test_the_vector_index_finds_the_nearest_live_key_through_adds_and_removals() -> None:
     """After many adds, removals and re-adds, search returns the brute-force nearest live key."""
-    from tokenlean._cache.index import VectorIndex
+    from tokenlean._cache.vector_index import VectorIndex
 
     rng = np.random.default_rng(0)
     index = VectorIndex(16, hnsw_threshold=10**9)

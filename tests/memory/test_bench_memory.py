@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import tokenlean as tl
-from tokenlean.cli._bench_memory import load_locomo, memory_bench
+from tokenlean.bench._memory import load_locomo, memory_bench
 from tokenlean.testing import HashingEmbedder
 
 

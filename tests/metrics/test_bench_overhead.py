@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tokenlean.cli._bench_overhead import overhead_bench
+from tokenlean.bench._overhead import overhead_bench
 
 
 def test_overhead_benchmark_reports_the_median_record_cost() -> None:

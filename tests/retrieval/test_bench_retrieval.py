@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import tokenlean as tl
-from tokenlean.cli._bench_retrieval import load_beir, retrieval_bench
+from tokenlean.bench._retrieval import load_beir, retrieval_bench
 from tokenlean.testing import HashingEmbedder
 
 TOPICS = ["refund", "shipping", "warranty", "password", "invoice", "battery"]

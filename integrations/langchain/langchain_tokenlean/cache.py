@@ -20,6 +20,7 @@ import json
 import logging
 import re
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
@@ -45,8 +46,13 @@ __all__ = ["LangChainAnswerJudge", "TokenleanCache"]
 
 logger = logging.getLogger("tokenlean.langchain")
 
-_ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool",
-          "function": "function", "chat": "user"}  # fmt: skip
+ROLES: Mapping[str, str] = MappingProxyType(
+    {"human": "user", "ai": "assistant", "system": "system", "tool": "tool", "chat": "user"}
+)
+"""tokenlean's chat role for each LangChain message type. Public (and re-exported by
+``langchain_tokenlean.memory``) so every adapter module maps roles the same way; each caller
+chooses the fallback for a type not listed (a ``function`` message, for instance)."""
+
 _TEMPERATURE = re.compile(r"""['"]temperature['"]\s*[:,]\s*([0-9]*\.?[0-9]+)""")
 
 
@@ -76,7 +82,7 @@ def _messages(prompt: str) -> list[dict[str, Any]]:
         kwargs = item.get("kwargs", {})
         kind = str(kwargs.get("type", ""))
         message: dict[str, Any] = {
-            "role": _ROLES.get(kind, kind),
+            "role": ROLES.get(kind, kind),
             "content": kwargs.get("content", ""),
         }
         for field in ("name", "tool_calls", "tool_call_id", "additional_kwargs"):

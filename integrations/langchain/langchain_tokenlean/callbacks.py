@@ -19,7 +19,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 
-from langchain_tokenlean.memory import _ROLES
+from langchain_tokenlean.memory import ROLES
 from tokenlean import MetricsCollector, count_message_tokens
 
 __all__ = ["TokenleanCallbackHandler"]
@@ -50,7 +50,7 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
         )
         batch = messages[0] if messages else []
         estimate = count_message_tokens(
-            [{"role": _ROLES.get(m.type, "user"), "content": m.text} for m in batch], model=model
+            [{"role": ROLES.get(m.type, "user"), "content": m.text} for m in batch], model=model
         ).total
         with self._lock:
             self._runs[run_id] = (time.perf_counter(), model, estimate)

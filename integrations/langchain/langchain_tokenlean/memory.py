@@ -26,7 +26,7 @@ from langchain_core.messages import (
     ToolMessage,
 )
 
-from langchain_tokenlean.cache import text_completion
+from langchain_tokenlean.cache import ROLES, text_completion
 from tokenlean import ConfigurationError, ContextPack, ConversationMemory, PromptSummarizer
 
 __all__ = [
@@ -36,12 +36,10 @@ __all__ = [
     "to_tokenlean",
 ]
 
-_ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
-
 
 def to_tokenlean(message: BaseMessage) -> dict[str, Any]:
     """A LangChain message as a tokenlean message (text content, tool calls, ids)."""
-    data: dict[str, Any] = {"role": _ROLES.get(message.type, "user"), "content": message.text}
+    data: dict[str, Any] = {"role": ROLES.get(message.type, "user"), "content": message.text}
     if message.id:
         data["id"] = message.id
     if isinstance(message, AIMessage) and message.tool_calls:

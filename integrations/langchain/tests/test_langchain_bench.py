@@ -8,8 +8,7 @@ from langchain_core.language_models import FakeMessagesListChatModel
 from langchain_core.messages import AIMessage
 from langchain_tokenlean import bench_model
 
-from tokenlean._harness.harness import run_harness
-from tokenlean._harness.workload import generate_workload
+from tokenlean.bench import generate_workload, run_harness
 from tokenlean.testing import HashingEmbedder
 
 

@@ -1,1 +1,2 @@
-"""Micro-batching and model routing."""
+"""Micro-batching: a scheduler that groups compatible requests, its executors, and provider
+batch files."""

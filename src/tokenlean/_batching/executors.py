@@ -14,7 +14,17 @@ __all__ = ["CallableExecutor", "EmbeddingExecutor", "SimulatedChatAPI"]
 
 
 class EmbeddingExecutor:
-    """Embeds a whole batch of texts in one call of the embedder (off the event loop)."""
+    """Embeds a whole batch of texts in one call of the embedder (off the event loop).
+
+    Example:
+        >>> from tokenlean import BatchKey
+        >>> from tokenlean.testing import HashingEmbedder
+        >>> executor = EmbeddingExecutor(HashingEmbedder(dimension=8))
+        >>> key = BatchKey(model="embedder", settings="", latency_class="offline")
+        >>> vectors = asyncio.run(executor(key, ["refund my order", "track my parcel"]))
+        >>> len(vectors), vectors[0].shape
+        (2, (8,))
+    """
 
     def __init__(self, embedder: Embedder) -> None:
         self.embedder = embedder
@@ -26,7 +36,23 @@ class EmbeddingExecutor:
 
 class CallableExecutor:
     """Wraps ``async fn(payloads) -> results`` (e.g. a LangChain model's ``abatch`` with
-    ``return_exceptions=True``, or a LlamaIndex LLM) as a batch executor."""
+    ``return_exceptions=True``, or a LlamaIndex LLM) as a batch executor.
+
+    Example:
+        >>> from tokenlean import MicroBatcher
+        >>> batches = []
+        >>> async def shout(prompts):  # stands in for a model's batch call
+        ...     batches.append(len(prompts))
+        ...     return [p.upper() for p in prompts]
+        >>> async def main():
+        ...     batcher = MicroBatcher(CallableExecutor(shout))
+        ...     answers = await asyncio.gather(*(batcher.submit(p, model="m")
+        ...                                      for p in ["hi", "hello", "hey"]))
+        ...     await batcher.aclose()
+        ...     return answers
+        >>> asyncio.run(main()), batches  # three requests, one call
+        (['HI', 'HELLO', 'HEY'], [3])
+    """
 
     def __init__(self, fn: Callable[[list[Any]], Awaitable[Sequence[Any]]]) -> None:
         self.fn = fn
@@ -43,6 +69,13 @@ class SimulatedChatAPI:
     tokens + output_tokens)``: the provider runs a batch's items in parallel, so a call costs its
     fixed overhead once and its longest item's time. At most ``max_concurrency`` calls run at
     once (a rate limit); further calls wait. The answer to a prompt is ``"answer: <prompt>"``.
+
+    Example:
+        >>> api = SimulatedChatAPI(overhead_ms=1.0, output_tokens=0)
+        >>> asyncio.run(api.complete(["What is 2 + 2?", "Name a colour."]))
+        ['answer: What is 2 + 2?', 'answer: Name a colour.']
+        >>> api.calls  # the batch cost one call
+        1
     """
 
     overhead_ms: float = 60.0

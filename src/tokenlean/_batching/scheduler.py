@@ -23,30 +23,20 @@ from pydantic import Field
 
 from tokenlean._canonical import canonical_json
 from tokenlean._config import FrozenModel
-from tokenlean._errors import ConfigurationError, TokenleanError
+from tokenlean._errors import BatchClosedError, BatchQueueFullError, ConfigurationError
 from tokenlean._stats import rank_percentile
 
 if TYPE_CHECKING:
-    from tokenlean._metrics.collector import MetricsCollector
+    from tokenlean._metrics.collector import MetricsRecorder
 
 __all__ = [
-    "BatchClosedError",
     "BatchExecutor",
     "BatchKey",
     "BatchMetrics",
-    "BatchQueueFullError",
     "LatencyClass",
     "MicroBatcher",
     "SyncMicroBatcher",
 ]
-
-
-class BatchQueueFullError(TokenleanError, RuntimeError):
-    """The scheduler's queue is full and its overflow policy is ``"reject"``."""
-
-
-class BatchClosedError(TokenleanError, RuntimeError):
-    """The scheduler was shut down before this request ran."""
 
 
 class LatencyClass(FrozenModel):
@@ -169,7 +159,7 @@ class MicroBatcher:
         max_queue: int = 10_000,
         overflow: Literal["wait", "reject"] = "wait",
         key_fn: Callable[[Any], Hashable] | None = None,
-        collector: MetricsCollector | None = None,
+        collector: MetricsRecorder | None = None,
     ) -> None:
         self.collector = collector
         if overflow not in ("wait", "reject"):

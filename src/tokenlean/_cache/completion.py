@@ -24,24 +24,24 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import wait as wait_for
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
-from tokenlean._cache.acceptance import AcceptanceState
 from tokenlean._cache.compare import last_user_turn
-from tokenlean._cache.index import VectorIndex
 from tokenlean._cache.judge import AnswerJudge, DefaultAnswerJudge
-from tokenlean._cache.memory import MemoryStore
+from tokenlean._cache.learning import Learning, Pending
+from tokenlean._cache.lookup import CacheLookup, replay_stream
+from tokenlean._cache.memory_store import MemoryStore
+from tokenlean._cache.partitions import Partitions
 from tokenlean._cache.policy import CachePolicy
 from tokenlean._cache.request import CacheRequest, hash_key, hash_tenant
 from tokenlean._cache.stats import CacheStats, StatsRecorder
 from tokenlean._cache.store import CacheStore, Selector, StoredEntry
+from tokenlean._cache.vector_index import VectorIndex
 from tokenlean._cache.verifier import (
     QueryFeatures,
     extract_features,
@@ -52,55 +52,13 @@ from tokenlean._canonical import canonical_json, canonicalize_text
 from tokenlean._embeddings import Embedder, default_embedder
 from tokenlean._errors import ConfigurationError, InvalidInputError, NotSerializableError
 
-__all__ = ["CacheLookup", "CompletionCache", "replay_stream"]
+__all__ = ["CacheLookup", "CompletionCache", "replay_stream"]  # lookup types re-exported
 
 if TYPE_CHECKING:
-    from tokenlean._metrics.collector import MetricsCollector
+    from tokenlean._metrics.collector import MetricsRecorder
 
 logger = logging.getLogger("tokenlean.cache")
 Clock = Callable[[], float]
-
-
-def replay_stream(text: str, chunk_chars: int = 16) -> Iterator[str]:
-    """Yield a cached text in chunks, as a streamed response would arrive."""
-    if chunk_chars < 1:
-        raise ConfigurationError("chunk_chars must be >= 1")
-    for start in range(0, len(text), chunk_chars):
-        yield text[start : start + chunk_chars]
-
-
-@dataclass(frozen=True)
-class CacheLookup:
-    """The outcome of a lookup.
-
-    Attributes:
-        hit: True when the cache answered.
-        value: the cached value (None on a miss).
-        layer: ``"exact"`` or ``"semantic"`` on a hit; the last layer consulted on a miss.
-        similarity: cosine similarity of a semantic hit (1.0 for an exact one).
-        reason: why: ``"exact match"``, ``"miss"``, ``"bypass: …"``, ``"exploring: …"``, or
-            why the best candidate was not served.
-        lookup_id: an opaque id of a semantic hit, for :meth:`CompletionCache.feedback`.
-        explored: True when a would-be semantic hit was sent to the model to be judged.
-    """
-
-    hit: bool
-    value: Any = None
-    layer: str | None = None
-    similarity: float | None = None
-    reason: str = "miss"
-    lookup_id: str | None = None
-    explored: bool = False
-
-    def stream(self, chunk_chars: int = 16) -> Iterator[str]:
-        """Replay a cached text (or a value's ``"content"``) as a stream of chunks."""
-        text = self.value.get("content", "") if isinstance(self.value, Mapping) else self.value
-        yield from replay_stream(str(text or ""), chunk_chars)
-
-    async def astream(self, chunk_chars: int = 16) -> AsyncIterator[str]:
-        """Async version of :meth:`stream`."""
-        for chunk in self.stream(chunk_chars):
-            yield chunk
 
 
 @dataclass
@@ -108,19 +66,6 @@ class _Semantic:
     namespace: str
     key: str
     query: str
-
-
-@dataclass(frozen=True)
-class _Pending:
-    """A candidate awaiting the judge's verdict (or a served hit awaiting feedback)."""
-
-    route: str
-    namespace: str
-    key: str
-    features: npt.NDArray[np.float32]
-
-
-_PENDING_LIMIT = 4096
 
 
 class CompletionCache:
@@ -167,32 +112,36 @@ class CompletionCache:
         embedder: Embedder | None = None,
         clock: Clock = time.time,
         hnsw_threshold: int = 20_000,
-        collector: MetricsCollector | None = None,
+        collector: MetricsRecorder | None = None,
         judge: AnswerJudge | None = None,
         background_judging: bool = True,
         seed: int | None = None,
     ) -> None:
         self.collector = collector
         self._judge = judge
-        self.background_judging = background_judging
-        self._judging: ThreadPoolExecutor | None = None
-        self._queued: set[Future[None]] = set()
-        self._seed = seed
-        self._acceptance: dict[str, AcceptanceState] = {}
-        self._pending: OrderedDict[str, _Pending] = OrderedDict()
-        self._served: OrderedDict[str, _Pending] = OrderedDict()
-        self._learn_lock = threading.Lock()
         self.store_backend: CacheStore = store if store is not None else MemoryStore()
         self.policy = policy or CachePolicy.exact()
         self.routes = dict(routes or {})
         self._embedder = embedder
         self.clock = clock
-        self.hnsw_threshold = hnsw_threshold
+        self._partitions = Partitions(
+            self.store_backend, clock=clock, hnsw_threshold=hnsw_threshold
+        )
         self._secret = self.store_backend.secret
         self._stats = StatsRecorder()
-        self._indexes: dict[str, VectorIndex] | None = None
-        self._index_lock = threading.RLock()
+        self._recent_lock = threading.Lock()  # the embeddings memo
         self._recent: OrderedDict[str, npt.NDArray[np.float32]] = OrderedDict()
+        self._learning = Learning(
+            store=self.store_backend,
+            secret=self._secret,
+            put=self._partitions.put,
+            judge=lambda: self.judge,
+            stats=self._stats,
+            collector=collector,
+            background=background_judging,
+            clock=clock,
+            seed=seed,
+        )
 
     # ------------------------------------------------------------------ helpers
 
@@ -253,7 +202,7 @@ class CompletionCache:
     def _embed(self, query: str) -> npt.NDArray[np.float32]:
         """The query's embedding, computed once for a lookup and the store that follows it."""
         digest = self._query_digest(query)
-        with self._index_lock:
+        with self._recent_lock:
             seen = self._recent.get(digest)
             if seen is not None:
                 self._recent.move_to_end(digest)
@@ -266,7 +215,7 @@ class CompletionCache:
         return hash_key(self._secret, "query", query)
 
     def _remember_vectors(self, vectors: Mapping[str, npt.NDArray[np.float32]]) -> None:
-        with self._index_lock:
+        with self._recent_lock:
             self._recent.update(vectors)
             for digest in vectors:
                 self._recent.move_to_end(digest)
@@ -295,55 +244,12 @@ class CompletionCache:
                 if policy.bypass_reason(request.temperature) is None
                 and (semantic := self._semantic_address(request, tenant_id, policy)) is not None
             }
-            with self._index_lock:
+            with self._recent_lock:
                 missing = [(d, q) for d, q in queries.items() if d not in self._recent]
             if missing:
                 vectors = self.embedder.embed([q for _, q in missing])
                 self._remember_vectors(dict(zip([d for d, _ in missing], vectors, strict=True)))
         return [self.lookup(request, tenant=tenant, route=route) for request in requests]
-
-    def _indexes_loaded(self) -> dict[str, VectorIndex]:
-        """Per-partition vector indexes, rebuilt from the store on first use."""
-        with self._index_lock:
-            if self._indexes is None:
-                indexes: dict[str, VectorIndex] = {}
-                now = self.clock()
-                for entry in self.store_backend.scan(layer="semantic"):
-                    if entry.vector is None or entry.expired(now):
-                        continue
-                    vector = np.frombuffer(entry.vector, dtype=np.float16).astype(np.float32)
-                    index = indexes.get(entry.namespace)
-                    if index is None:
-                        index = indexes[entry.namespace] = VectorIndex(
-                            len(vector), hnsw_threshold=self.hnsw_threshold
-                        )
-                    index.add(entry.key, vector)
-                self._indexes = indexes
-            return self._indexes
-
-    def _forget(self, addresses: Sequence[tuple[str, str]]) -> None:
-        """Drop removed entries from the vector indexes. Call with ``_index_lock`` held, in the
-        same critical section as the store change, so a concurrent re-store is not lost."""
-        if not addresses or self._indexes is None:
-            return
-        for namespace, key in addresses:
-            index = self._indexes.get(namespace)
-            if index is not None:
-                index.remove(key)
-
-    def _delete(self, selector: Selector) -> list[tuple[str, str]]:
-        with self._index_lock:
-            removed = self.store_backend.delete(selector)
-            self._forget(removed)
-            return removed
-
-    def _live(self, namespace: str, key: str) -> StoredEntry | None:
-        entry = self.store_backend.get(namespace, key)
-        if entry is not None and entry.expired(now := self.clock()):
-            # Only an entry still expired is removed: a fresh one stored meanwhile stays.
-            self._delete(Selector(namespace=namespace, key=key, expired_at=now))
-            return None
-        return entry
 
     # ------------------------------------------------------------------ lookup
 
@@ -364,7 +270,7 @@ class CompletionCache:
         start = time.perf_counter()
         tenant_id = self._tenant(tenant)
         namespace, key = self._exact_address(request, tenant_id, policy)
-        entry = self._live(namespace, key)
+        entry = self._partitions.live(namespace, key)
         if entry is not None:
             return self._hit("exact", entry, 1.0, "exact match", start)
         if policy.mode != "semantic":
@@ -377,14 +283,13 @@ class CompletionCache:
                 "template is still being learned or does not fit)",
                 start,
             )
-        entry = self._live(semantic.namespace, semantic.key)
+        entry = self._partitions.live(semantic.namespace, semantic.key)
         if entry is not None:
             return self._hit("exact", entry, 1.0, "exact match", start)
         if self.collector is not None:  # the collector counts every layer a lookup reaches
             self.collector.record_cache("exact", False)
         vector = self._embed(semantic.query)
-        with self._index_lock:
-            index = self._indexes_loaded().get(semantic.namespace)
+        index = self._partitions.index(semantic.namespace)
         if index is None:
             return self._miss("semantic", "miss", start)
         if policy.max_error_rate is not None:
@@ -394,7 +299,7 @@ class CompletionCache:
         for candidate_key, score in index.search(vector, policy.candidates):
             if score < policy.threshold:
                 break
-            candidate = self._candidate(semantic.namespace, candidate_key, index)
+            candidate = self._partitions.candidate(semantic.namespace, candidate_key, index)
             if candidate is None:
                 continue
             if features is not None and policy.verifier and candidate.features is not None:
@@ -411,14 +316,6 @@ class CompletionCache:
             )  # fmt: skip
         return self._miss("semantic", reason, start)
 
-    def _candidate(self, namespace: str, key: str, index: VectorIndex) -> StoredEntry | None:
-        candidate = self._live(namespace, key)
-        if candidate is None:
-            with self._index_lock:  # evicted elsewhere: drop it unless re-stored meanwhile
-                if self.store_backend.get(namespace, key) is None:
-                    index.remove(key)
-        return candidate
-
     def _bounded(
         self,
         policy: CachePolicy,
@@ -431,25 +328,25 @@ class CompletionCache:
         """The error-bounded rule: serve, explore or miss the nearest candidate, and leave a
         pending judgement for whatever the model is asked."""
         features = extract_features(semantic.query)
-        state = self._state(route, policy)
+        state = self._learning.state(route, policy)
         reason = "miss"
         for candidate_key, score in index.search(vector, policy.candidates):
             if score < policy.min_similarity:
                 break
-            candidate = self._candidate(semantic.namespace, candidate_key, index)
+            candidate = self._partitions.candidate(semantic.namespace, candidate_key, index)
             if candidate is None or candidate.features is None:
                 continue
             x = pair_features(score, features, QueryFeatures.from_json(candidate.features))
             decision, _, _ = state.decide(x, candidate_key)
-            pending = _Pending(route or "", semantic.namespace, candidate_key, x)
+            pending = Pending(route or "", semantic.namespace, candidate_key, x)
             if decision == "serve":
                 token = secrets.token_hex(8)
-                self._remember(self._served, token, pending)
+                self._learning.served(token, pending)
                 return self._hit(
                     "semantic", candidate, score, "within the error budget", start,
                     lookup_id=f"{semantic.namespace}.{candidate_key}.{token}",
                 )  # fmt: skip
-            self._remember(self._pending, semantic.key, pending)
+            self._learning.expect(semantic.key, pending)
             if decision == "explore":
                 self._stats.count(explored=1)
                 return self._miss(
@@ -459,109 +356,18 @@ class CompletionCache:
             break
         return self._miss("semantic", reason, start)
 
-    def _remember(self, table: OrderedDict[str, _Pending], key: str, item: _Pending) -> None:
-        with self._learn_lock:
-            table[key] = item
-            table.move_to_end(key)
-            while len(table) > _PENDING_LIMIT:
-                table.popitem(last=False)
-
     # ------------------------------------------------------------------ learning
-
-    def _route_label(self, route: str | None) -> str:
-        return route or ""
-
-    def _state_address(self, route: str | None, policy: CachePolicy) -> tuple[str, str]:
-        return (
-            hash_key(self._secret, "acceptance-ns"),
-            hash_key(self._secret, "acceptance", self._route_label(route), policy.version),
-        )
-
-    def _state(self, route: str | None, policy: CachePolicy) -> AcceptanceState:
-        """The route's acceptance state, loaded from the store on first use."""
-        label = self._route_label(route)
-        with self._learn_lock:
-            state = self._acceptance.get(label)
-            if state is not None:
-                return state
-            assert policy.max_error_rate is not None
-            state = AcceptanceState(
-                max_error_rate=policy.max_error_rate,
-                confidence=policy.confidence,
-                monitor_rate=policy.monitor_rate,
-                window=policy.evidence_window,
-                seed=self._seed,
-            )
-            saved = self.store_backend.get(*self._state_address(route, policy))
-            if saved is not None:
-                state.load_bytes(saved.payload)
-            self._acceptance[label] = state
-            return state
-
-    def _persist(self, route: str | None, policy: CachePolicy, force: bool = False) -> None:
-        """Report the route's state to the collector and keep its evidence in the store (every
-        32 rows, or now with ``force``)."""
-        state = self._state(route, policy)
-        if self.collector is not None:
-            snapshot = state.snapshot().as_dict() | {"max_error_rate": policy.max_error_rate}
-            self.collector.record_cache_acceptance(self._route_label(route), snapshot)
-        if state.unsaved == 0 or (not force and state.unsaved < 32):
-            return
-        namespace, key = self._state_address(route, policy)
-        entry = StoredEntry(
-            namespace, key, state.to_bytes(), created_at=self.clock(), layer="acceptance"
-        )
-        with self._index_lock:
-            self._forget(self.store_backend.put(entry))
 
     @property
     def judge(self) -> AnswerJudge:
+        """The judge of fresh answers against cached ones (the default on first use)."""
         if self._judge is None:
             self._judge = DefaultAnswerJudge(self.embedder)
         return self._judge
 
-    def _judge_pending(
-        self, semantic: _Semantic, value: Any, route: str | None, policy: CachePolicy
-    ) -> None:
-        with self._learn_lock:
-            pending = self._pending.pop(semantic.key, None)
-        if pending is None:
-            return
-        if not self.background_judging:
-            self._judge_now(pending, value, route, policy)
-            return
-        with self._learn_lock:
-            if self._judging is None:
-                self._judging = ThreadPoolExecutor(1, thread_name_prefix="tokenlean-judge")
-            future = self._judging.submit(self._judge_now, pending, value, route, policy)
-            self._queued.add(future)
-        future.add_done_callback(self._judged)
-
-    def _judged(self, future: Future[None]) -> None:
-        with self._learn_lock:
-            self._queued.discard(future)
-
-    def _judge_now(
-        self, pending: _Pending, value: Any, route: str | None, policy: CachePolicy
-    ) -> None:
-        try:
-            candidate = self.store_backend.get(pending.namespace, pending.key)
-            if candidate is None:
-                return
-            verdict = self.judge(json.loads(candidate.payload), value)
-            if verdict is None:
-                return
-            self._stats.count(judged=1)
-            self._state(route, policy).add(pending.features, verdict, entry=pending.key)
-            self._persist(route, policy)
-        except Exception:  # learning must never fail a model call
-            logger.exception("tokenlean: a semantic-cache judgement failed; no evidence added")
-
-    def _wait_for_judgements(self) -> None:
-        with self._learn_lock:
-            queued = list(self._queued)
-        if queued:
-            wait_for(queued)
+    @property
+    def background_judging(self) -> bool:
+        return self._learning.background
 
     def feedback(
         self,
@@ -595,18 +401,16 @@ class CompletionCache:
         if len(parts) != 3 or not all(parts):
             raise InvalidInputError("feedback needs a semantic hit's lookup or its lookup_id")
         namespace, key, token = parts
-        with self._learn_lock:
-            served = self._served.pop(token, None)
+        served = self._learning.take_served(token)
         if served is not None:  # the route that served the hit learns, whatever the caller says
             route = served.route or None
         policy = self.policy_for(route)
         if served is not None and policy.max_error_rate is not None:
             self._stats.count(feedback=1)
-            self._state(route, policy).add(served.features, correct, entry=key)
-            self._persist(route, policy, force=True)
+            self._learning.add(route, policy, served, correct, entry=key, force=True)
         if correct:
             return self.store_backend.get(namespace, key) is not None
-        return bool(self._delete(Selector(namespace=namespace, key=key)))
+        return bool(self._partitions.delete(Selector(namespace=namespace, key=key)))
 
     async def afeedback(
         self,
@@ -640,7 +444,7 @@ class CompletionCache:
         policy = self.policy_for(route)
         if policy.mode != "semantic" or policy.max_error_rate is None:
             raise ConfigurationError("calibrate needs an error-bounded semantic route")
-        state = self._state(route, policy)
+        state = self._learning.state(route, policy)
         triples: list[tuple[str, str, bool]] = []
         for cached, query, same in examples:
             parts: list[tuple[str, str] | None] = []
@@ -669,7 +473,7 @@ class CompletionCache:
             )
             added += 1
         state.refit()
-        self._persist(route, policy, force=True)
+        self._learning.persist(route, policy, force=True)
         return added
 
     def acceptance(self, route: str | None = None) -> dict[str, Any]:
@@ -677,8 +481,8 @@ class CompletionCache:
         policy = self.policy_for(route)
         if policy.max_error_rate is None:
             raise ConfigurationError("this route has no error bound (a static threshold)")
-        self._wait_for_judgements()
-        snapshot = self._state(route, policy).snapshot().as_dict()
+        self._learning.wait()
+        snapshot = self._learning.state(route, policy).snapshot().as_dict()
         return snapshot | {"max_error_rate": policy.max_error_rate}
 
     def _hit(
@@ -757,7 +561,7 @@ class CompletionCache:
         )
         if semantic is not None:
             if policy.max_error_rate is not None:
-                self._judge_pending(semantic, value, route, policy)
+                self._learning.judge_answer(semantic.key, value, route, policy)
             vector = self._embed(semantic.query)
             entry = StoredEntry(
                 semantic.namespace,
@@ -767,23 +571,12 @@ class CompletionCache:
                 features=extract_features(semantic.query).to_json(),
                 **common,  # type: ignore[arg-type]
             )
-            with self._index_lock:
-                indexes = self._indexes_loaded()
-                evicted = self.store_backend.put(entry)
-                index = indexes.get(semantic.namespace)
-                if index is None:
-                    index = indexes[semantic.namespace] = VectorIndex(
-                        len(vector), hnsw_threshold=self.hnsw_threshold
-                    )
-                index.add(semantic.key, vector)
-                self._forget(evicted)
+            self._partitions.put(entry, vector)
         else:
             namespace, key = self._exact_address(request, tenant_id, policy)
-            with self._index_lock:
-                evicted = self.store_backend.put(
-                    StoredEntry(namespace, key, layer="exact", **common)  # type: ignore[arg-type]
-                )
-                self._forget(evicted)
+            self._partitions.put(
+                StoredEntry(namespace, key, layer="exact", **common)  # type: ignore[arg-type]
+            )
         self._stats.count(writes=1)
         return True
 
@@ -832,37 +625,31 @@ class CompletionCache:
             tag=tag,
             plan_version=plan_version,
         )
-        return len(self._delete(selector))
+        return len(self._partitions.delete(selector))
 
     def purge_expired(self) -> int:
         """Remove every entry whose TTL has passed; return how many."""
-        return len(self._delete(Selector(expired_at=self.clock())))
+        return len(self._partitions.delete(Selector(expired_at=self.clock())))
 
     def clear(self) -> int:
         """Remove every entry; return how many."""
-        with self._index_lock:
-            removed = self.store_backend.delete(Selector())
-            self._indexes = {} if self._indexes is not None else None
-        return len(removed)
+        return self._partitions.clear()
 
     def stats(self) -> CacheStats:
         """Hits, misses and latency per layer, with the store's entries and bytes."""
-        self._wait_for_judgements()
+        self._learning.wait()
         entries, size = self.store_backend.usage()
-        acceptance = {label: state.snapshot() for label, state in list(self._acceptance.items())}
-        return self._stats.snapshot(entries, size, acceptance)
+        return self._stats.snapshot(
+            entries, size, self._learning.snapshots(), self._partitions.kinds()
+        )
 
     def flush(self) -> None:
         """Wait for queued judgements and persist every route's evidence now (otherwise done as
         it accumulates and on close)."""
-        self._wait_for_judgements()
-        for label in list(self._acceptance):
-            route = label or None
-            self._persist(route, self.policy_for(route), force=True)
+        self._learning.flush((route, self.policy_for(route)) for route in self._learning.routes())
 
     def close(self) -> None:
         """Persist the evidence and close the store."""
         self.flush()
-        if self._judging is not None:
-            self._judging.shutdown(wait=True)
+        self._learning.close()
         self.store_backend.close()

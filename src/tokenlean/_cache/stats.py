@@ -43,6 +43,8 @@ class CacheStats:
     ``explored`` counts would-be semantic hits sent to the model to be judged, ``judged`` the
     verdicts that became evidence, ``feedback`` the verdicts users gave, and ``acceptance`` what
     each error-bounded route has learned (by route name, ``""`` for the default policy).
+    ``indexes`` counts the semantic partitions loaded in this process by vector-index kind
+    (``flat`` or ``hnsw``).
     """
 
     layers: dict[str, LayerStats]
@@ -55,6 +57,7 @@ class CacheStats:
     judged: int = 0
     feedback: int = 0
     acceptance: dict[str, AcceptanceSnapshot] = field(default_factory=dict)
+    indexes: dict[str, int] = field(default_factory=dict)
 
     @property
     def hits(self) -> int:
@@ -124,6 +127,7 @@ class StatsRecorder:
         entries: int,
         size: int,
         acceptance: dict[str, AcceptanceSnapshot] | None = None,
+        indexes: dict[str, int] | None = None,
     ) -> CacheStats:
         with self._lock:
             layers = {
@@ -137,4 +141,5 @@ class StatsRecorder:
             return CacheStats(
                 layers, self.bypassed, self.writes, self.rejected, entries, size,
                 self.explored, self.judged, self.feedback, dict(acceptance or {}),
+                dict(indexes or {}),
             )  # fmt: skip

@@ -82,6 +82,29 @@ class SlotState:
 
     Raises:
         InvalidInputError: an update the model rejects (nothing is changed).
+
+    Example:
+        >>> from pydantic import BaseModel
+        >>> class Trip(BaseModel):
+        ...     city: str | None = None
+        ...     travellers: int = 1
+        >>> state = SlotState(Trip)
+        >>> [(c.slot, c.new) for c in state.update({"city": "Lisbon", "travellers": 2},
+        ...                                        turn_id="t0")]
+        [('city', 'Lisbon'), ('travellers', 2)]
+        >>> state.update({"city": "Porto"}, turn_id="t3")  # a later value supersedes
+        [SlotChange(slot='city', old='Lisbon', new='Porto', turn_id='t3', timestamp=0.0)]
+        >>> print(state.render())
+        city: Porto
+        travellers: 2
+        >>> state.sources()  # the turns the current values came from
+        ('t3', 't0')
+        >>> from tokenlean import InvalidInputError
+        >>> try:
+        ...     state.update({"travellers": "many"})
+        ... except InvalidInputError:
+        ...     print("rejected; travellers is still", state.current.travellers)
+        rejected; travellers is still 2
     """
 
     def __init__(self, model: type[BaseModel], values: Mapping[str, Any] | None = None,

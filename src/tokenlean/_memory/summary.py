@@ -19,7 +19,14 @@ from typing import Protocol, runtime_checkable
 from tokenlean._memory.transcript import Turn
 from tokenlean._retrieval.documents import split_sentences
 
-__all__ = ["ExtractiveSummarizer", "RollingSummary", "Summarizer", "SummaryItem", "turn_label"]
+__all__ = [
+    "ExtractiveSummarizer",
+    "PromptSummarizer",
+    "RollingSummary",
+    "Summarizer",
+    "SummaryItem",
+    "turn_label",
+]
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'\-]+|\d[\d.,:/]*")
 _STOP = frozenset(
@@ -127,7 +134,16 @@ class SummaryItem:
 
 @dataclass(frozen=True)
 class RollingSummary:
-    """The summary so far: its items, and how many turns (from the start) it covers."""
+    """The summary so far: its items, and how many turns (from the start) it covers.
+
+    Example:
+        >>> summary = RollingSummary((SummaryItem("user (2024-05-01): Flight moved to 14 May.",
+        ...                                       ("t0",), 12.0),), covered=3)
+        >>> summary.to_json()
+        {'covered': 3, 'items': [['user (2024-05-01): Flight moved to 14 May.', ['t0'], 12.0]]}
+        >>> RollingSummary.from_json(summary.to_json()) == summary
+        True
+    """
 
     items: tuple[SummaryItem, ...] = ()
     covered: int = 0
@@ -177,13 +193,27 @@ class ExtractiveSummarizer:
         max_tokens: the summary's size limit; past it, the least informative items go.
         counter: token counter for that limit.
         min_salience: sentences below this score (greetings, "yeah, totally") are skipped.
+
+    Example:
+        >>> from tokenlean import Turn
+        >>> turns = [
+        ...     Turn("t0", 0, "user", "Hi! Please move my Lisbon flight from 12 May to 14 May.",
+        ...          1714600000.0),
+        ...     Turn("t1", 1, "assistant", "Done. Flight TP 1351 now leaves on 14 May at 09:40.",
+        ...          1714600060.0),
+        ...     Turn("t2", 2, "user", "Thanks, great.", 1714600120.0),
+        ... ]
+        >>> for item in ExtractiveSummarizer().summarize(RollingSummary(), turns):
+        ...     print(item.sources, item.text)
+        ('t0',) user (2024-05-01): Please move my Lisbon flight from 12 May to 14 May.
+        ('t1',) assistant (2024-05-01): Flight TP 1351 now leaves on 14 May at 09:40.
     """
 
     def __init__(
         self, *, max_tokens: int = 1500, counter: Callable[[str], int] | None = None,
         min_salience: float = 4.0,
     ) -> None:  # fmt: skip
-        from tokenlean._tokens import get_token_counter
+        from tokenlean._tokens.counting import get_token_counter
 
         self.max_tokens = max_tokens
         self.counter = counter or get_token_counter()
@@ -220,6 +250,25 @@ class PromptSummarizer:
     from those turns; earlier items are kept as they are, so the summary never drifts through
     summaries of summaries. The LangChain and LlamaIndex adapters build one from a chat model or
     an LLM.
+
+    Example:
+        >>> from tokenlean import Turn
+        >>> prompts = []
+        >>> def llm(prompt):  # any model call: a prompt in, a text out
+        ...     prompts.append(prompt)
+        ...     return "The user moved the Lisbon flight to 14 May."
+        >>> earlier = RollingSummary((SummaryItem("user (2024-04-30): Booked Lisbon.", ("t0",)),),
+        ...                          covered=1)
+        >>> new_turns = [Turn("t1", 1, "user", "Move my flight to 14 May.", 1714600000.0),
+        ...              Turn("t2", 2, "assistant", "Done: it leaves on 14 May.", 1714600060.0)]
+        >>> for item in PromptSummarizer(llm).summarize(earlier, new_turns):
+        ...     print(item.sources, item.text)
+        ('t0',) user (2024-04-30): Booked Lisbon.
+        ('t1', 't2') The user moved the Lisbon flight to 14 May.
+        >>> for line in prompts[0].splitlines()[-2:]:  # only the new turns were sent
+        ...     print(line)
+        user (2024-05-01): Move my flight to 14 May.
+        assistant (2024-05-01): Done: it leaves on 14 May.
     """
 
     PROMPT = (

@@ -1,23 +1,33 @@
-"""The raw transcript: every turn of every session, kept and never destroyed.
+"""The raw transcript's port: every turn of every session, kept and never destroyed.
 
 Turns are appended per ``(tenant, session)`` with a stable id and a timestamp; nothing in
 tokenlean rewrites or deletes them (the compressed context is a view built for each call).
 Small per-session state (the rolling summary, the slots) is kept beside them.
+
+This module holds the :class:`TranscriptStore` protocol, the :class:`Turn` type and the checks
+every backend shares; the backends are :mod:`tokenlean._memory.transcript_memory` and
+:mod:`tokenlean._memory.transcript_sqlite`. ``tokenlean.testing.TranscriptStoreContract`` is the
+behaviour suite they all pass.
 """
 
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from tokenlean._errors import InvalidInputError, MalformedRequestError, StoreError
-from tokenlean._sqlite_file import open_database
+from tokenlean._errors import InvalidInputError, MalformedRequestError, NotSerializableError
 
-__all__ = ["MemoryTranscriptStore", "SQLiteTranscriptStore", "TranscriptStore", "Turn"]
+__all__ = [
+    "TranscriptStore",
+    "Turn",
+    "check_continuation",
+    "encode_state",
+    "encode_turn",
+    "turn_from_message",
+]
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 
@@ -93,8 +103,8 @@ def turn_from_message(
     if not isinstance(metadata, Mapping):
         raise MalformedRequestError(f"message {index}: metadata must be an object")
     timestamp = message.get("timestamp", now)
-    if not isinstance(timestamp, int | float):
-        raise MalformedRequestError(f"message {index}: timestamp must be a number")
+    if not isinstance(timestamp, int | float) or not math.isfinite(timestamp):
+        raise MalformedRequestError(f"message {index}: timestamp must be a finite number")
     return Turn(
         id=str(turn_id or message.get("id") or f"t{index}"),
         index=index,
@@ -110,14 +120,25 @@ def turn_from_message(
 
 @runtime_checkable
 class TranscriptStore(Protocol):
-    """Where transcripts live. Implementations are thread-safe and never delete turns."""
+    """Where transcripts live. Implementations are thread-safe and never delete turns.
+
+    ``tokenlean.testing.TranscriptStoreContract`` checks an implementation against this.
+    """
 
     def append(self, tenant: str, session: str, turns: Sequence[Turn]) -> None:
-        """Append turns (their indexes continue the session's)."""
+        """Append turns (their indexes continue the session's), all of them or none.
+
+        Raises:
+            InvalidInputError: an index that does not continue the session, a turn id already
+                in the session (or twice in the batch), text that is not valid Unicode, or a
+                timestamp that is not a finite number.
+            NotSerializableError: tool calls or metadata with no JSON form.
+            StoreError: the storage failed (a closed store, a full disk…).
+        """
         ...
 
     def turns(self, tenant: str, session: str) -> list[Turn]:
-        """Every turn of the session, in order."""
+        """Every turn of the session, in order (a new list; empty for an unknown session)."""
         ...
 
     def get_state(self, tenant: str, session: str, name: str) -> Any:
@@ -125,136 +146,69 @@ class TranscriptStore(Protocol):
         ...
 
     def put_state(self, tenant: str, session: str, name: str, value: Any) -> None:
-        """Store a piece of session state (JSON-serializable)."""
+        """Store a piece of session state (JSON-serializable), replacing the previous value.
+
+        Raises:
+            NotSerializableError: a value with no JSON form (the previous value is kept).
+        """
         ...
 
 
-class MemoryTranscriptStore:
-    """Transcripts in process memory."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._turns: dict[tuple[str, str], list[Turn]] = {}
-        self._state: dict[tuple[str, str, str], str] = {}
-
-    def append(self, tenant: str, session: str, turns: Sequence[Turn]) -> None:
-        with self._lock:
-            stored = self._turns.setdefault((tenant, session), [])
-            _check_append(stored, turns)
-            stored.extend(turns)
-
-    def turns(self, tenant: str, session: str) -> list[Turn]:
-        with self._lock:
-            return list(self._turns.get((tenant, session), ()))
-
-    def get_state(self, tenant: str, session: str, name: str) -> Any:
-        with self._lock:
-            raw = self._state.get((tenant, session, name))
-        return json.loads(raw) if raw is not None else None
-
-    def put_state(self, tenant: str, session: str, name: str, value: Any) -> None:
-        raw = json.dumps(value)
-        with self._lock:
-            self._state[(tenant, session, name)] = raw
-
-
-def _check_append(stored: Sequence[Turn], turns: Sequence[Turn]) -> None:
-    ids = {t.id for t in stored}
-    for offset, turn in enumerate(turns):
-        if turn.index != len(stored) + offset:
-            raise InvalidInputError(f"turn {turn.id!r} has index {turn.index}, expected "
-                                    f"{len(stored) + offset}")  # fmt: skip
-        if turn.id in ids:
-            raise InvalidInputError(f"turn id {turn.id!r} is already in the session")
-        ids.add(turn.id)
-
-
-_SCHEMA = """
-CREATE TABLE turns (
-    tenant TEXT NOT NULL, session TEXT NOT NULL, idx INTEGER NOT NULL, id TEXT NOT NULL,
-    role TEXT NOT NULL, content TEXT NOT NULL, timestamp REAL NOT NULL, speaker TEXT,
-    tool_calls TEXT NOT NULL, tool_call_id TEXT, metadata TEXT NOT NULL,
-    PRIMARY KEY (tenant, session, idx), UNIQUE (tenant, session, id)
-);
-CREATE TABLE session_state (
-    tenant TEXT NOT NULL, session TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL,
-    PRIMARY KEY (tenant, session, name)
-);
-"""
-
-
-class SQLiteTranscriptStore:
-    """Transcripts in a SQLite file: they survive restarts. Thread-safe.
+def check_continuation(
+    start: int, turns: Sequence[Turn], existing_ids: Collection[str] = frozenset()
+) -> None:
+    """Check that ``turns`` continue a session holding ``start`` turns with ``existing_ids``.
 
     Raises:
-        CorruptedStoreError / ForeignStoreError: the file is damaged or not a tokenlean memory.
+        InvalidInputError: an index other than the next one, or an id already in the session
+            or twice in the batch.
     """
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._conn, _ = open_database(
-            self.path, fmt="tokenlean-memory", schema_version=1, schema=_SCHEMA
-        )
-        self._lock = threading.Lock()
-
-    def append(self, tenant: str, session: str, turns: Sequence[Turn]) -> None:
-        rows = [
-            (tenant, session, t.index, t.id, t.role, t.content, t.timestamp, t.speaker,
-             json.dumps([dict(c) for c in t.tool_calls]), t.tool_call_id,
-             json.dumps(dict(t.metadata)))
-            for t in turns
-        ]  # fmt: skip
-        with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                (count,) = self._conn.execute(
-                    "SELECT COUNT(*) FROM turns WHERE tenant = ? AND session = ?", (tenant, session)
-                ).fetchone()
-                for offset, turn in enumerate(turns):  # ids are checked by UNIQUE below
-                    if turn.index != count + offset:
-                        raise InvalidInputError(
-                            f"turn {turn.id!r} has index {turn.index}, expected {count + offset}"
-                        )
-                self._conn.executemany("INSERT INTO turns VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
-                self._conn.execute("COMMIT")
-            except InvalidInputError:
-                self._conn.execute("ROLLBACK")
-                raise
-            except Exception as exc:
-                self._conn.execute("ROLLBACK")
-                if "UNIQUE" in str(exc):
-                    raise InvalidInputError(f"a turn id is already in session {session!r}") from exc
-                raise StoreError(f"could not append to {self.path}: {exc}") from exc
-
-    def turns(self, tenant: str, session: str) -> list[Turn]:
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT idx, id, role, content, timestamp, speaker, tool_calls, tool_call_id, "
-                "metadata FROM turns WHERE tenant = ? AND session = ? ORDER BY idx",
-                (tenant, session),
-            ).fetchall()
-        return [
-            Turn(id=r[1], index=r[0], role=r[2], content=r[3], timestamp=r[4], speaker=r[5],
-                 tool_calls=tuple(json.loads(r[6])), tool_call_id=r[7], metadata=json.loads(r[8]))
-            for r in rows
-        ]  # fmt: skip
-
-    def get_state(self, tenant: str, session: str, name: str) -> Any:
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT value FROM session_state WHERE tenant = ? AND session = ? AND name = ?",
-                (tenant, session, name),
-            ).fetchone()
-        return json.loads(row[0]) if row else None
-
-    def put_state(self, tenant: str, session: str, name: str, value: Any) -> None:
-        raw = json.dumps(value)
-        with self._lock:
-            self._conn.execute(
-                "INSERT OR REPLACE INTO session_state VALUES (?, ?, ?, ?)",
-                (tenant, session, name, raw),
+    seen: set[str] = set()
+    for offset, turn in enumerate(turns):
+        if turn.index != start + offset:
+            raise InvalidInputError(
+                f"turn {turn.id!r} has index {turn.index}, expected {start + offset}"
             )
+        if turn.id in existing_ids or turn.id in seen:
+            raise InvalidInputError(f"turn id {turn.id!r} is already in the session")
+        seen.add(turn.id)
 
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+
+def _json(value: Any, what: str) -> str:
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError) as exc:  # ValueError: a circular reference
+        raise NotSerializableError(f"{what} has no JSON form: {exc}") from exc
+
+
+def encode_turn(turn: Turn) -> tuple[str, str]:
+    """Check that a turn can be stored; return its tool calls and its metadata as JSON.
+
+    Raises:
+        InvalidInputError: text that is not valid Unicode (a lone surrogate), or a timestamp
+            that is not a finite number.
+        NotSerializableError: tool calls or metadata with no JSON form.
+    """
+    for name in ("id", "role", "content", "speaker", "tool_call_id"):
+        text = getattr(turn, name)
+        if text is not None:
+            try:
+                str(text).encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise InvalidInputError(
+                    f"turn {turn.id!r}: {name} is not valid Unicode text ({exc.reason})"
+                ) from exc
+    if not isinstance(turn.timestamp, int | float) or not math.isfinite(turn.timestamp):
+        raise InvalidInputError(f"turn {turn.id!r}: timestamp must be a finite number")
+    tool_calls = _json([dict(call) for call in turn.tool_calls], f"turn {turn.id!r}: tool_calls")
+    metadata = _json(dict(turn.metadata), f"turn {turn.id!r}: metadata")
+    return tool_calls, metadata
+
+
+def encode_state(value: Any) -> str:
+    """A session-state value as JSON.
+
+    Raises:
+        NotSerializableError: a value with no JSON form.
+    """
+    return _json(value, "session state")

@@ -28,7 +28,14 @@ from typing import Any, Literal, Protocol
 from tokenlean._metrics.prices import Cost, PriceTable
 from tokenlean._metrics.redaction import hash_label
 
-__all__ = ["Histogram", "MetricsCollector", "MetricsSink", "RequestRecord"]
+__all__ = [
+    "Histogram",
+    "MetricsCollector",
+    "MetricsRecorder",
+    "MetricsSink",
+    "RequestRecord",
+    "prompt_bucket",
+]
 
 PROMPT_BUCKETS = (1000, 4000, 16000)  # tokens: <1k, 1k-4k, 4k-16k, 16k+
 _LATENCY_EDGES = tuple(round(1.25**i, 4) for i in range(-10, 60))  # ms, log-spaced
@@ -85,14 +92,61 @@ class RequestRecord:
 
 
 class MetricsSink(Protocol):
-    """Receives every record (an exporter)."""
+    """The exporters' port: receives every record a :class:`MetricsCollector` makes.
+
+    A sink may also define ``record_cache_acceptance(route, acceptance)`` to receive what
+    error-bounded semantic routes have learned (the Prometheus exporter does)."""
 
     def record_request(self, record: RequestRecord) -> None: ...
 
     def record_cache(self, layer: str, hit: bool) -> None: ...
 
 
-def _bucket(tokens: int) -> str:
+class MetricsRecorder(Protocol):
+    """The components' port: everything the caches, memory, retriever, batcher, router and the
+    adapters call on their ``collector``. :class:`MetricsCollector` is the implementation;
+    a replacement (another metrics system) implements these methods."""
+
+    def record_request(
+        self,
+        model: str,
+        *,
+        input_tokens: int,
+        output_tokens: int,
+        latency_s: float,
+        cached_tokens: int = 0,
+        usage_source: Literal["provider", "estimate"] = "provider",
+        estimated_input_tokens: int | None = None,
+        estimated_cached_tokens: int | None = None,
+        cache_hit: str | None = None,
+        tenant: str | None = None,
+        task: str | None = None,
+        operation: str = "chat",
+        error: str | None = None,
+    ) -> Any:
+        """One model call (a cache hit spends no tokens)."""
+
+    def record_cache(self, layer: str, hit: bool) -> None:
+        """One lookup of a cache layer."""
+
+    def record_cache_acceptance(self, route: str, acceptance: dict[str, Any]) -> None:
+        """An error-bounded semantic route's latest learned state."""
+
+    def record_retrieval(self, payload_tokens: int) -> None:
+        """The tokens of one retrieved payload."""
+
+    def record_summary(self, original_tokens: int, summary_tokens: int) -> None:
+        """One summary update: the tokens it read and the tokens it wrote."""
+
+    def record_batch(self, fill_rate: float) -> None:
+        """One flushed batch's fill rate."""
+
+    def record_routing(self, escalated: bool) -> None:
+        """One routed request, and whether it escalated."""
+
+
+def prompt_bucket(tokens: int) -> str:
+    """The prompt-size bucket of ``tokens``: ``<1k``, ``1k-4k``, ``4k-16k`` or ``16k+``."""
     labels = ("<1k", "1k-4k", "4k-16k", "16k+")
     return labels[bisect.bisect_right(PROMPT_BUCKETS, tokens)]
 
@@ -216,7 +270,7 @@ class MetricsCollector:
             s.cost_usd += cost.usd
             if usage_source == "estimate":
                 s.cost_estimated_usd += cost.usd
-            bucket = _bucket(prompt)
+            bucket = prompt_bucket(prompt)
             histogram = s.latency_by_bucket.get(bucket)
             if histogram is None:
                 histogram = s.latency_by_bucket[bucket] = Histogram(_LATENCY_EDGES)

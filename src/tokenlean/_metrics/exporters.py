@@ -120,6 +120,21 @@ class PrometheusExporter:
 
     Raises:
         MissingDependencyError: ``prometheus-client`` is not installed.
+
+    Example:
+        >>> from prometheus_client import CollectorRegistry
+        >>> from tokenlean import MetricsCollector
+        >>> registry = CollectorRegistry()  # default: prometheus_client's global registry
+        >>> collector = MetricsCollector(sinks=[PrometheusExporter(registry)])
+        >>> _ = collector.record_request("gpt-4o", input_tokens=1000, output_tokens=10,
+        ...                              latency_s=0.3)
+        >>> collector.record_cache("exact", True)
+        >>> tokens = {"model": "gpt-4o", "type": "input"}
+        >>> registry.get_sample_value("tokenlean_tokens_total", tokens)
+        1000.0
+        >>> lookups = {"layer": "exact", "hit": "true"}
+        >>> registry.get_sample_value("tokenlean_cache_lookups_total", lookups)
+        1.0
     """
 
     def __init__(self, registry: Any = None, *, namespace: str = "tokenlean") -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tokenlean._errors import ConfigurationError, InvalidInputError
-from tokenlean._tokens import get_token_counter
+from tokenlean._tokens.counting import get_token_counter
 
 __all__ = ["Chunk", "Document", "SentenceSplitter", "key_terms", "split_sentences"]
 

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from tokenlean._errors import ConfigurationError
 from tokenlean._retrieval.documents import key_terms, split_sentences
 from tokenlean._retrieval.search import ScoredChunk
-from tokenlean._tokens import get_token_counter
+from tokenlean._tokens.counting import get_token_counter
 
 __all__ = ["DroppedItem", "PackedContext", "PackedItem", "pack_chunks"]
 

@@ -6,14 +6,14 @@ import asyncio
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from tokenlean._cache.retrieval import RetrievalCache
+from tokenlean._cache.retrieval_cache import RetrievalCache
 from tokenlean._errors import ConfigurationError, InvalidInputError
-from tokenlean._retrieval.index import HybridIndex
+from tokenlean._retrieval.hybrid_index import HybridIndex
 from tokenlean._retrieval.packing import Order, PackedContext, pack_chunks
 from tokenlean._retrieval.search import HybridSearcher, ScoredChunk
 
 if TYPE_CHECKING:
-    from tokenlean._metrics.collector import MetricsCollector
+    from tokenlean._metrics.collector import MetricsRecorder
 
 __all__ = ["BudgetedRetriever"]
 
@@ -49,7 +49,7 @@ class BudgetedRetriever:
         counter: Callable[[str], int] | None = None,
         candidates: int = 30,
         tenant: str = "default",
-        collector: MetricsCollector | None = None,
+        collector: MetricsRecorder | None = None,
     ) -> None:
         self.collector = collector
         if candidates < 1:

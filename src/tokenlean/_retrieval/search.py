@@ -11,7 +11,7 @@ import numpy.typing as npt
 
 from tokenlean._errors import ConfigurationError, MissingDependencyError
 from tokenlean._retrieval.documents import Chunk, key_terms
-from tokenlean._retrieval.index import HybridIndex
+from tokenlean._retrieval.hybrid_index import HybridIndex
 
 __all__ = [
     "CrossEncoderReranker",
@@ -49,6 +49,17 @@ class LexicalSemanticReranker:
 
     score = ``dense_weight`` x cosine + ``lexical_weight`` x BM25 (scaled to [0, 1] over the
     candidates) + ``coverage_weight`` x share of the query's terms found in the chunk.
+
+    Example:
+        >>> from tokenlean import Chunk
+        >>> def candidate(text, dense, lexical):
+        ...     return ScoredChunk(Chunk(text, "doc", 0, text, 0, len(text)), 0.0, dense, lexical)
+        >>> candidates = [candidate("Shipping takes two days.", dense=0.5, lexical=1.0),
+        ...               candidate("Refunds take five days.", dense=0.5, lexical=2.0),
+        ...               candidate("Opening hours.", dense=0.6, lexical=0.0)]
+        >>> scores = LexicalSemanticReranker().rerank("refund days", candidates)
+        >>> [round(score, 2) for score in scores]  # the best lexical match now ranks first
+        [0.75, 1.0, 0.6]
     """
 
     def __init__(
@@ -129,6 +140,25 @@ class HybridSearcher:
 
     Raises:
         ConfigurationError: an unknown fusion or out-of-range parameter.
+
+    Example:
+        >>> from tokenlean.testing import HashingEmbedder
+        >>> index = HybridIndex(embedder=HashingEmbedder())
+        >>> index.add([
+        ...     {"id": "refunds", "text": "Refunds are paid within five days of the return.",
+        ...      "metadata": {"topic": "billing"}},
+        ...     {"id": "shipping", "text": "Orders ship within two days from our warehouse.",
+        ...      "metadata": {"topic": "delivery"}},
+        ...     {"id": "returns", "text": "Returns are free for thirty days.",
+        ...      "metadata": {"topic": "billing"}},
+        ... ])
+        3
+        >>> searcher = HybridSearcher(index)
+        >>> best = searcher.search("how long do refunds take", k=2)[0]
+        >>> best.rank, best.chunk.doc_id, best.chunk.text
+        (0, 'refunds', 'Refunds are paid within five days of the return.')
+        >>> [r.chunk.doc_id for r in searcher.search("days", filters={"topic": "billing"})]
+        ['returns', 'refunds']
     """
 
     def __init__(

@@ -1,5 +1,5 @@
-"""``tokenlean audit``: the command around :func:`tokenlean._audit.audit_log`, a sample-log
-generator, and the HTML report."""
+"""``tokenlean audit``: the command around :func:`tokenlean._audit.log_audit.audit_log`, a
+sample-log generator, and the HTML report."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from tokenlean.cli._demo import generate_requests
+from tokenlean.bench._demo import generate_requests
 
 __all__ = ["render_html", "write_sample_log"]
 

@@ -22,9 +22,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tokenlean._batching.executors import EmbeddingExecutor, SimulatedChatAPI
-from tokenlean._batching.routing import LearnedGate, Router, RuleGate
 from tokenlean._batching.scheduler import LatencyClass, MicroBatcher
 from tokenlean._embeddings import Embedder, default_embedder
+from tokenlean._routing.router import LearnedGate, Router, RuleGate
 from tokenlean._stats import rank_percentile
 
 __all__ = ["batching_bench", "routing_bench"]

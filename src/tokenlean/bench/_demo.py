@@ -16,11 +16,11 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from tokenlean._canonical import fingerprint
-from tokenlean._messages import count_request_tokens
-from tokenlean._plan import PromptPlan
-from tokenlean._prefix_cache import anthropic_request, openai_prompt_cache_key
-from tokenlean._providers import prefix_cache_rule
-from tokenlean._tokens import describe_counter, get_token_counter
+from tokenlean._prompt.plan import PromptPlan
+from tokenlean._prompt.prefix_cache import anthropic_request, openai_prompt_cache_key
+from tokenlean._prompt.providers import prefix_cache_rule
+from tokenlean._tokens.counting import describe_counter, get_token_counter
+from tokenlean._tokens.messages import count_request_tokens
 
 __all__ = ["generate_requests", "run_demo"]
 

@@ -49,6 +49,14 @@ class RegexDetector:
 
     Raises:
         ConfigurationError: the name is empty or the pattern does not compile.
+
+    Example:
+        >>> detector = RegexDetector("order_id", r"\\bORD-\\d{6,}\\b")
+        >>> text = "Orders ORD-123456 and ORD-654321 shipped"
+        >>> [text[start:end] for start, end in detector.find(text)]
+        ['ORD-123456', 'ORD-654321']
+        >>> mask_volatile(text, detectors=[detector]).text
+        'Orders [order_id#1] and [order_id#2] shipped'
     """
 
     def __init__(self, name: str, pattern: str | re.Pattern[str], flags: int = 0) -> None:
@@ -138,6 +146,19 @@ class VolatileMasker:
 
     Use one masker for all the blocks of one prompt, so that ``[timestamp#1]`` means the same
     value everywhere in it.
+
+    Example:
+        >>> masker = VolatileMasker()
+        >>> system = masker.mask("Generated at 2026-11-27T17:45:00Z for request req_8f3a9c2d71.")
+        >>> system.text
+        'Generated at [timestamp#1] for request [request_id#1].'
+        >>> state = masker.mask("Last sync: 2026-11-27T17:45:00Z; next: 2026-11-27T18:45:00Z")
+        >>> state.text  # the same value keeps its number across blocks
+        'Last sync: [timestamp#1]; next: [timestamp#2]'
+        >>> [(m.placeholder, m.value) for m in state.masked]
+        [('[timestamp#1]', '2026-11-27T17:45:00Z'), ('[timestamp#2]', '2026-11-27T18:45:00Z')]
+        >>> state.restore()
+        'Last sync: 2026-11-27T17:45:00Z; next: 2026-11-27T18:45:00Z'
     """
 
     def __init__(self, detectors: Sequence[VolatileDetector] | None = None) -> None:

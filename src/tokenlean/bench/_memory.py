@@ -21,12 +21,12 @@ import numpy as np
 
 from tokenlean._embeddings import Embedder, default_embedder
 from tokenlean._errors import ConfigurationError, InvalidInputError
-from tokenlean._memory.memory import ConversationMemory
+from tokenlean._memory.conversation import ConversationMemory
 from tokenlean._memory.summary import turn_label
 from tokenlean._memory.transcript import Turn
-from tokenlean._messages import count_message_tokens
 from tokenlean._stats import p95
-from tokenlean._tokens import get_token_counter
+from tokenlean._tokens.counting import get_token_counter
+from tokenlean._tokens.messages import count_message_tokens
 
 __all__ = ["load_locomo", "memory_bench"]
 

@@ -28,193 +28,44 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel
-
-from tokenlean._batching.routing import LearnedGate, RouteDecision, Router
 from tokenlean._batching.scheduler import BatchKey, LatencyClass, MicroBatcher
 from tokenlean._cache.compare import last_user_turn
 from tokenlean._cache.completion import CompletionCache
 from tokenlean._cache.policy import CachePolicy, VerifierConfig
 from tokenlean._cache.request import CacheRequest
-from tokenlean._cache.retrieval import RetrievalCache
-from tokenlean._canonical import canonical_json, fingerprint
+from tokenlean._cache.retrieval_cache import RetrievalCache
 from tokenlean._errors import ConfigurationError
-from tokenlean._harness.workload import Question, Session, Workload
-from tokenlean._memory.memory import ConversationMemory
-from tokenlean._memory.slots import RegexExtractor
-from tokenlean._messages import count_message_tokens
-from tokenlean._metrics.collector import _bucket
+from tokenlean._memory.conversation import ConversationMemory
+from tokenlean._metrics.collector import prompt_bucket
 from tokenlean._metrics.prices import PriceTable
-from tokenlean._plan import PromptPlan
-from tokenlean._retrieval.index import HybridIndex
+from tokenlean._prompt.plan import PromptPlan
+from tokenlean._retrieval.hybrid_index import HybridIndex
 from tokenlean._retrieval.retriever import BudgetedRetriever
-from tokenlean._stats import rank_percentile
-from tokenlean._tokens import get_token_counter
+from tokenlean._routing.router import Router
+from tokenlean._tokens.counting import get_token_counter
+from tokenlean._tokens.messages import count_message_tokens
+from tokenlean.bench._levers import EXTRACTORS, Customer, EscalationGate
+from tokenlean.bench._model import (
+    MAIN_MODEL,
+    SMALL_MODEL,
+    UNSURE,
+    BatchBenchModel,
+    BenchModel,
+    BenchReply,
+    SimulatedModel,
+    as_bench_model,
+)
+from tokenlean.bench._tally import Tally
+from tokenlean.bench._variants import VARIANTS, Variant, variant_named
+from tokenlean.bench._workload import Question, Session, Workload
 
-__all__ = ["MAIN_MODEL", "SMALL_MODEL", "VARIANTS", "SimulatedModel", "run_harness"]
+__all__ = ["run_harness"]
 
-VARIANTS = ("baseline", "cached", "summarized_retrieved", "all_levers")
-MAIN_MODEL, SMALL_MODEL = "gpt-4o-mini", "gpt-4.1-nano"
-OUTPUT_TOKENS = 10
-UNSURE = "I don't know"
-
-_NUMBER = re.compile(r"(\d+)")
-_CITY = re.compile(r"(?:deliver my orders to|delivery_city:) ([A-Z][a-z]+)")
-_PURCHASE = re.compile(r"(?:I bought the|purchased_product:) ([A-Z][a-z]+ [a-z]+)")
 _PERSONAL = re.compile(r"\b(my|I bought)\b")
-_KEYWORDS = {
-    "warranty": "warranty",
-    "battery": "battery",
-    "return": "Returns",
-    "charging": "charges fully",
-}
-
-
-@dataclass
-class SimulatedModel:
-    """Answers from the context; documented latency and price.
-
-    **Answers.** The value of the asked fact in the *last* place of the context that states it,
-    or "I don't know". A delivery-city question takes the last "deliver my orders to X" (or the
-    slot line ``delivery_city: X``); a product question the number in the last sentence naming
-    the product and the attribute; a question about "the product I bought" first finds the last
-    purchase ("I bought the X", or ``purchased_product: X``), then that product's fact. With
-    ``multi_hop=False`` (the small model) the model answers "I don't know" to those two-hop
-    questions, which is what makes the router escalate.
-
-    **Latency.** One call takes ``overhead_ms + prefill_ms_per_token x uncached input tokens +
-    cached_prefill_ms_per_token x cached input tokens + decode_ms_per_token x output tokens``.
-    A batch (:meth:`call_batch`) runs its items in parallel: it pays the overhead once and takes
-    its longest item's time, and every item in it waits for the whole batch.
-
-    **Prefix cache.** The provider caches prefixes at message boundaries: the longest run of
-    leading messages (after the tool schemas) seen before, if at least ``min_cached_tokens``
-    long, is read from cache, billed at the price table's cached-read price.
-    """
-
-    model: str = MAIN_MODEL
-    multi_hop: bool = True
-    overhead_ms: float = 250.0
-    prefill_ms_per_token: float = 0.04
-    cached_prefill_ms_per_token: float = 0.004
-    decode_ms_per_token: float = 12.0
-    min_cached_tokens: int = 1024
-    _seen: set[str] = field(default_factory=set)
-
-    def answer(self, messages: list[dict[str, Any]], question: Question) -> str:
-        text = "\n".join(str(m.get("content") or "") for m in messages[:-1])
-        if question.fact == "delivery city":
-            cities = _CITY.findall(text)
-            return cities[-1] if cities else UNSURE
-        subject, attribute = question.fact.rsplit(" ", 1)
-        if subject == "purchase":
-            purchases = _PURCHASE.findall(text)
-            if not self.multi_hop or not purchases:
-                return UNSURE
-            subject = purchases[-1]
-        sentences = re.split(r"(?<=[.!?])\s+|\n+", text)
-        hits = [
-            s
-            for s in sentences
-            if subject in s
-            and _KEYWORDS[attribute] in s
-            and _NUMBER.search(s)
-            and not s.rstrip().endswith("?")
-        ]
-        numbers = _NUMBER.findall(hits[-1]) if hits else []
-        return numbers[0] if numbers else UNSURE
-
-    def _tokens(
-        self, messages: list[dict[str, Any]], count: Callable[[str], int], tools: Sequence[Any]
-    ) -> tuple[int, int]:
-        counted = count_message_tokens(messages, tools=tools or None, counter=count)
-        tokens, cached, running = counted.total, 0, counted.tools
-        key = fingerprint(self.model, canonical_json(list(tools)))
-        for message in messages[:-1]:
-            key = fingerprint(key, str(message.get("role")), str(message.get("content") or ""))
-            running += count(str(message.get("content") or "")) + 4
-            if key in self._seen and running >= self.min_cached_tokens:
-                cached = running
-            self._seen.add(key)
-        return tokens, cached
-
-    def _time(self, tokens: int, cached: int) -> float:
-        return (
-            self.prefill_ms_per_token * (tokens - cached)
-            + self.cached_prefill_ms_per_token * cached
-            + self.decode_ms_per_token * OUTPUT_TOKENS
-        )
-
-    def call(
-        self,
-        messages: list[dict[str, Any]],
-        count: Callable[[str], int],
-        tools: Sequence[Any] = (),
-    ) -> tuple[int, int, float]:
-        """(input tokens, cached input tokens, latency ms) of one call."""
-        tokens, cached = self._tokens(messages, count, tools)
-        return tokens, cached, self.overhead_ms + self._time(tokens, cached)
-
-    def call_batch(
-        self,
-        batch: Sequence[list[dict[str, Any]]],
-        count: Callable[[str], int],
-        tools: Sequence[Any] = (),
-    ) -> list[tuple[int, int, float]]:
-        """:meth:`call` for a batch: the overhead once, the longest item's time for all."""
-        figures = [self._tokens(messages, count, tools) for messages in batch]
-        latency = self.overhead_ms + max((self._time(*f) for f in figures), default=0.0)
-        return [(tokens, cached, latency) for tokens, cached in figures]
-
-
-class _Customer(BaseModel):
-    delivery_city: str | None = None
-    purchased_product: str | None = None
-
-
-_EXTRACTORS = [
-    RegexExtractor("delivery_city", r"deliver my orders to ([A-Z][a-z]+)"),
-    RegexExtractor("purchased_product", r"I bought the ([A-Z][a-z]+ [a-z]+)"),
-]
-
-
-class _EscalationGate:
-    """A router gate that learns from escalations: every small-path answer is an example
-    (escalated or not) for a :class:`LearnedGate`, retrained after each wave; until it has seen
-    both outcomes it makes no decision (the router then tries the small model). A wave's
-    decisions are made up front with one embedding call (:meth:`prepare`), so routing does not
-    stagger the requests that the batcher should group."""
-
-    def __init__(self, embedder: Any) -> None:
-        self.gate = LearnedGate(embedder, k=3, threshold=0.34)
-        self.examples: dict[str, bool] = {}
-        self.trained = False
-        self.decisions: dict[str, RouteDecision] = {}
-
-    def learn(self, text: str, escalated: bool) -> None:
-        self.examples[text] = escalated
-
-    def retrain(self) -> None:
-        if len(set(self.examples.values())) == 2:
-            self.gate.train(list(self.examples), list(self.examples.values()))
-            self.trained = True
-
-    def prepare(self, texts: Sequence[str]) -> None:
-        self.decisions = {}
-        if not self.trained or not texts:
-            return
-        for text, p in zip(texts, self.gate.probabilities_large(texts), strict=True):
-            path: Literal["small", "large"] = "large" if p >= self.gate.threshold else "small"
-            self.decisions[text] = RouteDecision(path, f"learned gate p(large)={p:.2f}", p)
-
-    def decide(self, text: str, **_: Any) -> RouteDecision | None:
-        if not self.trained:
-            return None
-        return self.decisions.get(text) or self.gate.decide(text)
 
 
 @dataclass
@@ -230,54 +81,7 @@ class _Job:
     answer: str | None = None
     from_cache: bool = False
     submitted: float = 0.0
-    calls: list[tuple[str, int, int, float]] = field(default_factory=list)
-
-
-@dataclass
-class _Tally:
-    successes: int = 0
-    tasks: int = 0
-    input_tokens: int = 0
-    cached_input_tokens: int = 0
-    output_tokens: int = 0
-    model_calls: int = 0
-    cost: float = 0.0
-    latencies: list[float] = field(default_factory=list)
-    cache_hits: int = 0
-    failures: dict[str, int] = field(default_factory=dict)
-    by_size: dict[str, list[float]] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def fail(self, kind: str) -> None:
-        self.failures[kind] = self.failures.get(kind, 0) + 1
-
-    def result(self) -> dict[str, Any]:
-        def pct(ordered: list[float], q: float) -> float:
-            return round(rank_percentile(ordered, q), 1)
-
-        lat = sorted(self.latencies) or [0.0]
-        return {
-            "tasks": self.tasks,
-            "success_rate": round(self.successes / self.tasks, 4),
-            "input_tokens_per_task": round(self.input_tokens / self.tasks, 1),
-            "output_tokens_per_task": round(self.output_tokens / self.tasks, 1),
-            "cost_per_success": round(self.cost / self.successes, 7) if self.successes else None,
-            "latency_ms_p50": pct(lat, 0.5),
-            "latency_ms_p95": pct(lat, 0.95),
-            "latency_ms_p99": pct(lat, 0.99),
-            "cache_hit_rate": round(self.cache_hits / self.tasks, 4),
-            "failures": dict(sorted(self.failures.items())),
-            "prefix_cached_share": round(self.cached_input_tokens / self.input_tokens, 4)
-            if self.input_tokens
-            else 0.0,
-            "model_calls_per_task": round(self.model_calls / self.tasks, 3),
-            "latency_by_prompt_size": {
-                bucket: {"p50_ms": pct(v, 0.5), "p95_ms": pct(v, 0.95), "calls": len(v)}
-                for bucket, v in sorted((b, sorted(v)) for b, v in self.by_size.items())
-            },
-            "latency_ms_percentiles": [pct(lat, q / 100) for q in range(101)],
-            **self.extra,
-        }
+    calls: list[tuple[str, BenchReply]] = field(default_factory=list)
 
 
 class _Run:
@@ -285,24 +89,24 @@ class _Run:
 
     def __init__(
         self,
-        variant: str,
+        variant: Variant,
         workload: Workload,
         *,
         embedder: Any,
         budget: int,
-        factory: Callable[[str], Any],
+        factory: Callable[[str], BenchModel],
         count: Callable[[str], int],
         prices: PriceTable,
     ) -> None:
         self.variant, self.workload, self.budget = variant, workload, budget
         self.count, self.prices = count, prices
-        self.levers = variant in ("summarized_retrieved", "all_levers")
-        self.tally = _Tally()
+        self.levers = variant.memory
+        self.tally = Tally()
         self.model, self.small = factory(MAIN_MODEL), factory(SMALL_MODEL)
         self.documents = {d["id"]: d for d in workload.documents}
         self.index = HybridIndex(embedder=embedder)
         self.index.add(workload.documents)
-        self.retrieval_cache = RetrievalCache() if variant == "all_levers" else None
+        self.retrieval_cache = RetrievalCache() if variant.retrieval_cache else None
         self.retriever = BudgetedRetriever(self.index, counter=count, cache=self.retrieval_cache)
         self.exact = CompletionCache(policy=CachePolicy.exact())
         self.semantic = CompletionCache(
@@ -325,13 +129,13 @@ class _Run:
             counter=count,
             summarize_after=300,
             keep_recent=4,
-            slots=_Customer,
-            extractors=_EXTRACTORS,
+            slots=Customer,
+            extractors=EXTRACTORS,
         )
         self.histories: dict[str, list[dict[str, Any]]] = {}
         self.batcher: MicroBatcher | None = None
         self.router: Router | None = None
-        self.gate = _EscalationGate(embedder)
+        self.gate = EscalationGate(embedder)
         self.start = datetime(2026, 11, 27, 9, 0, tzinfo=timezone.utc)
 
     # ------------------------------------------------------------------ prompts
@@ -341,16 +145,14 @@ class _Run:
         tools = self.workload.tools
         if not self.levers:
             documents = "\n".join(d["text"] for d in self.documents.values())
-            plan = PromptPlan(
-                counter=self.count, volatile="keep" if self.variant == "baseline" else "move"
-            )
+            plan = PromptPlan(counter=self.count, volatile=self.variant.volatile)
             plan = plan.with_policy(f"{self.workload.policy}\nCurrent time: {now}")
             plan = plan.with_tools(tools)
             plan = plan.with_policy(f"Documentation:\n{documents}", name="docs")
             plan = plan.with_history(self.histories[session.user]).with_user(question.text)
             rendered = plan.render()
             job.messages = rendered.messages
-            if self.variant == "cached":
+            if self.variant.cache == "exact":
                 # The key leaves out the message the plan moved the volatile values into (the
                 # time), and keeps the policy, whose time is masked.
                 moved = [value.value for value in rendered.moved]
@@ -366,7 +168,7 @@ class _Run:
         packed = self.retriever.retrieve(f"{question.text}\n{state}", budget=300)
         job.sources = tuple(packed.doc_ids)
         docs = f"Documentation:\n{packed.text}"
-        if self.variant == "summarized_retrieved":
+        if not self.variant.static_first:
             room = self.budget
             system = f"{self.workload.policy}\nCurrent time: {now}\n\n{docs}"
             pack = self.memory.context(session.user, budget=room, user=question.text, system=system)
@@ -382,32 +184,36 @@ class _Run:
         room = self.budget - count_message_tokens(head, counter=self.count).total
         pack = self.memory.context(session.user, budget=room, user=question.text, system="")
         job.messages = [*head, *pack.messages]
-        # The customer's own data (first-person references) is never served from a shared cache.
-        job.route = "personal" if _PERSONAL.search(question.text) else "facts"
-        job.request = CacheRequest(model=MAIN_MODEL, messages=tuple(job.messages[-1:]))
+        if self.variant.cache == "semantic":
+            # The customer's own data (first-person references) is never served from a shared
+            # cache.
+            job.route = "personal" if _PERSONAL.search(question.text) else "facts"
+            job.request = CacheRequest(model=MAIN_MODEL, messages=tuple(job.messages[-1:]))
 
     # ------------------------------------------------------------------ model calls
 
-    def _models(self) -> dict[str, Any]:
+    def _models(self) -> dict[str, BenchModel]:
         return {self.model.model: self.model, self.small.model: self.small}
 
-    def _call_one(self, target: Any, job: _Job) -> str:
-        answer = str(target.answer(job.messages, job.question))
-        tokens, cached, latency = target.call(job.messages, self.count, self.workload.tools)
-        job.calls.append((target.model, tokens, cached, latency))
-        return answer
+    def _call_one(self, target: BenchModel, job: _Job) -> str:
+        reply = target.call(
+            job.messages, job.question, counter=self.count, tools=self.workload.tools
+        )
+        job.calls.append((target.model, reply))
+        return reply.text
 
     async def _execute(self, key: BatchKey, jobs: Sequence[_Job]) -> list[str]:
         target = self._models()[key.model]
         began = time.perf_counter()
-        if not hasattr(target, "call_batch"):  # a real model: one call after another
+        if not isinstance(target, BatchBenchModel):  # one call after another
             return await asyncio.to_thread(lambda: [self._call_one(target, j) for j in jobs])
-        answers = [str(target.answer(j.messages, j.question)) for j in jobs]
-        figures = target.call_batch([j.messages for j in jobs], self.count, self.workload.tools)
-        for job, (tokens, cached, latency) in zip(jobs, figures, strict=True):
+        replies = target.call_batch(
+            [(j.messages, j.question) for j in jobs], counter=self.count, tools=self.workload.tools
+        )
+        for job, reply in zip(jobs, replies, strict=True):
             waited = (began - job.submitted) * 1000
-            job.calls.append((target.model, tokens, cached, latency + waited))
-        return answers
+            job.calls.append((target.model, replace(reply, latency_ms=reply.latency_ms + waited)))
+        return [reply.text for reply in replies]
 
     async def _routed(self, jobs: list[_Job]) -> None:
         assert self.router is not None
@@ -431,7 +237,7 @@ class _Run:
     # ------------------------------------------------------------------ the run
 
     async def run(self, progress: Callable[[int], None]) -> dict[str, Any]:
-        if self.variant == "all_levers":
+        if self.variant.route_and_batch:
             self.batcher = MicroBatcher(
                 self._execute,
                 classes={
@@ -460,7 +266,7 @@ class _Run:
                 self._lookup(job)
                 jobs.append(job)
             misses = [j for j in jobs if j.answer is None]
-            if self.variant == "all_levers":
+            if self.variant.route_and_batch:
                 await self._routed(misses)
             else:
                 for job in misses:
@@ -512,7 +318,7 @@ class _Run:
     def _lookup(self, job: _Job) -> None:
         if job.request is None:
             return
-        if self.variant == "cached":
+        if self.variant.cache == "exact":
             hit = self.exact.lookup(job.request)
         else:
             hit = self.semantic.lookup(job.request, route=job.route)
@@ -527,24 +333,26 @@ class _Run:
             tally.cache_hits += 1
             tally.latencies.append(5.0)
         else:
-            for model, tokens, cached, _latency in job.calls:
+            for model, reply in job.calls:
                 tally.model_calls += 1
-                tally.input_tokens += tokens
-                tally.cached_input_tokens += cached
-                tally.output_tokens += OUTPUT_TOKENS
+                tally.input_tokens += reply.input_tokens
+                tally.cached_input_tokens += reply.cached_tokens
+                tally.output_tokens += reply.output_tokens
                 tally.cost += self.prices.cost(
-                    model, input_tokens=tokens, output_tokens=OUTPUT_TOKENS, cached_tokens=cached
+                    model,
+                    input_tokens=reply.input_tokens,
+                    output_tokens=reply.output_tokens,
+                    cached_tokens=reply.cached_tokens,
                 ).usd
-            latency = sum(call[3] for call in job.calls)
+            latency = sum(reply.latency_ms for _, reply in job.calls)
             tally.latencies.append(latency)
-            tally.by_size.setdefault(_bucket(job.calls[-1][1]), []).append(latency)
-            if job.request is not None and self.variant == "cached":
+            last = job.calls[-1][1].input_tokens
+            tally.by_size.setdefault(prompt_bucket(last), []).append(latency)
+            if job.request is not None and self.variant.cache == "exact":
                 self.exact.store(job.request, answer)
             elif job.request is not None and answer != UNSURE:
                 self.semantic.store(job.request, answer, route=job.route, tags=job.sources)
-        judge = getattr(self.model, "is_correct", None)
-        correct = judge(answer, question.answer) if judge else answer == question.answer
-        if correct:
+        if self.model.is_correct(answer, question.answer):
             tally.successes += 1
         elif job.from_cache:
             tally.fail("wrong_cache_hit")
@@ -566,35 +374,45 @@ def run_harness(
     *,
     embedder: Any,
     budget: int = 2600,
-    model_factory: Callable[[str], Any] | None = None,
+    model_factory: Callable[[str], BenchModel] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
-    variants: Sequence[str] = VARIANTS,
+    variants: Sequence[str | Variant] = VARIANTS,
 ) -> dict[str, Any]:
-    """Run the four variants over ``workload`` and return their figures.
+    """Run the variants over ``workload`` and return their figures, by variant name.
 
-    ``model_factory(name) -> model`` replaces the simulated model (``name`` is
-    :data:`MAIN_MODEL` for the main path and :data:`SMALL_MODEL` for the routed small path). A
-    model has ``model`` (its price-table name), ``answer(messages, question) -> str``,
-    ``call(messages, counter, tools) -> (input tokens, cached tokens, latency ms)`` for the call
-    just answered, optionally ``call_batch`` (see :class:`SimulatedModel`) and
-    ``is_correct(answer, gold) -> bool``; ``langchain_tokenlean.bench_model`` wraps any
-    LangChain chat model this way. ``progress(variant, done, total)`` is called after each wave.
-    ``variants`` runs a subset (in the order of :data:`VARIANTS`).
+    ``model_factory(name)`` replaces the simulated model: ``name`` is :data:`MAIN_MODEL` for the
+    main path and :data:`SMALL_MODEL` for the routed small path, and it returns a
+    :class:`BenchModel` (a :class:`BatchBenchModel` gets whole batches);
+    ``langchain_tokenlean.bench_model`` wraps any LangChain chat model this way.
+    ``progress(variant, done, total)`` is called after each wave. ``variants`` are standard
+    variant names (run in the order of :data:`VARIANTS`) or :class:`Variant` objects (run in
+    the order given).
 
     Raises:
-        ConfigurationError: an unknown variant name.
+        ConfigurationError: an unknown variant name, two variants with one name, or a factory
+            that returns something other than a :class:`BenchModel`.
     """
-    unknown = set(variants) - set(VARIANTS)
+    chosen: list[Variant] = []
+    names = [v for v in variants if isinstance(v, str)]
+    unknown = [n for n in names if variant_named(n) is None]
     if unknown:
-        raise ConfigurationError(f"unknown variants {sorted(unknown)}; known: {list(VARIANTS)}")
-    factory = model_factory or (
-        lambda name: SimulatedModel(model=name, multi_hop=name != SMALL_MODEL)
-    )
+        known = [v.name for v in VARIANTS]
+        raise ConfigurationError(f"unknown variants {sorted(unknown)}; known: {known}")
+    chosen = [v for v in VARIANTS if v.name in names]
+    chosen += [v for v in variants if isinstance(v, Variant)]
+    if len({v.name for v in chosen}) < len(chosen):
+        raise ConfigurationError(f"two variants share a name: {[v.name for v in chosen]}")
+
+    def factory(name: str) -> BenchModel:
+        if model_factory is None:
+            return SimulatedModel(model=name, multi_hop=name != SMALL_MODEL)
+        return as_bench_model(model_factory(name))
+
     count = get_token_counter()
     prices = PriceTable.default()
     total = workload.questions
     results: dict[str, Any] = {}
-    for variant in (v for v in VARIANTS if v in variants):
+    for variant in chosen:
         run = _Run(
             variant,
             workload,
@@ -606,13 +424,13 @@ def run_harness(
         )
         done = 0
 
-        def advance(n: int, variant: str = variant) -> None:
+        def advance(n: int, name: str = variant.name) -> None:
             nonlocal done
             done += n
             if progress is not None:
-                progress(variant, done, total)
+                progress(name, done, total)
 
-        results[variant] = _run_async(run.run(advance))
+        results[variant.name] = _run_async(run.run(advance))
     return {"questions": total, "variants": results}
 
 

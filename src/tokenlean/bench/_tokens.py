@@ -16,7 +16,7 @@ import statistics
 import time
 from collections.abc import Callable
 
-from tokenlean._tokens import CachedTokenCounter, TiktokenCounter, get_token_counter
+from tokenlean._tokens.counting import CachedTokenCounter, TiktokenCounter, get_token_counter
 
 __all__ = ["run_token_bench", "token_bench"]
 

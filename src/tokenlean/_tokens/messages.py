@@ -16,7 +16,8 @@ from typing import Any
 
 from tokenlean._canonical import canonical_json
 from tokenlean._errors import MalformedRequestError
-from tokenlean._tokens import describe_counter, get_token_counter, resolve_encoding
+from tokenlean._tokens.counting import describe_counter, get_token_counter
+from tokenlean._tokens.encodings import resolve_encoding
 
 __all__ = ["RequestTokenCount", "count_message_tokens", "count_request_tokens", "count_tool_tokens"]
 

@@ -33,7 +33,8 @@ from tokenlean._canonical import canonicalize_text
 from tokenlean._embeddings import Embedder, default_embedder
 from tokenlean._errors import ConfigurationError, InvalidInputError
 from tokenlean._stats import p95
-from tokenlean.cli._bench_cache import _embed_all, _request, _TableEmbedder
+from tokenlean.bench._cache_pairs import bench_request
+from tokenlean.bench._pairs_data import TableEmbedder, embed_all
 
 __all__ = ["load_stream", "static_replay", "stream_bench"]
 
@@ -154,7 +155,7 @@ def _tokenlean(
     policy = CachePolicy.semantic(max_error_rate=max_error_rate)
     cache = CompletionCache(
         policy=policy,
-        embedder=_TableEmbedder(table, dim),
+        embedder=TableEmbedder(table, dim),
         judge=equal_answers,
         background_judging=False,  # deterministic: each verdict is in before the next lookup
         seed=seed,
@@ -164,7 +165,7 @@ def _tokenlean(
     latencies: list[float] = []
     n = len(rows)
     for i, (text, answer) in enumerate(rows):
-        request = _request(text)
+        request = bench_request(text)
         start = time.perf_counter()
         result = cache.lookup(request, tenant="bench")
         latencies.append((time.perf_counter() - start) * 1000)
@@ -217,7 +218,7 @@ def stream_bench(
     embedder = embedder or default_embedder()
     texts = list(dict.fromkeys(canonicalize_text(t) for t, _ in rows))
     start = time.perf_counter()
-    vectors = _embed_all(embedder, texts)
+    vectors = embed_all(embedder, texts)
     embed_ahead_s = time.perf_counter() - start
     table = dict(zip(texts, vectors, strict=True))
     dim = int(vectors.shape[1])

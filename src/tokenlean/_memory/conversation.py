@@ -18,81 +18,26 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
-from tokenlean._config import FrozenModel
 from tokenlean._embeddings import Embedder
 from tokenlean._errors import ConfigurationError, InvalidInputError
+from tokenlean._memory.assembly import ContextPack, MemoryBudget, PackItem, assemble, turn_text
 from tokenlean._memory.slots import SlotExtractor, SlotState
 from tokenlean._memory.summary import ExtractiveSummarizer, RollingSummary, Summarizer, turn_label
-from tokenlean._memory.transcript import (
-    MemoryTranscriptStore,
-    TranscriptStore,
-    Turn,
-    turn_from_message,
-)
-from tokenlean._messages import count_message_tokens
-from tokenlean._retrieval.documents import SentenceSplitter, key_terms
-from tokenlean._retrieval.index import HybridIndex
+from tokenlean._memory.transcript import TranscriptStore, Turn, turn_from_message
+from tokenlean._memory.transcript_memory import MemoryTranscriptStore
+from tokenlean._retrieval.documents import SentenceSplitter
+from tokenlean._retrieval.hybrid_index import HybridIndex
 from tokenlean._retrieval.search import HybridSearcher
-from tokenlean._tokens import get_token_counter
+from tokenlean._tokens.counting import get_token_counter
 
 if TYPE_CHECKING:
-    from tokenlean._metrics.collector import MetricsCollector
+    from tokenlean._metrics.collector import MetricsRecorder
 
-__all__ = ["ContextPack", "ConversationMemory", "MemoryBudget", "PackItem"]
+__all__ = ["ConversationMemory"]
 
 logger = logging.getLogger("tokenlean.memory")
-
-
-class MemoryBudget(FrozenModel):
-    """How the budget left after the pinned sections is shared (each share of that rest)."""
-
-    recent: float = Field(default=0.2, ge=0, le=1)
-    summary: float = Field(default=0.1, ge=0, le=1)
-    retrieved: float = Field(default=0.7, ge=0, le=1)
-    min_recent_turns: int = Field(default=2, ge=0, description="Kept even past the share.")
-    neighbours: int = Field(default=1, ge=0, description="Turns around a retrieved turn.")
-
-
-@dataclass(frozen=True)
-class PackItem:
-    """One piece of the context: its section, text, tokens and the turn ids it came from."""
-
-    section: str
-    text: str
-    tokens: int
-    sources: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class ContextPack:
-    """The context for one model call, and why each part of it is there.
-
-    Attributes:
-        messages: OpenAI-style messages to send.
-        items: every piece, by section (``system``, ``state``, ``summary``, ``retrieved``,
-            ``recent``, ``user``), with its tokens and provenance.
-        budget: the limit.
-        tokens: prompt tokens of ``messages`` (``count_message_tokens``); never above budget.
-        summary_error: the last summarization failure, if any (raw turns stayed in play).
-    """
-
-    messages: list[dict[str, Any]]
-    items: tuple[PackItem, ...]
-    budget: int
-    tokens: int
-    summary_error: str | None = None
-
-    def sources(self) -> set[str]:
-        """Ids of every turn that is in the context, raw or through an item derived from it."""
-        return {source for item in self.items for source in item.sources}
-
-    def section_tokens(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for item in self.items:
-            out[item.section] = out.get(item.section, 0) + item.tokens
-        return out
 
 
 @dataclass
@@ -103,21 +48,6 @@ class _Session:
     pending: Future[None] | None = None  # a background summary update
     dirty: bool = False  # new turns arrived while it ran
     summary_error: str | None = None
-
-
-def _groups(turns: Sequence[Turn]) -> list[list[Turn]]:
-    """Turns grouped so that a tool call and its results are never split."""
-    groups: list[list[Turn]] = []
-    for turn in turns:
-        if (
-            turn.role == "tool"
-            and groups
-            and (groups[-1][0].tool_calls or groups[-1][0].role == "tool")
-        ):
-            groups[-1].append(turn)
-        else:
-            groups.append([turn])
-    return groups
 
 
 class ConversationMemory:
@@ -135,6 +65,23 @@ class ConversationMemory:
         keep_recent: turns at the end never summarized (they are the recent window's).
         background: update summaries in a background thread, off the request path.
         clock: time source for turn timestamps.
+
+    Example:
+        An early turn that matters comes back, within the budget, 60 turns later:
+
+        >>> from tokenlean.testing import HashingEmbedder
+        >>> memory = ConversationMemory(embedder=HashingEmbedder(64))
+        >>> _ = memory.add("s1", [{"role": "user", "content": "My order number is 4417."},
+        ...                       {"role": "assistant", "content": "Thanks, noted."}])
+        >>> for i in range(30):
+        ...     _ = memory.add("s1", [
+        ...         {"role": "user", "content": f"Question {i} about shipping times?"},
+        ...         {"role": "assistant", "content": f"Answer {i}: two to three days."}])
+        >>> pack = memory.context("s1", budget=200, user="What was my order number?")
+        >>> pack.tokens <= 200, "t0" in pack.sources(), "4417" in pack.messages[0]["content"]
+        (True, True, True)
+        >>> sorted(pack.section_tokens())
+        ['recent', 'retrieved', 'user']
     """
 
     def __init__(
@@ -151,7 +98,7 @@ class ConversationMemory:
         keep_recent: int = 8,
         background: bool = False,
         clock: Callable[[], float] = time.time,
-        collector: MetricsCollector | None = None,
+        collector: MetricsRecorder | None = None,
     ) -> None:
         self.collector = collector
         self.store = store if store is not None else MemoryTranscriptStore()
@@ -336,7 +283,7 @@ class ConversationMemory:
             ]
             if new:
                 state.index.add(
-                    {"id": t.id, "text": f"{turn_label(t)}: {_turn_text(t)}",
+                    {"id": t.id, "text": f"{turn_label(t)}: {turn_text(t)}",
                      "metadata": {"index": t.index}}
                     for t in new
                 )  # fmt: skip
@@ -375,151 +322,39 @@ class ConversationMemory:
             user = user_turn.content
         count = self.counter
         system_text = system if system is not None else "\n\n".join(t.content for t in system_turns)
-        items: list[PackItem] = []
+        pinned: list[PackItem] = []
         system_sources = tuple(t.id for t in system_turns) if system is None else ()
         if system_text:
-            items.append(PackItem("system", system_text, count(system_text), system_sources))
+            pinned.append(PackItem("system", system_text, count(system_text), system_sources))
         if self.slot_model is not None:
             slots = self.slots(session, tenant=tenant)
             rendered = slots.render()
             if rendered:
                 text = f"Conversation state:\n{rendered}"
-                items.append(PackItem("state", text, count(text), slots.sources()))
+                pinned.append(PackItem("state", text, count(text), slots.sources()))
+        user_item = None
         if user is not None:
-            items.append(PackItem("user", user, count(user),
-                                  (user_turn.id,) if user_turn else ()))  # fmt: skip
+            user_item = PackItem("user", user, count(user), (user_turn.id,) if user_turn else ())
 
-        pinned = _render(items, [])
-        pinned_tokens = count_message_tokens(pinned, counter=count).total
-        if pinned_tokens > budget:
-            raise ConfigurationError(
-                f"budget {budget} cannot hold the pinned sections ({pinned_tokens} tokens: "
-                "system prompt, state and user turn)"
-            )
-        rest = budget - pinned_tokens - 16  # section headers and message overheads
-        shares = self.shares
+        def ranking() -> list[str]:
+            searcher = HybridSearcher(self._turn_index(tenant, session, turns), candidates=60)
+            return [hit.chunk.doc_id for hit in searcher.search(user or "", k=80)]
 
-        # Recent turns, in tool-call-safe groups, newest first.
-        groups = _groups(history)
-        recent_groups: list[list[Turn]] = []
-        allowance = int(rest * shares.recent)
-        used = kept = 0
-        for group in reversed(groups):
-            cost = sum(count(t.content) + 4 for t in group)
-            if used + cost > allowance and kept >= shares.min_recent_turns:
-                break
-            if used + cost > rest:
-                break
-            recent_groups.insert(0, group)
-            used += cost
-            kept += len(group)
-        carry = allowance - used
-        recent = [t for g in recent_groups for t in g]
-        recent_ids = {t.id for t in recent}
-
-        # Rolling summary items (newest coverage first when trimming), skipping recent turns.
-        summary = self.summary(session, tenant=tenant)
-        summary_allowance = int(rest * shares.summary) + max(carry, 0)
-        spent = 0
-        # Items that share terms with the user turn first, then the most recent.
-        terms = _terms(user or "")
-        order = sorted(
-            range(len(summary.items)),
-            key=lambda i: (-len(terms & _terms(summary.items[i].text)), -i),
-        )
-        chosen_items: dict[int, PackItem] = {}
-        for i in order:
-            item = summary.items[i]
-            if set(item.sources) <= recent_ids:
-                continue
-            cost = count(item.text) + 1
-            if spent + cost > summary_allowance:
-                continue
-            chosen_items[i] = PackItem("summary", item.text, cost - 1, item.sources)
-            spent += cost
-        summary_items: list[PackItem] = [chosen_items[i] for i in sorted(chosen_items)]
-        carry = summary_allowance - spent
-
-        # Retrieved older turns, with their neighbours.
-        retrieved_allowance = int(rest * shares.retrieved) + max(carry, 0)
-        older = [t for t in history if t.id not in recent_ids]
-        retrieved: list[PackItem] = []
-        if older and user and retrieved_allowance > 0:
-            index = self._turn_index(tenant, session, turns)
-            searcher = HybridSearcher(index, candidates=60)
-            hits = searcher.search(user, k=80)
-            by_id = {t.id: t for t in older}
-            position = {t.id: i for i, t in enumerate(older)}
-            chosen: dict[str, PackItem] = {}
-            spent = 0
-
-            def take(turn: Turn) -> bool:
-                nonlocal spent
-                if turn.id in chosen or turn.id in recent_ids:
-                    return False
-                text = _retrieved_text(turn)
-                cost = count(text) + 1
-                if spent + cost > retrieved_allowance:
-                    return False
-                chosen[turn.id] = PackItem("retrieved", text, cost - 1, (turn.id,))
-                spent += cost
-                return True
-
-            top = [by_id[h.chunk.doc_id] for h in hits if h.chunk.doc_id in by_id]
-            for turn in top:
-                take(turn)
-            for turn in top[:5]:
-                at = position[turn.id]
-                for step in range(1, shares.neighbours + 1):
-                    for near in (at - step, at + step):
-                        if 0 <= near < len(older):
-                            take(older[near])
-            retrieved = sorted(chosen.values(), key=lambda item: by_id[item.sources[0]].index)
-
-        # Whatever is left extends the recent window further back.
-        left = (
-            rest
-            - used
-            - sum(i.tokens + 1 for i in summary_items)
-            - sum(i.tokens + 1 for i in retrieved)
-        )
-        taken = {i.sources[0] for i in retrieved}
-        for group in reversed(groups[: len(groups) - len(recent_groups)]):
-            cost = sum(count(t.content) + 4 for t in group)
-            if cost > left or any(t.id in taken for t in group):
-                break
-            recent_groups.insert(0, group)
-            left -= cost
-        recent = [t for g in recent_groups for t in g]
-        final_recent = {t.id for t in recent}
-        # Summary items whose turns are now all in the recent window would say them twice.
-        summary_items = [i for i in summary_items if not set(i.sources) <= final_recent]
-
-        all_items = [*(items[:-1] if user is not None else items), *summary_items, *retrieved]
-        user_items = [items[-1]] if user is not None else []
-        messages = _render([*all_items, *user_items], recent)
-        total = count_message_tokens(messages, counter=count).total
-        # Verify against the real count: drop the least important pieces until it fits.
-        while total > budget:
-            if retrieved:
-                retrieved.pop(0)
-            elif summary_items:
-                summary_items.pop(0)
-            elif len(recent) > 0:
-                recent = recent[1:]
-                while recent and recent[0].role == "tool":
-                    recent = recent[1:]
-            else:  # pragma: no cover - the pinned check above makes this unreachable
-                break
-            all_items = [*(items[:-1] if user is not None else items), *summary_items, *retrieved]
-            messages = _render([*all_items, *user_items], recent)
-            total = count_message_tokens(messages, counter=count).total
-        recent_items = [PackItem("recent", t.content, count(t.content), (t.id,)) for t in recent]
-        return ContextPack(
-            messages=messages,
-            items=(*all_items, *recent_items, *user_items),
+        out = assemble(
             budget=budget,
-            tokens=total,
+            count=count,
+            history=history,
+            pinned=pinned,
+            user=user_item,
+            summary=self.summary(session, tenant=tenant),
+            ranking=ranking,
+            shares=self.shares,
+        )
+        return ContextPack(
+            messages=out.messages,
+            items=out.items,
+            budget=budget,
+            tokens=out.tokens,
             summary_error=state.summary_error,
         )
 
@@ -542,64 +377,3 @@ class ConversationMemory:
         """Finish background work."""
         if self._executor is not None:
             self._executor.shutdown(wait=True)
-
-
-_COMMON = frozenset(  # all shorter than six letters: a key-term prefix equals the word
-    [
-        "the",
-        "and",
-        "was",
-        "what",
-        "did",
-        "for",
-        "with",
-        "that",
-        "this",
-        "you",
-        "have",
-        "from",
-        "when",
-        "how",
-        "who",
-    ]
-)
-
-
-def _terms(text: str) -> set[str]:
-    return key_terms(text) - _COMMON
-
-
-def _turn_text(turn: Turn) -> str:
-    caption = turn.metadata.get("caption") if turn.metadata else None
-    return f"{turn.content} [shared an image: {caption}]" if caption else turn.content
-
-
-def _retrieved_text(turn: Turn) -> str:
-    # The label is the turn's position, not its id: ids can be UUIDs (LangChain message ids cost
-    # ~30 tokens each). The full id stays in the pack item's sources.
-    return f"[#{turn.index}] {turn_label(turn)}: {_turn_text(turn)}"
-
-
-def _render(items: Sequence[PackItem], recent: Sequence[Turn]) -> list[dict[str, Any]]:
-    sections: dict[str, list[str]] = {}
-    for item in items:
-        sections.setdefault(item.section, []).append(item.text)
-    parts = []
-    if "system" in sections:
-        parts.append("\n\n".join(sections["system"]))
-    if "state" in sections:
-        parts.extend(sections["state"])
-    if "summary" in sections:
-        parts.append(
-            "Summary of the earlier conversation:\n"
-            + "\n".join(f"- {t}" for t in sections["summary"])
-        )
-    if "retrieved" in sections:
-        parts.append("Relevant earlier turns:\n" + "\n".join(sections["retrieved"]))
-    messages: list[dict[str, Any]] = []
-    if parts:
-        messages.append({"role": "system", "content": "\n\n".join(parts)})
-    messages.extend(turn.to_message() for turn in recent)
-    if "user" in sections:
-        messages.append({"role": "user", "content": sections["user"][-1]})
-    return messages

@@ -27,11 +27,11 @@ from tokenlean._canonical import fingerprint
 from tokenlean._embeddings import Embedder, SentenceTransformerEmbedder, default_embedder
 from tokenlean._errors import ConfigurationError, InvalidInputError
 from tokenlean._retrieval.documents import Document
-from tokenlean._retrieval.index import HybridIndex
+from tokenlean._retrieval.hybrid_index import HybridIndex
 from tokenlean._retrieval.packing import pack_chunks
 from tokenlean._retrieval.search import HybridSearcher, ScoredChunk
 from tokenlean._stats import p95
-from tokenlean._tokens import get_token_counter
+from tokenlean._tokens.counting import get_token_counter
 
 __all__ = ["load_beir", "retrieval_bench"]
 

@@ -26,9 +26,9 @@ from typing import Any, Literal
 
 from tokenlean._canonical import CanonicalizeOptions, canonical_json, canonicalize_text, fingerprint
 from tokenlean._errors import ConfigurationError, MalformedRequestError
-from tokenlean._messages import TOKENS_PER_MESSAGE, count_message_tokens, count_tool_tokens
-from tokenlean._tokens import get_token_counter
-from tokenlean._volatile import MaskedValue, VolatileDetector, VolatileMasker
+from tokenlean._prompt.volatile import MaskedValue, VolatileDetector, VolatileMasker
+from tokenlean._tokens.counting import get_token_counter
+from tokenlean._tokens.messages import TOKENS_PER_MESSAGE, count_message_tokens, count_tool_tokens
 
 __all__ = ["PromptPlan", "RenderedPrompt", "Segment", "SegmentKind", "VolatileMode"]
 

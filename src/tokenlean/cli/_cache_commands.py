@@ -10,19 +10,22 @@ the same store, route and version finds it.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+import typer
 
 from tokenlean._cache.completion import CompletionCache
 from tokenlean._cache.policy import CachePolicy
-from tokenlean._cache.sqlite import SQLiteStore
+from tokenlean._cache.sqlite_store import SQLiteStore
 from tokenlean._canonical import canonicalize_text
 from tokenlean._embeddings import Embedder, default_embedder
 from tokenlean._errors import ConfigurationError
-from tokenlean.cli._bench_cache import FORMATS, load_pairs, nearest_examples
-from tokenlean.cli._bench_cache_stream import load_stream
+from tokenlean.bench._cache_pairs import FORMATS, load_pairs, nearest_examples
+from tokenlean.bench._cache_stream import load_stream
+from tokenlean.cli._app import BudgetOpt, JsonOpt, RouteOpt, VersionOpt, cache_app
 
 __all__ = ["calibrate_store", "show_acceptance"]
 
@@ -114,3 +117,47 @@ def show_acceptance(
         return {"route": route or "", **cache.acceptance(route)}
     finally:
         cache.close()
+
+
+@cache_app.command("calibrate")
+def cache_calibrate(
+    data: Annotated[Path, typer.Argument(help="Labelled pairs, or a JSONL stream.")],
+    store: Annotated[Path, typer.Option(help="SQLite cache store to write the evidence to.")],
+    fmt: Annotated[
+        str, typer.Option("--format", help="stream, gptcache, mrpc-tsv, stsb-tsv or pairs-jsonl.")
+    ] = "stream",
+    route: RouteOpt = None,
+    max_error_rate: BudgetOpt = 0.05,
+    version: VersionOpt = "1",
+    limit: Annotated[int | None, typer.Option(help="Use the first N pairs or prompts.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add offline evidence to a semantic route's error-bounded acceptance rule."""
+
+    result = calibrate_store(
+        data, store, fmt=fmt, route=route, max_error_rate=max_error_rate, version=version,
+        limit=limit,
+    )  # fmt: skip
+    _print_acceptance(result, as_json)
+
+
+@cache_app.command("acceptance")
+def cache_acceptance(
+    store: Annotated[Path, typer.Argument(help="SQLite cache store.")],
+    route: RouteOpt = None,
+    max_error_rate: BudgetOpt = 0.05,
+    version: VersionOpt = "1",
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a semantic route's evidence, error bound and acceptance region."""
+
+    result = show_acceptance(store, route=route, max_error_rate=max_error_rate, version=version)
+    _print_acceptance(result, as_json)
+
+
+def _print_acceptance(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    for key, value in result.items():
+        typer.echo(f"{key:>20}: {value}")

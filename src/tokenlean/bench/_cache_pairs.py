@@ -19,14 +19,10 @@ measured separately and added for the "with embedding" figures.
 
 from __future__ import annotations
 
-import csv
 import json
 import statistics
-import sys
 import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,118 +31,28 @@ import numpy.typing as npt
 
 from tokenlean._cache.compare import last_user_turn
 from tokenlean._cache.completion import CompletionCache
-from tokenlean._cache.index import VectorIndex
 from tokenlean._cache.judge import DefaultAnswerJudge
 from tokenlean._cache.policy import CachePolicy, VerifierConfig
 from tokenlean._cache.request import CacheRequest
-from tokenlean._cache.sqlite import SQLiteStore
-from tokenlean._canonical import canonicalize_text, fingerprint
-from tokenlean._embeddings import Embedder, SentenceTransformerEmbedder, default_embedder
+from tokenlean._cache.sqlite_store import SQLiteStore
+from tokenlean._cache.vector_index import VectorIndex
+from tokenlean._canonical import canonicalize_text
+from tokenlean._embeddings import Embedder, default_embedder
 from tokenlean._errors import ConfigurationError, InvalidInputError
 from tokenlean._stats import p95
+from tokenlean.bench._pairs_data import (
+    FORMATS,
+    Pair,
+    TableEmbedder,
+    embed_all,
+    load_pairs,
+    nearest_examples,
+)
 
-__all__ = ["Pair", "cache_bench", "load_pairs"]
-
-FORMATS = ("gptcache", "mrpc-tsv", "stsb-tsv", "pairs-jsonl")
-STSB_DUPLICATE = 4.0  # STS-B scores 4-5: "mostly" or "completely equivalent" (the data's scale)
-STSB_DIFFERENT = 2.0  # 0-2: not equivalent; pairs in between are left out as ambiguous
-
-
-@dataclass(frozen=True)
-class Pair:
-    """Two texts and whether the second is a duplicate (paraphrase) of the first."""
-
-    text_a: str
-    text_b: str
-    duplicate: bool
+__all__ = ["FORMATS", "Pair", "bench_request", "cache_bench", "load_pairs", "nearest_examples"]
 
 
-def load_pairs(path: Path, fmt: str, limit: int | None = None) -> list[Pair]:
-    """Read labelled pairs in one of :data:`FORMATS`.
-
-    Raises:
-        ConfigurationError: unknown format or missing file.
-        InvalidInputError: a row that does not have the format's shape.
-    """
-    if fmt not in FORMATS:
-        raise ConfigurationError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
-    if not path.is_file():
-        raise ConfigurationError(f"no such file: {path}")
-    pairs: list[Pair] = []
-    text = path.read_text(encoding="utf-8")
-    try:
-        if fmt == "gptcache":
-            pairs = [Pair(row["origin"], row["similar"], True) for row in json.loads(text)]
-        elif fmt == "stsb-tsv":
-            for row in csv.reader(text.splitlines(), delimiter="\t", quoting=csv.QUOTE_NONE):
-                if len(row) < 10 or not row[9].replace(".", "", 1).isdigit():
-                    continue  # the header, or a row without a score
-                score = float(row[9])
-                if score >= STSB_DUPLICATE or score <= STSB_DIFFERENT:
-                    pairs.append(Pair(row[7], row[8], score >= STSB_DUPLICATE))
-        elif fmt == "mrpc-tsv":
-            for row in csv.reader(text.splitlines(), delimiter="\t", quoting=csv.QUOTE_NONE):
-                if row:
-                    pairs.append(Pair(row[3], row[4], row[0].strip() == "1"))
-        else:
-            for line in text.splitlines():
-                if line.strip():
-                    row = json.loads(line)
-                    pairs.append(Pair(row["text_a"], row["text_b"], int(row["label"]) == 1))
-    except (KeyError, IndexError, TypeError, ValueError) as exc:
-        raise InvalidInputError(f"{path} is not valid {fmt} data: {exc!r}") from exc
-    return pairs[:limit] if limit else pairs
-
-
-class _TableEmbedder:
-    """Serves precomputed embeddings (the benchmark embeds every text once, up front)."""
-
-    def __init__(self, table: dict[str, npt.NDArray[np.float32]], dimension: int) -> None:
-        self.table = table
-        self._dimension = dimension
-
-    @property
-    def dimension(self) -> int:
-        return self._dimension
-
-    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        # The cache embeds canonical text; the table is keyed by it too.
-        return np.stack([self.table[canonicalize_text(t)] for t in texts]).astype(np.float32)
-
-
-def _embed_all(embedder: Embedder, texts: list[str]) -> npt.NDArray[np.float32]:
-    """Embed every text once; reuse the result across runs from a cache file when the same
-    model embedded the same texts before (embedding thousands of texts takes minutes here)."""
-    name = embedder.model_name if isinstance(embedder, SentenceTransformerEmbedder) else None
-    cache_file = None
-    if name is not None:
-        folder = Path(tempfile.gettempdir()) / "tokenlean-bench-embeddings"
-        cache_file = folder / f"{fingerprint(name, *texts)}.npy"
-        if cache_file.is_file():
-            cached: npt.NDArray[np.float32] = np.load(cache_file)
-            if cached.shape[0] == len(texts):
-                return cached
-    print(f"embedding {len(texts)} texts...", file=sys.stderr)
-    vectors = embedder.embed(texts)
-    if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        np.save(cache_file, vectors)
-    return vectors
-
-
-def nearest_examples(
-    pairs: list[Pair], vectors_a: npt.NDArray[np.float32], vectors_b: npt.NDArray[np.float32]
-) -> list[tuple[str, str, bool]]:
-    """Calibration examples as the cache would meet them: each pair's second text against its
-    nearest first text, right only when that is its own pair's and the pair is a duplicate."""
-    nearest = np.argmax(vectors_b @ vectors_a.T, axis=1)
-    return [
-        (pairs[int(j)].text_a, pair.text_b, int(j) == i and pair.duplicate)
-        for i, (pair, j) in enumerate(zip(pairs, nearest, strict=True))
-    ]
-
-
-def _request(text: str) -> CacheRequest:
+def bench_request(text: str) -> CacheRequest:
     return CacheRequest(model="bench-model", messages=({"role": "user", "content": text},))
 
 
@@ -221,7 +127,7 @@ def _tokenlean(
 ) -> tuple[list[tuple[bool, bool, bool]], list[float], dict[str, Any]]:
     folder = Path(tempfile.mkdtemp(prefix="tokenlean-bench-"))
     store = SQLiteStore(folder / "cache.db")
-    cache = CompletionCache(store, policy=policy, embedder=_TableEmbedder(table, dim), seed=0)
+    cache = CompletionCache(store, policy=policy, embedder=TableEmbedder(table, dim), seed=0)
     acceptance: dict[str, Any] = {}
     if calibration:
         vectors_a = np.stack([table[canonicalize_text(p.text_a)] for p in calibration])
@@ -232,11 +138,11 @@ def _tokenlean(
     for i, pair in enumerate(pairs):
         value = {"pair": i}
         payload_bytes += len(json.dumps(value, separators=(",", ":")))
-        cache.store(_request(pair.text_a), value, tenant="bench")
+        cache.store(bench_request(pair.text_a), value, tenant="bench")
     outcomes, latencies = [], []
     for i, pair in enumerate(pairs):
         start = time.perf_counter()
-        result = cache.lookup(_request(pair.text_b), tenant="bench")
+        result = cache.lookup(bench_request(pair.text_b), tenant="bench")
         latencies.append((time.perf_counter() - start) * 1000)
         correct = result.hit and result.value == {"pair": i} and pair.duplicate
         outcomes.append((result.hit, correct, pair.duplicate))
@@ -293,23 +199,23 @@ def _scale_latency(
     for i in range(size):
         vector = base[i % len(base)] + rng.normal(0, 0.08, dim).astype(np.float32)
         filler[f"filler sentence number {i}"] = (vector / np.linalg.norm(vector)).astype(np.float32)
-    embedder = _TableEmbedder({**table, **filler}, dim)
+    embedder = TableEmbedder({**table, **filler}, dim)
     folder = Path(tempfile.mkdtemp(prefix="tokenlean-bench-scale-"))
     cache = CompletionCache(SQLiteStore(folder / "cache.db"), policy=policy, embedder=embedder)
     start = time.perf_counter()
     for text in filler:
-        cache.store(_request(text), {"filler": 1}, tenant="bench")
+        cache.store(bench_request(text), {"filler": 1}, tenant="bench")
     build_s = time.perf_counter() - start
     latencies = []
     for text in queries[:500]:
         t0 = time.perf_counter()
-        cache.lookup(_request(text), tenant="bench")
+        cache.lookup(bench_request(text), tenant="bench")
         latencies.append((time.perf_counter() - t0) * 1000)
-    index = next(iter(cache._indexes_loaded().values()))
+    kinds = cache.stats().indexes
     cache.close()
     return {
         "entries": size,
-        "index": index.kind,
+        "index": ",".join(kinds),
         "lookups": len(latencies),
         "lookup_ms_p50_no_embed": round(statistics.median(latencies), 4),
         "lookup_ms_p95_no_embed": round(p95(latencies), 4),
@@ -346,7 +252,7 @@ def cache_bench(
     texts = list(
         dict.fromkeys(canonicalize_text(t) for p in everything for t in (p.text_a, p.text_b))
     )
-    vectors = _embed_all(embedder, texts)
+    vectors = embed_all(embedder, texts)
     table = dict(zip(texts, vectors, strict=True))
     dim = vectors.shape[1]
     sample = [p.text_b for p in pairs[:100]]
@@ -398,7 +304,7 @@ def cache_bench(
         "baseline": matched,
         "baseline_same_threshold": same,
     }
-    result["default_judge"] = _judge_figures(pairs, _TableEmbedder(table, dim))
+    result["default_judge"] = _judge_figures(pairs, TableEmbedder(table, dim))
     if sweep:
         rows = []
         for value in np.round(np.arange(0.70, 0.97, 0.02), 2):

@@ -10,7 +10,7 @@
   the static-prefix fingerprint (and a hashed tenant, so tenants never share a key).
 
 Token lengths are tokenlean's estimates: exact for OpenAI models with their own encoding, an
-approximation of Claude's tokenizer otherwise. The constants live in ``_providers.py``.
+approximation of Claude's tokenizer otherwise. The constants live in ``providers.py``.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from typing import Any, Literal
 
 from tokenlean._canonical import fingerprint
 from tokenlean._errors import ConfigurationError, MalformedRequestError
-from tokenlean._messages import count_tool_tokens
-from tokenlean._plan import PromptPlan, SegmentKind
-from tokenlean._providers import PrefixCacheRule, prefix_cache_rule
-from tokenlean._tokens import get_token_counter
+from tokenlean._prompt.plan import PromptPlan, SegmentKind
+from tokenlean._prompt.providers import PrefixCacheRule, prefix_cache_rule
+from tokenlean._tokens.counting import get_token_counter
+from tokenlean._tokens.messages import count_tool_tokens
 
 __all__ = [
     "AnthropicPrompt",
@@ -52,7 +52,22 @@ class CacheBreakpoint:
 
 @dataclass(frozen=True)
 class AnthropicPrompt:
-    """A Messages API request body with cache breakpoints, and why they are where they are."""
+    """A Messages API request body with cache breakpoints, and why they are where they are.
+
+    Example:
+        >>> from tokenlean import PromptPlan
+        >>> plan = PromptPlan().with_policy("Be brief. " * 800).with_user("Hi")
+        >>> prompt = anthropic_request(plan, "claude-sonnet-4-5")
+        >>> prompt.cacheable, prompt.static_prefix_tokens >= prompt.min_cacheable_tokens
+        (True, True)
+        >>> prompt.breakpoints[0].reason
+        "end of policy 'policy'"
+        >>> prompt.request["system"][0]["cache_control"]
+        {'type': 'ephemeral'}
+        >>> short = PromptPlan().with_policy("Be brief.").with_user("Hi")
+        >>> anthropic_request(short, "claude-sonnet-4-5").cacheable  # below the model's minimum
+        False
+    """
 
     request: dict[str, Any]
     breakpoints: tuple[CacheBreakpoint, ...]

@@ -9,7 +9,7 @@ import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from tokenlean._cache.memory import MemoryStore
+from tokenlean._cache.memory_store import MemoryStore
 from tokenlean._cache.request import hash_key, hash_tenant
 from tokenlean._cache.stats import CacheStats, StatsRecorder
 from tokenlean._cache.store import CacheStore, Selector, StoredEntry
@@ -17,7 +17,7 @@ from tokenlean._canonical import canonical_json, canonicalize_text
 from tokenlean._errors import ConfigurationError, InvalidInputError
 
 if TYPE_CHECKING:
-    from tokenlean._metrics.collector import MetricsCollector
+    from tokenlean._metrics.collector import MetricsRecorder
 
 __all__ = ["RetrievalCache", "canonical_query"]
 
@@ -59,7 +59,7 @@ class RetrievalCache:
         *,
         ttl_s: float | None = None,
         clock: Callable[[], float] = time.time,
-        collector: MetricsCollector | None = None,
+        collector: MetricsRecorder | None = None,
     ) -> None:
         self.collector = collector
         if ttl_s is not None and ttl_s <= 0:

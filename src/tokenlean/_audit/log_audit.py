@@ -29,12 +29,12 @@ from typing import Any
 from tokenlean._cache.request import hash_key
 from tokenlean._canonical import canonicalize_text
 from tokenlean._errors import InvalidInputError, TokenleanError
-from tokenlean._messages import count_message_tokens
 from tokenlean._metrics.prices import PriceTable
-from tokenlean._plan import PromptPlan
-from tokenlean._providers import prefix_cache_rule
+from tokenlean._prompt.plan import PromptPlan
+from tokenlean._prompt.providers import prefix_cache_rule
 from tokenlean._stats import rank_percentile
-from tokenlean._tokens import get_token_counter
+from tokenlean._tokens.counting import get_token_counter
+from tokenlean._tokens.messages import count_message_tokens
 
 __all__ = ["AuditReport", "audit_log", "read_request_log"]
 

@@ -1,1 +1,0 @@
-"""The end-to-end benchmark harness: a generated workload, a simulated model, four variants."""

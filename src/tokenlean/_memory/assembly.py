@@ -1,0 +1,374 @@
+"""Memory assembly as a pure function: plain inputs in, the budgeted messages out.
+
+:func:`assemble` does the whole budget algorithm of :meth:`ConversationMemory.context` with
+no store, index or embedder: the caller reads the transcript, the slot state and the summary,
+and supplies the older turns' relevance ranking (a list of turn ids, or a function giving it,
+called only when some turns fall outside the recent window). The steps:
+
+1. **Pinned.** The system prompt, the slot state and the user turn always go in; if they alone
+   exceed the budget, :class:`~tokenlean.ConfigurationError`.
+2. **Shares.** What is left (less :data:`SECTION_OVERHEAD`) is split by :class:`MemoryBudget`:
+   recent turns (newest first, in groups that never split a tool call from its results), then
+   summary items (those sharing terms with the user turn first), then retrieved older turns
+   with their neighbours. A section's unused share carries over to the next.
+3. **Extension.** Whatever is left at the end extends the recent window further back.
+4. **Verification.** The rendered messages are counted exactly; while they exceed the budget the
+   least important piece goes (oldest retrieved turn, then summary item, then recent turn).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import Field
+
+from tokenlean._config import FrozenModel
+from tokenlean._errors import ConfigurationError
+from tokenlean._memory.summary import RollingSummary, turn_label
+from tokenlean._memory.transcript import Turn
+from tokenlean._retrieval.documents import key_terms
+from tokenlean._tokens.messages import TOKENS_PER_MESSAGE, count_message_tokens
+
+__all__ = [
+    "SECTION_OVERHEAD",
+    "Assembly",
+    "ContextPack",
+    "MemoryBudget",
+    "PackItem",
+    "assemble",
+    "render",
+    "retrieved_text",
+    "turn_text",
+]
+
+SECTION_OVERHEAD = 16
+"""Tokens held back from the shares for what the sections add around their items: the system
+message's framing, the summary and retrieved-turns headings and the blank lines between
+sections (at most 15 with cl100k; the exact count in step 4 has the last word)."""
+
+_TURN_FRAMING = TOKENS_PER_MESSAGE + 1  # a recent turn is a message: framing plus a 1-token role
+_LINE = 1  # an item is one line of its section: its text plus a newline
+
+SUMMARY_HEADING = "Summary of the earlier conversation:"
+RETRIEVED_HEADING = "Relevant earlier turns:"
+
+
+class MemoryBudget(FrozenModel):
+    """How the budget left after the pinned sections is shared (each share of that rest)."""
+
+    recent: float = Field(default=0.2, ge=0, le=1)
+    summary: float = Field(default=0.1, ge=0, le=1)
+    retrieved: float = Field(default=0.7, ge=0, le=1)
+    min_recent_turns: int = Field(default=2, ge=0, description="Kept even past the share.")
+    neighbours: int = Field(default=1, ge=0, description="Turns around a retrieved turn.")
+
+
+@dataclass(frozen=True)
+class PackItem:
+    """One piece of the context: its section, text, tokens and the turn ids it came from."""
+
+    section: str
+    text: str
+    tokens: int
+    sources: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ContextPack:
+    """The context for one model call, and why each part of it is there.
+
+    Attributes:
+        messages: OpenAI-style messages to send.
+        items: every piece, by section (``system``, ``state``, ``summary``, ``retrieved``,
+            ``recent``, ``user``), with its tokens and provenance.
+        budget: the limit.
+        tokens: prompt tokens of ``messages`` (``count_message_tokens``); never above budget.
+        summary_error: the last summarization failure, if any (raw turns stayed in play).
+    """
+
+    messages: list[dict[str, Any]]
+    items: tuple[PackItem, ...]
+    budget: int
+    tokens: int
+    summary_error: str | None = None
+
+    def sources(self) -> set[str]:
+        """Ids of every turn that is in the context, raw or through an item derived from it."""
+        return {source for item in self.items for source in item.sources}
+
+    def section_tokens(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for item in self.items:
+            out[item.section] = out.get(item.section, 0) + item.tokens
+        return out
+
+
+@dataclass(frozen=True)
+class Assembly:
+    """What :func:`assemble` chose: the messages, every item (pinned, summary, retrieved,
+    recent, user, in that order) and the messages' exact token count."""
+
+    messages: list[dict[str, Any]]
+    items: tuple[PackItem, ...]
+    tokens: int
+
+
+Ranking = Sequence[str] | Callable[[], Sequence[str]]
+
+
+def assemble(
+    *,
+    budget: int,
+    count: Callable[[str], int],
+    history: Sequence[Turn],
+    pinned: Sequence[PackItem] = (),
+    user: PackItem | None = None,
+    summary: RollingSummary | None = None,
+    ranking: Ranking = (),
+    shares: MemoryBudget | None = None,
+) -> Assembly:
+    """Choose and render the context within ``budget`` tokens.
+
+    Args:
+        budget: the hard limit, in prompt tokens of the rendered messages.
+        count: the token counter.
+        history: the conversation's turns before the user turn, oldest first (no system turns).
+        pinned: the system and state items, always included.
+        user: the user turn, always included, last.
+        summary: the rolling summary of older turns.
+        ranking: ids of history turns, most relevant to the user turn first (ids not in the
+            history are ignored), or a function returning them (called only when some turns
+            fall outside the recent window).
+        shares: how the budget left after the pinned sections is shared.
+
+    Raises:
+        ConfigurationError: the budget cannot hold the pinned sections.
+
+    Example:
+        >>> from tokenlean._memory.transcript import Turn
+        >>> history = [Turn(id=f"t{i}", index=i, role=("user", "assistant")[i % 2],
+        ...                 content=f"message number {i}", timestamp=0.0) for i in range(40)]
+        >>> count = lambda text: len(text.split())
+        >>> out = assemble(budget=120, count=count, history=history, ranking=["t3"],
+        ...                user=PackItem("user", "what was message 3?", 4, ()))
+        >>> out.tokens <= 120, [i.sources for i in out.items if i.section == "retrieved"][:1]
+        (True, [('t2',)])
+    """
+    shares = shares or MemoryBudget()
+    head = [*pinned, *([user] if user is not None else [])]
+    pinned_tokens = count_message_tokens(render(head, []), counter=count).total
+    if pinned_tokens > budget:
+        raise ConfigurationError(
+            f"budget {budget} cannot hold the pinned sections ({pinned_tokens} tokens: "
+            "system prompt, state and user turn)"
+        )
+    rest = budget - pinned_tokens - SECTION_OVERHEAD
+
+    def group_cost(group: Sequence[Turn]) -> int:
+        return sum(count(t.content) + _TURN_FRAMING for t in group)
+
+    # 1. Recent turns, in tool-call-safe groups, newest first.
+    groups = tool_safe_groups(history)
+    recent_groups: list[list[Turn]] = []
+    allowance = int(rest * shares.recent)
+    used = kept = 0
+    for group in reversed(groups):
+        cost = group_cost(group)
+        if used + cost > allowance and kept >= shares.min_recent_turns:
+            break
+        if used + cost > rest:
+            break
+        recent_groups.insert(0, group)
+        used += cost
+        kept += len(group)
+    carry = allowance - used
+    recent_ids = {t.id for g in recent_groups for t in g}
+
+    # 2. Summary items that share terms with the user turn first, then the most recent.
+    summary_items = _summary_items(
+        summary, recent_ids, int(rest * shares.summary) + max(carry, 0), user, count
+    )
+    carry = (
+        int(rest * shares.summary) + max(carry, 0) - sum(i.tokens + _LINE for i in summary_items)
+    )
+
+    # 3. Retrieved older turns, with their neighbours.
+    older = [t for t in history if t.id not in recent_ids]
+    allowance = int(rest * shares.retrieved) + max(carry, 0)
+    retrieved: list[PackItem] = []
+    if older and user is not None and user.text and allowance > 0:
+        ranked = ranking() if callable(ranking) else ranking
+        retrieved = _retrieved(older, ranked, recent_ids, allowance, shares.neighbours, count)
+
+    # 4. Whatever is left extends the recent window further back.
+    left = (
+        rest
+        - used
+        - sum(i.tokens + _LINE for i in summary_items)
+        - sum(i.tokens + _LINE for i in retrieved)
+    )
+    taken = {i.sources[0] for i in retrieved}
+    for group in reversed(groups[: len(groups) - len(recent_groups)]):
+        cost = group_cost(group)
+        if cost > left or any(t.id in taken for t in group):
+            break
+        recent_groups.insert(0, group)
+        left -= cost
+    recent = [t for g in recent_groups for t in g]
+    final_recent = {t.id for t in recent}
+    # Summary items whose turns are now all in the recent window would say them twice.
+    summary_items = [i for i in summary_items if not set(i.sources) <= final_recent]
+
+    # 5. Verify against the exact count: drop the least important pieces until it fits.
+    tail = [user] if user is not None else []
+    messages = render([*pinned, *summary_items, *retrieved, *tail], recent)
+    total = count_message_tokens(messages, counter=count).total
+    while total > budget:
+        if retrieved:
+            retrieved.pop(0)
+        elif summary_items:
+            summary_items.pop(0)
+        elif recent:
+            recent = recent[1:]
+            while recent and recent[0].role == "tool":
+                recent = recent[1:]
+        else:  # pragma: no cover - the pinned check above makes this unreachable
+            break
+        messages = render([*pinned, *summary_items, *retrieved, *tail], recent)
+        total = count_message_tokens(messages, counter=count).total
+    recent_items = [PackItem("recent", t.content, count(t.content), (t.id,)) for t in recent]
+    items = (*pinned, *summary_items, *retrieved, *recent_items, *tail)
+    return Assembly(messages=messages, items=items, tokens=total)
+
+
+def _summary_items(
+    summary: RollingSummary | None,
+    recent_ids: set[str],
+    allowance: int,
+    user: PackItem | None,
+    count: Callable[[str], int],
+) -> list[PackItem]:
+    """Summary items within ``allowance``, in summary order: those sharing the most terms with
+    the user turn are chosen first, then the newest; items about recent turns only are left out."""
+    if summary is None:
+        return []
+    terms = _terms(user.text if user is not None else "")
+    order = sorted(
+        range(len(summary.items)),
+        key=lambda i: (-len(terms & _terms(summary.items[i].text)), -i),
+    )
+    chosen: dict[int, PackItem] = {}
+    spent = 0
+    for i in order:
+        item = summary.items[i]
+        if set(item.sources) <= recent_ids:
+            continue
+        tokens = count(item.text)
+        if spent + tokens + _LINE > allowance:
+            continue
+        chosen[i] = PackItem("summary", item.text, tokens, item.sources)
+        spent += tokens + _LINE
+    return [chosen[i] for i in sorted(chosen)]
+
+
+def _retrieved(
+    older: Sequence[Turn],
+    ranked: Sequence[str],
+    recent_ids: set[str],
+    allowance: int,
+    neighbours: int,
+    count: Callable[[str], int],
+) -> list[PackItem]:
+    """The best-ranked older turns within ``allowance``, then the neighbours of the top five,
+    in transcript order."""
+    by_id = {t.id: t for t in older}
+    position = {t.id: i for i, t in enumerate(older)}
+    chosen: dict[str, PackItem] = {}
+    spent = 0
+
+    def take(turn: Turn) -> None:
+        nonlocal spent
+        if turn.id in chosen or turn.id in recent_ids:
+            return
+        text = retrieved_text(turn)
+        tokens = count(text)
+        if spent + tokens + _LINE > allowance:
+            return
+        chosen[turn.id] = PackItem("retrieved", text, tokens, (turn.id,))
+        spent += tokens + _LINE
+
+    top = [by_id[turn_id] for turn_id in ranked if turn_id in by_id]
+    for turn in top:
+        take(turn)
+    for turn in top[:5]:
+        at = position[turn.id]
+        for step in range(1, neighbours + 1):
+            for near in (at - step, at + step):
+                if 0 <= near < len(older):
+                    take(older[near])
+    return sorted(chosen.values(), key=lambda item: by_id[item.sources[0]].index)
+
+
+def tool_safe_groups(turns: Sequence[Turn]) -> list[list[Turn]]:
+    """Turns grouped so that a tool call and its results are never split."""
+    groups: list[list[Turn]] = []
+    for turn in turns:
+        if (
+            turn.role == "tool"
+            and groups
+            and (groups[-1][0].tool_calls or groups[-1][0].role == "tool")
+        ):
+            groups[-1].append(turn)
+        else:
+            groups.append([turn])
+    return groups
+
+
+_COMMON = frozenset(  # all shorter than six letters: a key-term prefix equals the word
+    ["the", "and", "was", "what", "did", "for", "with", "that", "this", "you", "have", "from",
+     "when", "how", "who"]
+)  # fmt: skip
+
+
+def _terms(text: str) -> set[str]:
+    return key_terms(text) - _COMMON
+
+
+def turn_text(turn: Turn) -> str:
+    """A turn's content, with the caption of an image it shared."""
+    caption = turn.metadata.get("caption") if turn.metadata else None
+    return f"{turn.content} [shared an image: {caption}]" if caption else turn.content
+
+
+def retrieved_text(turn: Turn) -> str:
+    """A retrieved turn as one line: ``[#index] speaker (date): content``.
+
+    The label is the turn's position, not its id: ids can be UUIDs (LangChain message ids cost
+    ~30 tokens each). The full id stays in the pack item's sources."""
+    return f"[#{turn.index}] {turn_label(turn)}: {turn_text(turn)}"
+
+
+def render(items: Sequence[PackItem], recent: Sequence[Turn]) -> list[dict[str, Any]]:
+    """The messages: one system message (system, state, summary and retrieved sections), the
+    recent turns as they were, then the user turn."""
+    sections: dict[str, list[str]] = {}
+    for item in items:
+        sections.setdefault(item.section, []).append(item.text)
+    parts = []
+    if "system" in sections:
+        parts.append("\n\n".join(sections["system"]))
+    if "state" in sections:
+        parts.extend(sections["state"])
+    if "summary" in sections:
+        parts.append(f"{SUMMARY_HEADING}\n" + "\n".join(f"- {t}" for t in sections["summary"]))
+    if "retrieved" in sections:
+        parts.append(f"{RETRIEVED_HEADING}\n" + "\n".join(sections["retrieved"]))
+    messages: list[dict[str, Any]] = []
+    if parts:
+        messages.append({"role": "system", "content": "\n\n".join(parts)})
+    messages.extend(turn.to_message() for turn in recent)
+    if "user" in sections:
+        messages.append({"role": "user", "content": sections["user"][-1]})
+    return messages

@@ -1,0 +1,66 @@
+"""``MemoryTranscriptStore``: transcripts in process memory (the default; lost at exit)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from tokenlean._memory.transcript import Turn, check_continuation, encode_state, encode_turn
+
+__all__ = ["MemoryTranscriptStore"]
+
+
+class MemoryTranscriptStore:
+    """Transcripts in process memory. Thread-safe; turns are checked as a persistent store
+    would check them, so switching to :class:`SQLiteTranscriptStore` changes no behaviour.
+
+    Example:
+        >>> from tokenlean import MemoryTranscriptStore, Turn
+        >>> store = MemoryTranscriptStore()
+        >>> store.append(
+        ...     "acme",
+        ...     "ticket-42",
+        ...     [
+        ...         Turn("t0", 0, "user", "Where is order 1234?", 1.0),
+        ...         Turn("t1", 1, "assistant", "It left Lyon today.", 2.0),
+        ...     ],
+        ... )
+        >>> [(t.id, t.content) for t in store.turns("acme", "ticket-42")]
+        [('t0', 'Where is order 1234?'), ('t1', 'It left Lyon today.')]
+        >>> store.turns("acme", "another-session")
+        []
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._turns: dict[tuple[str, str], list[Turn]] = {}
+        self._ids: dict[tuple[str, str], set[str]] = {}
+        self._state: dict[tuple[str, str, str], str] = {}
+
+    def append(self, tenant: str, session: str, turns: Sequence[Turn]) -> None:
+        batch = list(turns)
+        for turn in batch:
+            encode_turn(turn)
+        key = (tenant, session)
+        with self._lock:
+            stored = self._turns.setdefault(key, [])
+            ids = self._ids.setdefault(key, set())
+            check_continuation(len(stored), batch, ids)
+            stored.extend(batch)
+            ids.update(turn.id for turn in batch)
+
+    def turns(self, tenant: str, session: str) -> list[Turn]:
+        with self._lock:
+            return list(self._turns.get((tenant, session), ()))
+
+    def get_state(self, tenant: str, session: str, name: str) -> Any:
+        with self._lock:
+            raw = self._state.get((tenant, session, name))
+        return json.loads(raw) if raw is not None else None
+
+    def put_state(self, tenant: str, session: str, name: str, value: Any) -> None:
+        raw = encode_state(value)
+        with self._lock:
+            self._state[(tenant, session, name)] = raw

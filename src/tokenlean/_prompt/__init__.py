@@ -1,0 +1,2 @@
+"""Prompt assembly: canonical plans ordered static to volatile, volatile-value detection, and
+provider prefix-cache hints."""

@@ -1,0 +1,2 @@
+"""Tokens: counters (tiktoken, Hugging Face, approximate), whole-request counts, calibration
+against provider-reported usage."""

@@ -1,0 +1,109 @@
+"""The memory's budget algorithm on its own: plain turns in, messages out; no store, no index,
+no embedder."""
+
+from __future__ import annotations
+
+import pytest
+
+from tokenlean import ConfigurationError, count_message_tokens, get_token_counter
+from tokenlean._memory.assembly import MemoryBudget, PackItem, assemble, tool_safe_groups
+from tokenlean._memory.summary import RollingSummary, SummaryItem
+from tokenlean._memory.transcript import Turn
+
+COUNT = get_token_counter()
+
+
+def turns(n: int, words: int = 12) -> list[Turn]:
+    return [
+        Turn(
+            id=f"t{i}",
+            index=i,
+            role=("user", "assistant")[i % 2],
+            content=f"turn {i} " + " ".join(f"word{j}" for j in range(words)),
+            timestamp=0.0,
+        )
+        for i in range(n)
+    ]
+
+
+def user(text: str = "what did we say in turn 7?") -> PackItem:
+    return PackItem("user", text, COUNT(text), ())
+
+
+@pytest.mark.parametrize("budget", [60, 120, 250, 600, 1500])
+def test_the_rendered_messages_never_exceed_the_budget(budget: int) -> None:
+    history = turns(80)
+    ranked = [f"t{i}" for i in range(0, 80, 3)]
+    summary = RollingSummary(
+        tuple(SummaryItem(f"fact {i} about the order", (f"t{i}",)) for i in range(20)), 20
+    )
+    out = assemble(
+        budget=budget, count=COUNT, history=history, user=user(), summary=summary, ranking=ranked
+    )
+    assert out.tokens == count_message_tokens(out.messages, counter=COUNT).total
+    assert out.tokens <= budget
+    assert out.messages[-1] == {"role": "user", "content": "what did we say in turn 7?"}
+
+
+def test_pinned_sections_that_do_not_fit_are_a_configuration_error() -> None:
+    system = PackItem("system", "policy " * 200, COUNT("policy " * 200), ())
+    with pytest.raises(ConfigurationError, match="cannot hold the pinned sections"):
+        assemble(budget=50, count=COUNT, history=turns(3), pinned=[system], user=user())
+
+
+def test_the_ranking_is_asked_for_only_when_older_turns_exist() -> None:
+    calls = []
+
+    def ranking() -> list[str]:
+        calls.append(1)
+        return ["t0"]
+
+    out = assemble(budget=2000, count=COUNT, history=turns(4), user=user(), ranking=ranking)
+    assert calls == []
+    assert [i.section for i in out.items] == ["recent"] * 4 + ["user"]
+    assemble(budget=200, count=COUNT, history=turns(60), user=user(), ranking=ranking)
+    assert calls == [1]
+
+
+def test_a_retrieved_turn_comes_with_its_neighbours_in_transcript_order() -> None:
+    out = assemble(budget=300, count=COUNT, history=turns(60), user=user(), ranking=["t7"])
+    retrieved = [i.sources[0] for i in out.items if i.section == "retrieved"]
+    assert retrieved == ["t6", "t7", "t8"]
+    assert "[#7] assistant (1970-01-01): turn 7" in out.messages[0]["content"]
+
+
+def test_summary_items_about_recent_turns_only_are_left_out() -> None:
+    history = turns(6)
+    summary = RollingSummary(
+        (SummaryItem("about turn 5", ("t5",)), SummaryItem("about turn 0", ("t-old",))), 0
+    )
+    out = assemble(budget=2000, count=COUNT, history=history, user=user(), summary=summary)
+    assert [i.text for i in out.items if i.section == "summary"] == ["about turn 0"]
+
+
+def test_tool_calls_and_their_results_stay_together() -> None:
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    history = [
+        *turns(30),
+        Turn("a", 30, "assistant", "", 0.0, tool_calls=(call,)),
+        Turn("r", 31, "tool", "result " * 40, 0.0, tool_call_id="c1"),
+        Turn("z", 32, "assistant", "done", 0.0),
+    ]
+    assert [len(g) for g in tool_safe_groups(history)][-2:] == [2, 1]
+    for budget in range(60, 400, 7):
+        out = assemble(budget=budget, count=COUNT, history=history, user=user())
+        recent = [i.sources[0] for i in out.items if i.section == "recent"]
+        assert ("a" in recent) == ("r" in recent), budget
+        assert out.tokens <= budget
+
+
+def test_unused_shares_carry_over_to_the_next_section() -> None:
+    """With nothing to summarize, the summary's share goes to retrieval."""
+    history = turns(60)
+    ranked = [f"t{i}" for i in range(0, 40)]
+    lean = MemoryBudget(recent=0.2, summary=0.5, retrieved=0.3, neighbours=0)
+    out = assemble(
+        budget=800, count=COUNT, history=history, user=user(), ranking=ranked, shares=lean
+    )
+    retrieved = sum(i.tokens for i in out.items if i.section == "retrieved")
+    assert retrieved > 0.3 * (800 - 40)  # more than its own share: the summary's came along
