@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -232,10 +233,146 @@ def test_bench_runs_the_harness(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert list(result["variants"]) == ["baseline", "cached"]
     assert result["variants"]["baseline"]["success_rate"] == 1.0
     assert (reports / "report.html").is_file()
+    assert err.splitlines()[0] == "tokenlean bench: loading the embedding model…"
+    assert "building the workload" in err.splitlines()[1]
     code, out, _ = run(argv, capsys)
     assert code == 0
     assert "cached" in out
-    assert "input tok/task" in out
+    assert "tok/task" in out
     code, _, err = run([*argv, "--variant", "everything"], capsys)
     assert code == 2
     assert "unknown variant" in err
+
+
+# ----------------------------------------------------------------------------- failures
+
+
+def test_an_unexpected_exception_is_one_line_naming_its_type(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bug (an exception that is not tokenlean's) is one line naming its type, status 2,
+    without its message (which may hold input); with -v the traceback comes first."""
+    from tokenlean.bench import _tokens
+
+    def broken(**_: Any) -> None:
+        raise KeyError("a secret from the input")
+
+    monkeypatch.setattr(_tokens, "run_token_bench", broken)
+    code, out, err = run(["bench", "tokens"], capsys)
+    assert code == 2
+    assert out == ""
+    assert err.startswith("tokenlean: error: unexpected KeyError; this is a bug in tokenlean")
+    assert len(err.splitlines()) == 1
+    assert "secret" not in err
+    code, _, err = run(["-v", "bench", "tokens"], capsys)
+    assert code == 2
+    assert err.startswith("Traceback (most recent call last):")
+    assert "a secret from the input" in err  # asked for with -v
+    assert err.splitlines()[-1].startswith("tokenlean: error: unexpected KeyError")
+
+
+def test_error_messages_are_one_printable_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Control characters in a message (a file name with a newline or an escape sequence)
+    are escaped, so the error stays one line and cannot drive the terminal."""
+    code, _, err = run(["count", str(tmp_path / "a\nb\x1b[2Jc")], capsys)
+    assert code == 2
+    assert err.count("\n") == 1
+    assert "\x1b" not in err
+    assert "a\\nb\\x1b[2Jc" in err
+
+
+def test_a_folder_is_not_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Giving a folder where a file is expected says so."""
+    code, _, err = run(["count", str(tmp_path)], capsys)
+    assert code == 2
+    assert "is a folder, not a file" in err
+
+
+def test_help_shows_no_type_for_flags() -> None:
+    """Through the installed entry point, flags (--json, --help, --sweep) show no ``<bool>`` as
+    if they took a value; options that take one still show its type."""
+    script = Path(sys.executable).with_name("tokenlean")
+    env = {"COLUMNS": "160", "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
+    for argv in (["--help"], ["bench", "cache", "--help"], ["audit", "--help"],
+                 ["cache", "clear", "--help"]):  # fmt: skip
+        out = subprocess.run(
+            [str(script), *argv], capture_output=True, text=True, check=True, env=env
+        ).stdout
+        assert "<bool>" not in out, argv
+        assert "--help" in out
+    bench_cache = subprocess.run(
+        [str(script), "bench", "cache", "--help"], capture_output=True, text=True, env=env
+    ).stdout
+    assert "--json" in bench_cache
+    assert "<float>" in bench_cache  # --max-error-rate takes a value
+
+
+# ----------------------------------------------------------------------------- input formats
+
+
+def test_a_pairs_file_without_the_keys_names_the_expected_keys(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A pairs-jsonl line with other keys gets an error naming text_a, text_b and label, and
+    the line number, instead of a KeyError."""
+    path = tmp_path / "pairs.jsonl"
+    line = {"text_a": "where is my order", "text_b": "where's my order", "label": 1}
+    path.write_text(json.dumps(line) + "\n" + json.dumps({"question": "x"}) + "\n")
+    code, _, err = run(["bench", "cache", "--pairs", str(path), "--format", "pairs-jsonl"], capsys)
+    assert code == 2
+    assert f"{path}:2: not valid pairs-jsonl data" in err
+    assert "no 'text_a' or 'text_b' or 'label'" in err
+    assert "'text_a' and 'text_b' strings and a 'label' 1 or 0" in err
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"text_a": "a", "text_b": 5, "label": 1}', "its 'text_b' is a number"),
+        ('{"text_a": "a", "text_b": "b", "label": "yes"}', "its 'label' is a string"),
+        ("[1, 2]", "this line is a list of 2 items"),
+    ],
+)
+def test_a_pairs_line_of_the_wrong_shape_says_what_it_is(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], line: str, message: str
+) -> None:
+    """Wrong types are named by kind, never by quoting the value."""
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(line + "\n")
+    code, _, err = run(["cache", "calibrate", str(path), "--store", str(tmp_path / "s.db"),
+                        "--format", "pairs-jsonl"], capsys)  # fmt: skip
+    assert code == 2
+    assert message in err
+    assert not (tmp_path / "s.db").exists()  # refused before the store or the model
+
+
+# ----------------------------------------------------------------------------- audit output
+
+
+def test_audit_shows_near_duplicates_in_text_and_html(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--near-duplicates is reported in the terminal and in the HTML page, whose tables show
+    formatted figures (thousands separators, percentages, dollars), not raw JSON."""
+    import tokenlean._embeddings as embeddings
+    from tokenlean.testing import HashingEmbedder
+
+    monkeypatch.setattr(embeddings, "default_embedder", lambda: HashingEmbedder())
+    log, page = tmp_path / "log.jsonl", tmp_path / "audit.html"
+    argv = ["audit", str(log), "--generate", "300", "--near-duplicates", "0.9", "--html", str(page)]
+    code, out, err = run(argv, capsys)
+    assert code == 0, err
+    assert "near duplicates at cosine >= 0.9:" in out
+    assert "distinct user turns" in out
+    text = page.read_text(encoding="utf-8")
+    assert "<h2>Near-duplicate user turns</h2>" in text
+    assert "turns with a near duplicate" in text
+    assert "{" not in text.split("<body>")[1]  # no JSON dumped into the page
+    requests_row = text.split("<td>requests</td>")[1]
+    assert requests_row.startswith("<td>300</td>")
+    assert re.search(r"<td>\d{1,3}(,\d{3})+</td>", text)  # token counts with separators
+    assert re.search(r"<td>\$\d+\.\d{4}</td>", text)  # savings in dollars
+    code, out, _ = run(["audit", str(log)], capsys)
+    assert "near duplicates" not in out  # not computed, not mentioned

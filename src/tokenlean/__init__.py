@@ -48,7 +48,9 @@ from tokenlean._canonical import CanonicalizeOptions, canonical_json, canonicali
 from tokenlean._config import FrozenModel, TokenleanSettings, load_settings
 from tokenlean._embeddings import (
     Embedder,
+    FrameworkEmbedder,
     SentenceTransformerEmbedder,
+    as_embedder,
     bundled_model_path,
     default_embedder,
 )
@@ -66,7 +68,12 @@ from tokenlean._errors import (
     MalformedRequestError,
     MissingDependencyError,
     NotSerializableError,
+    StoreBackendError,
+    StoreClosedError,
     StoreError,
+    StoreFullError,
+    StoreLockedError,
+    StoreReadOnlyError,
     TokenizerUnavailableError,
     TokenleanError,
 )
@@ -84,6 +91,7 @@ from tokenlean._memory.summary import (
 from tokenlean._memory.transcript import TranscriptStore, Turn
 from tokenlean._memory.transcript_memory import MemoryTranscriptStore
 from tokenlean._memory.transcript_sqlite import SQLiteTranscriptStore
+from tokenlean._metrics.calls import CallMetrics, Usage, start_call
 from tokenlean._metrics.collector import (
     MetricsCollector,
     MetricsRecorder,
@@ -93,6 +101,7 @@ from tokenlean._metrics.collector import (
 from tokenlean._metrics.exporters import OpenTelemetryExporter, PrometheusExporter
 from tokenlean._metrics.prices import PRICE_TABLE_AS_OF, Cost, ModelPrice, PriceTable
 from tokenlean._metrics.redaction import DEFAULT_PATTERNS, Redactor, hash_label
+from tokenlean._metrics.summary import render_summary
 from tokenlean._prompt.plan import PromptPlan, RenderedPrompt, Segment, SegmentKind
 from tokenlean._prompt.prefix_cache import (
     AnthropicPrompt,
@@ -141,6 +150,7 @@ from tokenlean._tokens.messages import (
     count_message_tokens,
     count_request_tokens,
     count_tool_tokens,
+    normalize_role,
 )
 
 __version__ = "0.1.0"
@@ -171,6 +181,7 @@ __all__ = [
     "CacheStore",
     "CachedTokenCounter",
     "CalibrationStats",
+    "CallMetrics",
     "CallableExecutor",
     "CanonicalizeOptions",
     "Chunk",
@@ -190,6 +201,7 @@ __all__ = [
     "EncodingChoice",
     "ExtractiveSummarizer",
     "ForeignStoreError",
+    "FrameworkEmbedder",
     "FrozenModel",
     "Gate",
     "HFTokenizerCounter",
@@ -252,7 +264,12 @@ __all__ = [
     "SlotExtractor",
     "SlotState",
     "Splitter",
+    "StoreBackendError",
+    "StoreClosedError",
     "StoreError",
+    "StoreFullError",
+    "StoreLockedError",
+    "StoreReadOnlyError",
     "StoredEntry",
     "Summarizer",
     "SummaryItem",
@@ -265,12 +282,14 @@ __all__ = [
     "TokenleanSettings",
     "TranscriptStore",
     "Turn",
+    "Usage",
     "UsageCalibration",
     "VerifierConfig",
     "VolatileDetector",
     "VolatileMasker",
     "answer_text",
     "anthropic_request",
+    "as_embedder",
     "bundled_model_path",
     "canonical_json",
     "canonical_query",
@@ -290,6 +309,7 @@ __all__ = [
     "last_user_turn",
     "load_settings",
     "mask_volatile",
+    "normalize_role",
     "openai_prompt_cache_key",
     "openai_request",
     "pack_chunks",
@@ -298,9 +318,11 @@ __all__ = [
     "prefix_cache_rule",
     "read_anthropic_batch_results",
     "read_openai_batch_results",
+    "render_summary",
     "replay_stream",
     "resolve_encoding",
     "split_sentences",
+    "start_call",
     "verify_candidate",
     "write_anthropic_batch",
     "write_openai_batch",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tokenlean._errors import ConfigurationError
@@ -58,6 +58,13 @@ class TokenleanSettings(BaseSettings):
         default=16 * 1024 * 1024,
         ge=1,
         description="Largest input the CLI and request parser accept, in bytes.",
+    )
+    metrics_secret: SecretStr | None = Field(
+        default=None,
+        min_length=16,
+        description="Key of the hashed tenant labels in metrics (HMAC-SHA256): give every process "
+        "of a deployment the same value, so labels agree across processes and restarts. Unset: "
+        "a random key per process.",
     )
 
 

@@ -23,7 +23,14 @@ from tokenlean._errors import (
     MissingDependencyError,
 )
 
-__all__ = ["Embedder", "SentenceTransformerEmbedder", "bundled_model_path", "default_embedder"]
+__all__ = [
+    "Embedder",
+    "FrameworkEmbedder",
+    "SentenceTransformerEmbedder",
+    "as_embedder",
+    "bundled_model_path",
+    "default_embedder",
+]
 
 Vectors = npt.NDArray[np.float32]
 
@@ -40,6 +47,76 @@ class Embedder(Protocol):
     def embed(self, texts: Sequence[str]) -> Vectors:
         """Embeddings of ``texts``: shape ``(len(texts), dimension)``, unit rows."""
         ...
+
+
+class FrameworkEmbedder:
+    """A framework's embedding model as an :class:`Embedder`: a LangChain ``Embeddings``
+    (``embed_documents``) or a LlamaIndex ``BaseEmbedding`` (``get_text_embedding_batch``).
+    Rows are L2-normalized (tokenlean compares by inner product); the dimension is learned from
+    the first call. Built by :func:`as_embedder`; tokenlean never imports the framework.
+
+    Example:
+        >>> class Fake:  # the shape of a LangChain Embeddings
+        ...     def embed_documents(self, texts):
+        ...         return [[float(len(t)), 1.0] for t in texts]
+        >>> embedder = as_embedder(Fake())
+        >>> [round(float(x), 3) for x in embedder.embed(["abc"])[0]], embedder.dimension
+        ([0.949, 0.316], 2)
+    """
+
+    def __init__(self, model: Any, method: str) -> None:
+        self.model = model
+        self._method = getattr(model, method)
+        self._dimension: int | None = None
+        self.model_name = str(
+            getattr(model, "model_name", None) or getattr(model, "model", None)
+            or type(model).__qualname__
+        )  # fmt: skip
+
+    @property
+    def dimension(self) -> int:
+        if self._dimension is None:
+            self.embed(["dimension probe"])
+        assert self._dimension is not None
+        return self._dimension
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        if not texts:
+            return np.zeros((0, self._dimension or 0), dtype=np.float32)
+        try:
+            rows = np.asarray(self._method(list(texts)), dtype=np.float32)
+        except Exception as exc:
+            raise EmbeddingError(f"{self.model_name} failed to embed: {exc}") from exc
+        if rows.ndim != 2 or rows.shape[0] != len(texts):
+            raise EmbeddingError(
+                f"{self.model_name} returned embeddings of shape {rows.shape} "
+                f"for {len(texts)} texts"
+            )
+        norms = np.linalg.norm(rows, axis=1, keepdims=True)
+        unit: Vectors = (rows / np.where(norms == 0, 1.0, norms)).astype(np.float32)
+        self._dimension = int(unit.shape[1])
+        return unit
+
+    def __repr__(self) -> str:
+        return f"FrameworkEmbedder({self.model_name!r})"
+
+
+def as_embedder(embedder: Any) -> Embedder:
+    """``embedder`` as tokenlean's :class:`Embedder`: an Embedder as it is, a LangChain
+    ``Embeddings`` or a LlamaIndex ``BaseEmbedding`` wrapped in :class:`FrameworkEmbedder`.
+
+    Raises:
+        ConfigurationError: none of these shapes.
+    """
+    if isinstance(embedder, Embedder):
+        return embedder
+    for method in ("embed_documents", "get_text_embedding_batch"):
+        if callable(getattr(embedder, method, None)):
+            return FrameworkEmbedder(embedder, method)
+    raise ConfigurationError(
+        f"{type(embedder).__name__} is not an embedder: give a tokenlean Embedder (dimension, "
+        "embed), a LangChain Embeddings or a LlamaIndex BaseEmbedding"
+    )
 
 
 def bundled_model_path() -> str:

@@ -19,11 +19,16 @@ already handles ``ValueError`` or ``ImportError`` keeps working::
     │   └── BatchClosedError                       it was shut down before the request ran
     └── StoreError                  (RuntimeError) a cache store failed
         ├── CorruptedStoreError                    the store's file is damaged or unreadable
-        └── ForeignStoreError                      the file is not a tokenlean store of this
-                                                   schema; it is never modified
+        ├── ForeignStoreError                      the file is not a tokenlean store of this
+        │                                          schema; it is never modified
+        ├── StoreReadOnlyError                     the store cannot be written
+        ├── StoreFullError                         the disk or the store's quota is full
+        ├── StoreLockedError                       another connection held the lock too long
+        ├── StoreClosedError                       the store was closed before the operation
+        └── StoreBackendError                      a store raised an exception of its own
 
 Third-party exceptions are wrapped where tokenlean calls the library, keeping the original as
-``__cause__``.
+``__cause__``. A store error's message names the file (or the store's server).
 """
 
 from __future__ import annotations
@@ -42,7 +47,12 @@ __all__ = [
     "MalformedRequestError",
     "MissingDependencyError",
     "NotSerializableError",
+    "StoreBackendError",
+    "StoreClosedError",
     "StoreError",
+    "StoreFullError",
+    "StoreLockedError",
+    "StoreReadOnlyError",
     "TokenizerUnavailableError",
     "TokenleanError",
 ]
@@ -122,3 +132,25 @@ class ForeignStoreError(StoreError):
 
     tokenlean never writes to such a file: move it away or point the store elsewhere.
     """
+
+
+class StoreReadOnlyError(StoreError):
+    """The store cannot be written: a read-only file, folder or file system. Reads may still
+    work."""
+
+
+class StoreFullError(StoreError):
+    """The disk, or the store's own size quota, is full."""
+
+
+class StoreLockedError(StoreError):
+    """Another connection held the store's lock longer than the store waits."""
+
+
+class StoreClosedError(StoreError):
+    """The store was closed before the operation."""
+
+
+class StoreBackendError(StoreError):
+    """A store raised an exception that is not a :class:`StoreError` (a custom backend's own
+    error, a lost connection); that exception is the cause."""

@@ -20,7 +20,6 @@ import json
 import logging
 import re
 from collections.abc import Callable, Mapping
-from types import MappingProxyType
 from typing import Any
 
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
@@ -40,18 +39,12 @@ from tokenlean import (
     InvalidInputError,
     NotSerializableError,
     PromptAnswerJudge,
+    normalize_role,
 )
 
 __all__ = ["LangChainAnswerJudge", "TokenleanCache"]
 
 logger = logging.getLogger("tokenlean.langchain")
-
-ROLES: Mapping[str, str] = MappingProxyType(
-    {"human": "user", "ai": "assistant", "system": "system", "tool": "tool", "chat": "user"}
-)
-"""tokenlean's chat role for each LangChain message type. Public (and re-exported by
-``langchain_tokenlean.memory``) so every adapter module maps roles the same way; each caller
-chooses the fallback for a type not listed (a ``function`` message, for instance)."""
 
 _TEMPERATURE = re.compile(r"""['"]temperature['"]\s*[:,]\s*([0-9]*\.?[0-9]+)""")
 
@@ -82,7 +75,7 @@ def _messages(prompt: str) -> list[dict[str, Any]]:
         kwargs = item.get("kwargs", {})
         kind = str(kwargs.get("type", ""))
         message: dict[str, Any] = {
-            "role": ROLES.get(kind, kind),
+            "role": normalize_role(kind),
             "content": kwargs.get("content", ""),
         }
         for field in ("name", "tool_calls", "tool_call_id", "additional_kwargs"):

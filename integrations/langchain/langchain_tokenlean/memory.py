@@ -1,10 +1,7 @@
-"""tokenlean context memory for LangChain: an agent middleware and a chat message history.
+"""tokenlean context memory for LangChain: a chat message history, and the message conversions.
 
-``TokenleanMemoryMiddleware`` plugs into ``create_agent``: before each model call it records the
-conversation's new messages in a :class:`~tokenlean.ConversationMemory` (keyed by the run's
-``thread_id``) and replaces the request's messages with the memory's budgeted
-:class:`~tokenlean.ContextPack`. The agent's checkpointer still keeps the full history; only
-what reaches the model is compressed.
+The agent middleware, which needs LangChain's agents (the ``agents`` extra), is in
+``langchain_tokenlean.middleware``; this module needs only ``langchain-core``.
 
 ``TokenleanChatMessageHistory`` is a ``BaseChatMessageHistory`` for plain LCEL chains
 (``RunnableWithMessageHistory``): ``messages`` is the budgeted context, ``add_messages`` appends
@@ -13,37 +10,83 @@ to the raw transcript.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import (
     AIMessage,
     BaseMessage,
+    ChatMessage,
     HumanMessage,
     SystemMessage,
     ToolMessage,
 )
 
-from langchain_tokenlean.cache import ROLES, text_completion
-from tokenlean import ConfigurationError, ContextPack, ConversationMemory, PromptSummarizer
+from langchain_tokenlean.cache import text_completion
+from tokenlean import ConversationMemory, PromptSummarizer, normalize_role
 
 __all__ = [
     "TokenleanChatMessageHistory",
-    "TokenleanMemoryMiddleware",
     "to_langchain",
+    "to_langchain_tool_call",
+    "to_openai_tool_call",
     "to_tokenlean",
 ]
 
 
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+
+
+def _role(message: BaseMessage) -> str:
+    kind = message.role if isinstance(message, ChatMessage) else message.type
+    role = normalize_role(kind)
+    return role if role in _ROLES else "user"
+
+
+def to_openai_tool_call(call: Mapping[str, Any]) -> dict[str, Any]:
+    """A LangChain tool call (``name``, ``args``, ``id``) in the OpenAI shape a provider
+    receives, so that its tokens are counted as the provider will bill them."""
+    if "function" in call:  # already in the OpenAI shape
+        return dict(call)
+    return {
+        "id": call.get("id") or "",
+        "type": "function",
+        "function": {
+            "name": call.get("name", ""),
+            "arguments": json.dumps(call.get("args") or {}, ensure_ascii=False),
+        },
+    }
+
+
+def to_langchain_tool_call(call: Mapping[str, Any]) -> dict[str, Any]:
+    """An OpenAI-shaped tool call (or a LangChain one, as earlier versions stored) as
+    LangChain's ``{"name", "args", "id", "type": "tool_call"}``."""
+    function = call.get("function")
+    if not isinstance(function, Mapping):
+        return {"name": call.get("name", ""), "args": dict(call.get("args") or {}),
+                "id": call.get("id"), "type": "tool_call"}  # fmt: skip
+    try:
+        args = json.loads(function.get("arguments") or "{}")
+    except ValueError:
+        args = {}
+    return {
+        "name": function.get("name", ""),
+        "args": args if isinstance(args, dict) else {},
+        "id": call.get("id"),
+        "type": "tool_call",
+    }
+
+
 def to_tokenlean(message: BaseMessage) -> dict[str, Any]:
-    """A LangChain message as a tokenlean message (text content, tool calls, ids)."""
-    data: dict[str, Any] = {"role": ROLES.get(message.type, "user"), "content": message.text}
+    """A LangChain message as a tokenlean message: the role (tokenlean's one role map), the
+    text, the id, and tool calls in the provider's (OpenAI) shape."""
+    data: dict[str, Any] = {"role": _role(message), "content": message.text}
     if message.id:
         data["id"] = message.id
     if isinstance(message, AIMessage) and message.tool_calls:
-        data["tool_calls"] = [dict(call) for call in message.tool_calls]
+        data["tool_calls"] = [to_openai_tool_call(call) for call in message.tool_calls]
     if isinstance(message, ToolMessage):
         data["tool_call_id"] = message.tool_call_id
     if message.name:
@@ -57,94 +100,11 @@ def to_langchain(message: dict[str, Any]) -> BaseMessage:
     if role == "system":
         return SystemMessage(content)
     if role == "assistant":
-        return AIMessage(content, tool_calls=list(message.get("tool_calls") or []))
+        calls = [to_langchain_tool_call(call) for call in message.get("tool_calls") or []]
+        return AIMessage(content, tool_calls=calls)
     if role == "tool":
         return ToolMessage(content, tool_call_id=message["tool_call_id"])
     return HumanMessage(content, name=message.get("name"))
-
-
-def _thread_id(default: str | None) -> str:
-    thread = None
-    try:
-        from langgraph.config import get_config
-
-        thread = get_config().get("configurable", {}).get("thread_id")
-    except RuntimeError:  # called outside a graph run
-        pass
-    if thread:
-        return str(thread)
-    if default:
-        return default
-    raise ConfigurationError(
-        "TokenleanMemoryMiddleware needs a conversation: run the agent with "
-        "config={'configurable': {'thread_id': ...}} or pass session= to the middleware"
-    )
-
-
-class TokenleanMemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
-    """Sends the model a budgeted context instead of the whole transcript.
-
-    Args:
-        memory: the tokenlean memory (its store keeps every turn).
-        budget: prompt-token budget of each model call.
-        tenant: tenant namespace.
-        session: the session when the run has no ``thread_id`` (default: none, and a run
-            without a ``thread_id`` is refused rather than mixed with other conversations).
-        on_pack: called with each :class:`ContextPack` (auditing, metrics).
-    """
-
-    def __init__(
-        self,
-        memory: ConversationMemory,
-        *,
-        budget: int = 2000,
-        tenant: str = "default",
-        session: str | None = None,
-        on_pack: Callable[[ContextPack], None] | None = None,
-    ) -> None:
-        super().__init__()
-        self.memory = memory
-        self.budget = budget
-        self.tenant = tenant
-        self.session = session
-        self.on_pack = on_pack
-
-    def _sync(self, session: str, messages: Sequence[BaseMessage]) -> None:
-        """Record the messages not recorded yet, by message id (the agent state gives every
-        message one); system prompts are taken from the request, not stored as turns."""
-        known = {t.id for t in self.memory.turns(session, tenant=self.tenant)}
-        new = [to_tokenlean(m) for m in messages if m.type != "system" and m.id not in known]
-        if new:
-            self.memory.add(session, new, tenant=self.tenant)
-
-    def _rewrite(self, request: ModelRequest) -> ModelRequest:  # type: ignore[type-arg]
-        session = _thread_id(self.session)
-        self._sync(session, request.messages)
-        system = request.system_message.text if request.system_message is not None else None
-        pack = self.memory.context(session, budget=self.budget, tenant=self.tenant, system=system)
-        if self.on_pack is not None:
-            self.on_pack(pack)
-        messages = [to_langchain(m) for m in pack.messages]
-        if messages and isinstance(messages[0], SystemMessage):
-            return request.override(system_message=messages[0], messages=messages[1:])
-        return request.override(messages=messages)
-
-    def wrap_model_call(
-        self,
-        request: ModelRequest,  # type: ignore[type-arg]
-        handler: Callable[[ModelRequest], ModelResponse],  # type: ignore[type-arg]
-    ) -> ModelResponse:  # type: ignore[type-arg]
-        return handler(self._rewrite(request))
-
-    async def awrap_model_call(
-        self,
-        request: ModelRequest,  # type: ignore[type-arg]
-        handler: Callable[[ModelRequest], Awaitable[ModelResponse]],  # type: ignore[type-arg]
-    ) -> ModelResponse:  # type: ignore[type-arg]
-        import asyncio
-
-        rewritten = await asyncio.to_thread(self._rewrite, request)
-        return await handler(rewritten)
 
 
 class TokenleanChatMessageHistory(BaseChatMessageHistory):

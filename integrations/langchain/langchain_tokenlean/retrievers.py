@@ -122,7 +122,8 @@ class TokenBudgetCompressor(BaseDocumentCompressor):
             chunk_id = str(doc.metadata.get("chunk_id") or doc.id or f"{doc_id}#{i}")
             chunk = Chunk(chunk_id, doc_id, int(doc.metadata.get("position", 0)),
                           doc.page_content, 0, len(doc.page_content))  # fmt: skip
-            score = float(scores[i]) if isinstance(scores[i], int | float) else 1.0 / (rank + 1)
+            raw = scores[i]
+            score = float(raw) if isinstance(raw, int | float) else 1.0 / (rank + 1)
             candidates.append(ScoredChunk(chunk, score, 0.0, 0.0, rank))
             originals[chunk_id] = dict(doc.metadata)
         packed = pack_chunks(candidates, self.budget, query=query, k=self.k, trim=self.trim,

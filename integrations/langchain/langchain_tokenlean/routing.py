@@ -15,7 +15,7 @@ from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import RunnableLambda
 
-from tokenlean import Router
+from tokenlean import Gate, Router
 
 __all__ = ["routed_chat_model"]
 
@@ -24,7 +24,7 @@ def _text(value: LanguageModelInput) -> str:
     if isinstance(value, str):
         return value
     messages = value.to_messages() if hasattr(value, "to_messages") else value
-    for message in reversed(list(messages)):  # type: ignore[arg-type]
+    for message in reversed(list(messages)):
         if isinstance(message, BaseMessage) and message.type == "human":
             return message.text
         if isinstance(message, tuple) and message[0] in ("human", "user"):
@@ -36,7 +36,7 @@ def routed_chat_model(
     small: BaseChatModel,
     large: BaseChatModel,
     *,
-    gates: Sequence[Any] = (),
+    gates: Sequence[Gate] = (),
     verifier: Callable[[Any, Any], float] | None = None,
     min_confidence: float = 0.5,
     cost: dict[str, float] | None = None,
@@ -52,14 +52,12 @@ def routed_chat_model(
         "text": _text,
     }
     router = Router(small=small.invoke, large=large.invoke, **options)
-    async_router = Router(small=small.ainvoke, large=large.ainvoke, **options)
-    async_router.metrics = router.metrics  # one set of figures for both paths
 
     def run(value: LanguageModelInput) -> Any:
         return router.run(value)
 
-    async def arun(value: LanguageModelInput) -> Any:
-        return await async_router.arun(value)
+    async def arun(value: LanguageModelInput) -> Any:  # the same router, async paths
+        return await router.arun(value, small=small.ainvoke, large=large.ainvoke)
 
     runnable = RunnableLambda(run, afunc=arun, name="tokenlean_router")
     runnable.router = router  # type: ignore[attr-defined]

@@ -157,3 +157,64 @@ def test_the_middleware_refuses_runs_without_a_conversation_and_records_each_mes
     agent.invoke({"messages": [SystemMessage("Be brief."), HumanMessage("I am Ada")]}, config)
     agent.invoke({"messages": [HumanMessage("who am I?")]}, config)
     assert [t.content for t in memory.turns("t")] == ["I am Ada", "ok 0", "who am I?"]
+
+
+class ToolCallingModel(FakeMessagesListChatModel):
+    """A fake chat model that binds tools and records what every call receives."""
+
+    seen: list[list[BaseMessage]] = Field(default_factory=list)
+    bound: list[Any] = Field(default_factory=list)
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+        self.bound = list(tools)
+        return self
+
+    def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> Any:
+        self.seen.append(list(messages))
+        return super()._generate(messages, *args, **kwargs)
+
+
+def _received(messages: list[BaseMessage], tools: list[Any]) -> int:
+    """Prompt tokens of a call as the provider receives it: messages (tool calls in the OpenAI
+    shape) and the tool schemas."""
+    from langchain_core.utils.function_calling import convert_to_openai_tool
+    from langchain_tokenlean.memory import to_tokenlean
+
+    shaped = []
+    for message in messages:
+        data = to_tokenlean(message)
+        data.pop("id", None)
+        shaped.append(data)
+    schemas = [convert_to_openai_tool(tool) for tool in tools]
+    return count_message_tokens(shaped, tools=schemas).total
+
+
+def test_a_tool_using_agent_never_receives_more_than_the_budget() -> None:
+    """20 turns, each a tool call with long arguments, its result and an answer: every model call
+    receives at most the budget, tool schemas and the current turn's tool exchange included."""
+    from langchain_core.tools import tool
+
+    @tool
+    def lookup_order(order: str, note: str) -> str:
+        """Look an order up in the warehouse system, with a note for the warehouse team."""
+        return f"Order {order} left the Lyon warehouse this morning and is on its way. " * 3
+
+    replies: list[AIMessage] = []
+    for i in range(20):
+        args = {"order": str(1000 + i), "note": "customer asked twice, please hurry " * 6}
+        replies.append(AIMessage("", tool_calls=[{"name": "lookup_order", "args": args,
+                                                  "id": f"call-{i}"}]))  # fmt: skip
+        replies.append(AIMessage(f"Order {1000 + i} is on its way from Lyon."))
+    model = ToolCallingModel(responses=replies, seen=[])
+    budget = 600
+    memory = ConversationMemory(embedder=HashingEmbedder(64))
+    agent = create_agent(model, tools=[lookup_order], system_prompt="You are the support agent.",
+                         middleware=[TokenleanMemoryMiddleware(memory, budget=budget)],
+                         checkpointer=InMemorySaver())  # fmt: skip
+    config = {"configurable": {"thread_id": "tools"}}
+    for i in range(20):
+        agent.invoke({"messages": [HumanMessage(f"Where is order {1000 + i}?")]}, config)
+    assert len(model.seen) == 40
+    received = [_received(messages, model.bound) for messages in model.seen]
+    assert max(received) <= budget, received
+    assert received[-1] > budget // 2  # the budget is used, not just respected

@@ -62,3 +62,41 @@ def test_no_raw_prompt_text_reaches_an_exporter() -> None:
     assert "ada@example.com" not in exported
     assert "acme" not in exported
     assert "gen_ai.client.token.usage" in exported
+
+
+def test_each_call_takes_its_task_from_the_run_metadata() -> None:
+    """One handler, two tasks: metadata={"tokenlean_task": ...} routes each call's tokens."""
+    collector = MetricsCollector()
+    handler = TokenleanCallbackHandler(collector)
+    model = FakeMessagesListChatModel(responses=[reply(0), reply(1)])
+    for task in ("a", "b"):
+        with collector.task(task):
+            model.invoke("q", config={"callbacks": [handler], "metadata": {"tokenlean_task": task}})
+    snap = collector.snapshot()
+    assert snap["totals"]["tasks_done"] == 2
+    assert snap["headline"]["effective_tokens_per_task"] == (110 + 111) / 2
+
+
+def test_a_hit_of_langchains_own_cache_spends_nothing_even_without_usage() -> None:
+    """LangChain's InMemoryCache marks a hit only with total_cost 0: no usage, no spent tokens."""
+    from langchain_core.caches import InMemoryCache
+
+    collector = MetricsCollector()
+    handler = TokenleanCallbackHandler(collector)
+    model = FakeMessagesListChatModel(responses=[AIMessage("ok"), AIMessage("ok")],
+                                      cache=InMemoryCache())  # fmt: skip
+    model.invoke("same question", config={"callbacks": [handler]})
+    spent = collector.snapshot()["totals"]["input_tokens"]
+    model.invoke("same question", config={"callbacks": [handler]})
+    snap = collector.snapshot()
+    assert spent > 0
+    assert snap["totals"]["input_tokens"] == spent
+    assert snap["totals"]["requests"] == 2
+
+
+def test_an_unpriced_model_is_named_not_silently_free(caplog: object) -> None:
+    collector = MetricsCollector()
+    model = FakeMessagesListChatModel(responses=[AIMessage("ok")])
+    model.invoke("q", config={"callbacks": [TokenleanCallbackHandler(collector)]})
+    assert collector.snapshot()["totals"]["unpriced_models"] != []
+    assert "unpriced models" in collector.summary()

@@ -210,3 +210,103 @@ def test_messages_differing_only_in_tool_calls_do_not_share_an_entry() -> None:
     llm.chat(history("a"))
     llm.chat(history("b"))
     assert inner.calls == 2
+
+
+def test_cached_llm_drives_a_function_agent_and_caches_its_tool_calling_turns() -> None:
+    """FunctionAgent (streaming, tool calls) runs on CachedLLM; the same question again is
+    answered from the cache at every model step, while the tool itself still runs."""
+    from llama_index.core.agent.workflow import FunctionAgent
+    from llama_index.core.llms.mock import MockFunctionCallingLLM
+    from llama_index.core.tools import FunctionTool
+
+    calls: list[str] = []
+
+    def get_weather(city: str = "Paris") -> str:
+        """The weather of a city."""
+        calls.append(city)
+        return f"sunny in {city}"
+
+    llm = CachedLLM(MockFunctionCallingLLM())
+    assert llm.metadata.is_function_calling_model
+    for streaming in (True, False):
+        agent = FunctionAgent(
+            tools=[FunctionTool.from_defaults(get_weather)], llm=llm, streaming=streaming
+        )
+
+        async def ask(agent: FunctionAgent = agent) -> str:
+            return str(await agent.run("What's the weather?"))
+
+        first = asyncio.run(ask())
+        before = llm.cache.stats().hits
+        second = asyncio.run(ask())
+        assert first == second == "Tool calls complete."
+        assert llm.cache.stats().hits - before == 2  # the tool-calling step and the answer
+    assert calls == ["Paris"] * 4
+
+
+def test_tool_schemas_are_part_of_the_key() -> None:
+    """The same messages with another tool set are another entry."""
+    from llama_index.core.llms.mock import MockFunctionCallingLLM
+    from llama_index.core.tools import FunctionTool
+
+    def a(x: int = 1) -> int:
+        """Tool a."""
+        return x
+
+    def b(y: str = "q") -> str:
+        """Tool b."""
+        return y
+
+    llm = CachedLLM(MockFunctionCallingLLM())
+    llm.chat_with_tools([FunctionTool.from_defaults(a)], user_msg="go")
+    llm.chat_with_tools([FunctionTool.from_defaults(b)], user_msg="go")
+    llm.chat_with_tools([FunctionTool.from_defaults(a)], user_msg="go")
+    stats = llm.cache.stats()
+    assert (stats.hits, stats.writes) == (1, 2)
+    response = llm.chat_with_tools([FunctionTool.from_defaults(a)], user_msg="go")
+    assert [t.tool_name for t in llm.get_tool_calls_from_response(response)] == ["a"]
+
+
+def test_a_plain_llm_says_it_cannot_call_tools() -> None:
+    from llama_index.core.llms import MockLLM
+    from llama_index.core.tools import FunctionTool
+
+    from tokenlean import ConfigurationError
+
+    def a(x: int = 1) -> int:
+        """Tool a."""
+        return x
+
+    llm = CachedLLM(MockLLM())
+    assert not llm.metadata.is_function_calling_model
+    with pytest.raises(ConfigurationError, match="does not call tools"):
+        llm.chat_with_tools([FunctionTool.from_defaults(a)], user_msg="go")
+
+
+def test_to_dict_and_from_dict_keep_the_llm_and_the_cache(tmp_path: Any) -> None:
+    """A round trip rebuilds the wrapped LLM and a cache on the same SQLite file with the same
+    policies, so an answer cached before is a hit after."""
+    from llama_index.core.llms import MockLLM
+
+    from tokenlean import SQLiteStore
+
+    path = tmp_path / "cache.db"
+    policy = CachePolicy.exact(ttl_s=3600)
+    llm = CachedLLM(
+        MockLLM(max_tokens=7),
+        CompletionCache(SQLiteStore(path), policy=policy, routes={"r": CachePolicy.off()}),
+        tenant="acme",
+    )
+    first = llm.complete("hello there")
+    data = llm.to_dict()
+    llm.cache.close()
+    again = CachedLLM.from_dict(data)
+    assert isinstance(again.llm, MockLLM)
+    assert again.llm.max_tokens == 7
+    assert again.tenant == "acme"
+    assert again.cache.policy == policy
+    assert set(again.cache.routes) == {"r"}
+    response = again.complete("hello there")
+    assert response.text == first.text
+    assert response.additional_kwargs["tokenlean_cache"]["layer"] == "exact"
+    again.cache.close()

@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
 from llama_index.core.agent.workflow import FunctionAgent
 from llama_index.core.base.llms.types import (
     ChatMessage,
@@ -99,7 +100,7 @@ def make(**kwargs: Any) -> TokenleanMemory:
 
 def test_get_returns_a_budgeted_context_and_get_all_everything() -> None:
     """After a long exchange, get() fits the budget; get_all() has every turn."""
-    memory = make(session="s", budget=200, system="You are the support agent.")
+    memory = make(session="s", token_limit=200, system="You are the support agent.")
     for i in range(30):
         memory.put(
             ChatMessage(role="user", content=f"Question {i} about invoices for order {1000 + i}")
@@ -115,7 +116,7 @@ def test_get_returns_a_budgeted_context_and_get_all_everything() -> None:
 
 def test_async_methods_set_and_reset() -> None:
     """aput_messages / aget / aset work; set only appends; reset keeps the stored turns."""
-    memory = make(session="a", budget=300)
+    memory = make(session="a", token_limit=300)
 
     async def run() -> list[ChatMessage]:
         await memory.aput_messages([ChatMessage(role="user", content="hi"),
@@ -132,13 +133,13 @@ def test_async_methods_set_and_reset() -> None:
 
 def test_a_chat_engine_and_a_function_agent_use_it() -> None:
     """SimpleChatEngine and FunctionAgent run with the memory and record every turn."""
-    memory = make(session="engine", budget=300)
+    memory = make(session="engine", token_limit=300)
     engine = SimpleChatEngine.from_defaults(llm=MockLLM(max_tokens=5), memory=memory)
     for i in range(3):
         engine.chat(f"tell me about order {i}")
     assert len(memory.get_all()) == 6
 
-    agent_memory = make(session="agent", budget=300)
+    agent_memory = make(session="agent", token_limit=300)
     llm = FakeFunctionLLM()
     agent = FunctionAgent(tools=[], llm=llm, system_prompt="Be brief.")
 
@@ -154,7 +155,7 @@ def test_a_chat_engine_and_a_function_agent_use_it() -> None:
 def test_it_serializes_and_reopens_its_sqlite_transcript(tmp_path: Path) -> None:
     """to_dict/from_dict keep the settings; with store_path the turns come back."""
     path = str(tmp_path / "memory.db")
-    memory = TokenleanMemory(session="p", budget=500, store_path=path)
+    memory = TokenleanMemory(session="p", token_limit=500, store_path=path)
     memory.memory._embedder = HashingEmbedder(64)
     memory.put(ChatMessage(role="user", content="remember order 4242"))
     data = memory.to_dict()
@@ -180,7 +181,7 @@ def test_an_llm_summarizer_backed_by_a_llamaindex_llm() -> None:
 
 def test_tool_calls_survive_the_memory() -> None:
     """An assistant tool call and its result come back from get() together, calls included."""
-    memory = make(session="tools", budget=500)
+    memory = make(session="tools", token_limit=500)
     call = {"id": "c1", "type": "function", "function": {"name": "track", "arguments": "{}"}}
     memory.put(ChatMessage(role="user", content="where is order 1234?"))
     memory.put(ChatMessage(role="assistant", content="", additional_kwargs={"tool_calls": [call]}))
@@ -191,3 +192,56 @@ def test_tool_calls_survive_the_memory() -> None:
     assistant = next(m for m in messages if m.role.value == "assistant")
     assert assistant.additional_kwargs["tool_calls"][0]["id"] == "c1"
     assert messages[-1].additional_kwargs["tool_call_id"] == "c1"
+
+
+def test_budget_is_a_deprecated_alias_of_token_limit() -> None:
+    with pytest.warns(DeprecationWarning, match="token_limit"):
+        memory = make(session="old", budget=321)
+    assert memory.token_limit == memory.budget == 321
+
+
+def test_a_function_agent_with_tools_never_receives_more_than_the_token_limit() -> None:
+    """20 turns of a TokenleanFunctionAgent, each a tool call with long arguments, its result and
+    an answer: every LLM call (system prompt, memory, the turn's tool exchange and the tool
+    schemas) stays within token_limit."""
+    import asyncio
+
+    from llama_index.core.base.llms.types import ChatMessage, ToolCallBlock
+    from llama_index.core.llms.mock import MockFunctionCallingLLM
+    from llama_index.core.tools import FunctionTool
+    from llama_index.memory.tokenlean import TokenleanFunctionAgent, to_tokenlean
+
+    from tokenlean import count_message_tokens
+
+    def lookup_order(order: str = "1000", note: str = "hurry " * 20) -> str:
+        """Look an order up in the warehouse system, with a note for the warehouse team."""
+        return f"Order {order} left the Lyon warehouse this morning and is on its way. " * 3
+
+    tool = FunctionTool.from_defaults(lookup_order)
+    schema = tool.metadata.to_openai_tool(skip_length_check=True)
+    received: list[int] = []
+
+    def respond(messages: Any, **kwargs: Any) -> ChatMessage:
+        shaped = [to_tokenlean(m) for m in messages]
+        received.append(count_message_tokens(shaped, tools=[schema]).total)
+        if messages[-1].role.value == "tool":
+            return ChatMessage(role="assistant", content="It is on its way from Lyon.")
+        return ChatMessage(role="assistant", blocks=[ToolCallBlock(
+            tool_call_id=f"call-{len(received)}", tool_name="lookup_order",
+            tool_kwargs={"order": "1234", "note": "customer asked twice, please hurry " * 6})])
+
+    limit = 700
+    memory = make(session="agent-tools", token_limit=limit)
+    agent = TokenleanFunctionAgent(
+        tools=[tool], llm=MockFunctionCallingLLM(response_generator=respond),
+        system_prompt="You are the support agent.", streaming=False,
+    )  # fmt: skip
+
+    async def run() -> None:
+        for i in range(20):
+            await agent.run(f"Where is order {1000 + i}?", memory=memory)
+
+    asyncio.run(run())
+    assert len(received) == 40
+    assert max(received) <= limit, received
+    assert received[-1] > limit // 2

@@ -47,3 +47,26 @@ def test_a_query_engine_is_measured_and_cache_hits_cost_nothing(
     second = collector.snapshot()
     assert second["totals"]["input_tokens"] == first["input_tokens"]
     assert second["headline"]["cache_hit_rate"]["exact"]["hits"] >= 1
+
+
+def test_a_chat_made_of_a_completion_counts_once(collector: MetricsCollector) -> None:
+    """MockLLM.chat runs through complete (two nested event pairs): one call is recorded."""
+    from llama_index.core.base.llms.types import ChatMessage
+
+    MockLLM(max_tokens=4).chat([ChatMessage(role="user", content="hello there")])
+    assert collector.snapshot()["totals"]["requests"] == 1
+
+
+def test_the_task_of_a_call_comes_from_its_tags(collector: MetricsCollector) -> None:
+    """instrument_tags({"tokenlean_task": ...}) puts each call in its own task, so one handler
+    serves every task (effective tokens per task is then real, not 0)."""
+    from llama_index.core.instrumentation.dispatcher import instrument_tags
+
+    llm = MockLLM(max_tokens=4)
+    for task in ("t1", "t2"):
+        with collector.task(task), instrument_tags({"tokenlean_task": task}):
+            llm.complete("a question about refunds")
+    snapshot = collector.snapshot()
+    assert snapshot["totals"]["tasks_done"] == 2
+    assert snapshot["headline"]["effective_tokens_per_task"] > 0
+    assert snapshot["totals"]["unpriced_models"] == ["MockLLM"]

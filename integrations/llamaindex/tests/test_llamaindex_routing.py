@@ -27,3 +27,14 @@ def test_calls_go_to_the_chosen_llm_and_doubted_answers_escalate() -> None:
     metrics = llm.router.metrics.snapshot()
     assert metrics["requests"] == 6
     assert metrics["escalation_rate"] == round(1 / 6, 4)
+
+
+def test_async_calls_escalate_through_the_same_router() -> None:
+    """achat and acomplete decide, escalate and count in the one core Router."""
+    small, large = MockLLM(max_tokens=2), MockLLM(max_tokens=6)
+    llm = RoutedLLM(small, large, verifier=lambda text, answer: 0.0 if "escalate" in text else 1.0)
+    reply = asyncio.run(llm.achat([ChatMessage(role="user", content="please escalate")]))
+    assert reply.message.content == "text text text text text text"
+    assert asyncio.run(llm.acomplete("easy")).text == "text text"
+    metrics = llm.router.metrics.snapshot()
+    assert (metrics["requests"], metrics["escalation_rate"]) == (2, 0.5)

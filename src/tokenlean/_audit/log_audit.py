@@ -29,6 +29,7 @@ from typing import Any
 from tokenlean._cache.request import hash_key
 from tokenlean._canonical import canonicalize_text
 from tokenlean._errors import InvalidInputError, TokenleanError
+from tokenlean._input import describe_value, read_json_lines
 from tokenlean._metrics.prices import PriceTable
 from tokenlean._prompt.plan import PromptPlan
 from tokenlean._prompt.providers import prefix_cache_rule
@@ -141,31 +142,51 @@ def read_request_log(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     Raises:
         InvalidInputError: a line that is not JSON or holds no chat request.
     """
-    with Path(path).open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                raise InvalidInputError(f"{path}:{number}: not JSON ({exc})") from exc
-            if not isinstance(row, dict):
-                raise InvalidInputError(f"{path}:{number}: expected an object")
-            request, usage, latency = _normalize(row)
-            if not isinstance(request, dict) or not isinstance(request.get("messages"), list):
-                raise InvalidInputError(f"{path}:{number}: no chat request with 'messages'")
-            metadata = row.get("metadata") if isinstance(row.get("metadata"), Mapping) else {}
-            yield (
-                number,
-                {
-                    "request": request,
-                    "usage": usage,
-                    "latency_ms": latency,
-                    "route": row.get("route")
-                    or (request.get("metadata") or {}).get("route")
-                    or (metadata or {}).get("route"),
-                },
+    for number, row in read_json_lines(path):
+        if not isinstance(row, dict):
+            raise InvalidInputError(
+                f"{path}:{number}: expected an object (a request or an envelope); this line is "
+                f"{describe_value(row)}"
             )
+        try:
+            request, usage, latency = _normalize(row)
+        except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
+            raise InvalidInputError(
+                f"{path}:{number}: not a request of a known shape ({type(exc).__name__})"
+            ) from None
+        if not isinstance(request, dict) or not isinstance(request.get("messages"), list):
+            raise InvalidInputError(
+                f"{path}:{number}: no chat request with a 'messages' list ({describe_value(row)})"
+            )
+        tools = request.get("tools")
+        if tools is not None and not (
+            isinstance(tools, list) and all(isinstance(tool, Mapping) for tool in tools)
+        ):
+            raise InvalidInputError(
+                f"{path}:{number}: the request's 'tools' is {describe_value(tools)}, not a list "
+                "of tool objects"
+            )
+        yield (
+            number,
+            {
+                "request": request,
+                "usage": usage,
+                "latency_ms": latency if _is_number(latency) else None,
+                "route": _route(row, request),
+            },
+        )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _route(row: Mapping[str, Any], request: Mapping[str, Any]) -> str | None:
+    """The route a row names (the envelope's, the request metadata's, or the row metadata's)."""
+    for holder in (row, request.get("metadata"), row.get("metadata")):
+        if isinstance(holder, Mapping) and holder.get("route"):
+            return str(holder["route"])[:200]
+    return None
 
 
 @dataclass
@@ -270,6 +291,8 @@ def audit_log(
             # The static prefix is planned once per distinct raw prefix (logs repeat them).
             raw_fp = hash_key(_KEY, json.dumps([messages[:lead], tools]))
             static = static_memo.get(raw_fp)
+            if static is None and not lead and not tools:
+                static = static_memo[raw_fp] = ("", 0, 0)  # no static prefix at all
             if static is None:
                 head = {"model": model, "messages": messages[:lead], "tools": tools}
                 rendered = PromptPlan.from_request(head, counter=count, model=model).render()
@@ -287,15 +310,19 @@ def audit_log(
                 static_memo[raw_fp] = static
         except TokenleanError as exc:
             raise InvalidInputError(f"request on line {number}: {exc}") from exc
+        except (AttributeError, RecursionError, TypeError, ValueError) as exc:
+            raise InvalidInputError(
+                f"request on line {number}: its messages or tools have an unexpected shape "
+                f"({type(exc).__name__})"
+            ) from exc
         fp, static_tokens, raw_static_tokens = static
         price = prices.price(model)
         per_token = price.input / 1e6 if price else 0.0
         report.requests += 1
         report.input_tokens += tokens
         usage = row["usage"]
-        report.reported_input_tokens += int(
-            usage.get("prompt_tokens") or usage.get("input_tokens") or 0
-        )
+        reported = usage.get("prompt_tokens") or usage.get("input_tokens") or 0
+        report.reported_input_tokens += int(reported) if _is_number(reported) else 0
         if isinstance(row.get("latency_ms"), int | float):
             latencies.append(float(row["latency_ms"]))
         # History: turns before the last user turn, other than leading system messages.

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tokenlean._batching.scheduler import BatchKey
-from tokenlean._embeddings import Embedder
+from tokenlean._embeddings import Embedder, as_embedder
 
 __all__ = ["CallableExecutor", "EmbeddingExecutor", "SimulatedChatAPI"]
 
@@ -27,7 +27,7 @@ class EmbeddingExecutor:
     """
 
     def __init__(self, embedder: Embedder) -> None:
-        self.embedder = embedder
+        self.embedder = as_embedder(embedder)
 
     async def __call__(self, key: BatchKey, payloads: Sequence[Any]) -> list[Any]:
         vectors = await asyncio.to_thread(self.embedder.embed, [str(p) for p in payloads])

@@ -13,6 +13,12 @@ acceptance region (:mod:`tokenlean._cache.acceptance`). Every miss whose nearest
 candidate, and every exploration, leaves a *pending* judgement: when :meth:`CompletionCache.store`
 receives the fresh answer, the judge compares it with the candidate's cached answer and the
 verdict becomes evidence. Evidence is kept in the store and survives a restart.
+
+The cache fails open (:mod:`tokenlean._cache.store_faults`): a store fault during a lookup is a
+miss, during a write a dropped write, counted in ``stats().store_errors`` and logged; it never
+fails the model call around it. Administrative operations (:meth:`CompletionCache.calibrate`,
+:meth:`~CompletionCache.invalidate`, :meth:`~CompletionCache.purge_expired`,
+:meth:`~CompletionCache.clear`) raise the :class:`StoreError` instead: their write is the point.
 """
 
 from __future__ import annotations
@@ -41,16 +47,24 @@ from tokenlean._cache.policy import CachePolicy
 from tokenlean._cache.request import CacheRequest, hash_key, hash_tenant
 from tokenlean._cache.stats import CacheStats, StatsRecorder
 from tokenlean._cache.store import CacheStore, Selector, StoredEntry
+from tokenlean._cache.store_faults import FaultReporter, GuardedStore
 from tokenlean._cache.vector_index import VectorIndex
 from tokenlean._cache.verifier import (
-    QueryFeatures,
     extract_features,
     pair_features,
+    stored_features,
     verify_candidate,
 )
 from tokenlean._canonical import canonical_json, canonicalize_text
-from tokenlean._embeddings import Embedder, default_embedder
-from tokenlean._errors import ConfigurationError, InvalidInputError, NotSerializableError
+from tokenlean._embeddings import Embedder, as_embedder, default_embedder
+from tokenlean._errors import (
+    ConfigurationError,
+    CorruptedStoreError,
+    InvalidInputError,
+    NotSerializableError,
+    StoreError,
+)
+from tokenlean._extras import require
 
 __all__ = ["CacheLookup", "CompletionCache", "replay_stream"]  # lookup types re-exported
 
@@ -79,8 +93,10 @@ class CompletionCache:
         embedder: embeds queries for the semantic layer (default: the bundled model, loaded
             on first semantic use).
         clock: time source for TTLs (seconds).
-        hnsw_threshold: entries per partition past which the vector index becomes HNSW.
-        collector: a :class:`MetricsCollector` that records every lookup's layer and outcome.
+        hnsw_threshold: entries per partition past which the vector index becomes HNSW (the
+            write that crosses it builds the HNSW index aside; lookups go on meanwhile).
+        collector: a :class:`MetricsCollector` that records every lookup's layer and outcome,
+            and every store fault the cache went on without.
         judge: compares a candidate's cached answer with the model's fresh one, to learn from
             (default: :class:`DefaultAnswerJudge` on the cache's embedder).
         background_judging: judge in a worker thread, so that :meth:`store` never waits for a
@@ -119,20 +135,21 @@ class CompletionCache:
     ) -> None:
         self.collector = collector
         self._judge = judge
+        self._require_extras(policy, routes, embedder)
         self.store_backend: CacheStore = store if store is not None else MemoryStore()
+        self._store = GuardedStore(self.store_backend)  # every failure a typed StoreError
         self.policy = policy or CachePolicy.exact()
         self.routes = dict(routes or {})
-        self._embedder = embedder
+        self._embedder = as_embedder(embedder) if embedder is not None else None
         self.clock = clock
-        self._partitions = Partitions(
-            self.store_backend, clock=clock, hnsw_threshold=hnsw_threshold
-        )
+        self._partitions = Partitions(self._store, clock=clock, hnsw_threshold=hnsw_threshold)
         self._secret = self.store_backend.secret
         self._stats = StatsRecorder()
+        self._faults = FaultReporter(self._store.name, self._stats, collector)
         self._recent_lock = threading.Lock()  # the embeddings memo
         self._recent: OrderedDict[str, npt.NDArray[np.float32]] = OrderedDict()
         self._learning = Learning(
-            store=self.store_backend,
+            store=self._store,
             secret=self._secret,
             put=self._partitions.put,
             judge=lambda: self.judge,
@@ -141,9 +158,23 @@ class CompletionCache:
             background=background_judging,
             clock=clock,
             seed=seed,
+            faults=self._faults,
         )
 
     # ------------------------------------------------------------------ helpers
+
+    @staticmethod
+    def _require_extras(
+        policy: CachePolicy | None,
+        routes: Mapping[str, CachePolicy] | None,
+        embedder: Embedder | None,
+    ) -> None:
+        """Name every missing extra a semantic configuration needs now, not after the model has
+        answered (FAISS and the learned rule: ``semantic``; the default model: ``embeddings``)."""
+        policies = [policy, *(routes or {}).values()]
+        if any(p is not None and p.mode == "semantic" for p in policies):
+            features = ("semantic",) if embedder is not None else ("semantic", "embeddings")
+            require(*features, what="A semantic CompletionCache")
 
     def policy_for(self, route: str | None) -> CachePolicy:
         """The policy of ``route`` (the default policy when None).
@@ -256,7 +287,8 @@ class CompletionCache:
     def lookup(
         self, request: CacheRequest, *, tenant: str = "default", route: str | None = None
     ) -> CacheLookup:
-        """Look ``request`` up under the route's policy.
+        """Look ``request`` up under the route's policy. Reads only: it never writes to the
+        store. A store fault makes it a miss (``reason`` ``"miss: the store failed (…)"``).
 
         Raises:
             ConfigurationError: unknown route or empty tenant.
@@ -270,7 +302,10 @@ class CompletionCache:
         start = time.perf_counter()
         tenant_id = self._tenant(tenant)
         namespace, key = self._exact_address(request, tenant_id, policy)
-        entry = self._partitions.live(namespace, key)
+        try:
+            entry = self._partitions.live(namespace, key)
+        except StoreError as exc:
+            return self._store_fault("exact", exc, start)
         if entry is not None:
             return self._hit("exact", entry, 1.0, "exact match", start)
         if policy.mode != "semantic":
@@ -283,10 +318,21 @@ class CompletionCache:
                 "template is still being learned or does not fit)",
                 start,
             )
+        try:
+            return self._semantic_lookup(policy, route, semantic, start)
+        except StoreError as exc:
+            return self._store_fault("semantic", exc, start)
+
+    def _semantic_lookup(
+        self, policy: CachePolicy, route: str | None, semantic: _Semantic, start: float
+    ) -> CacheLookup:
+        """The semantic layer's part of :meth:`lookup` (its store faults are the caller's)."""
         entry = self._partitions.live(semantic.namespace, semantic.key)
         if entry is not None:
             return self._hit("exact", entry, 1.0, "exact match", start)
-        if self.collector is not None:  # the collector counts every layer a lookup reaches
+        # Past the exact layer: a miss there, in the stats and the collector alike.
+        self._stats.passed("exact")
+        if self.collector is not None:
             self.collector.record_cache("exact", False)
         vector = self._embed(semantic.query)
         index = self._partitions.index(semantic.namespace)
@@ -294,7 +340,11 @@ class CompletionCache:
             return self._miss("semantic", "miss", start)
         if policy.max_error_rate is not None:
             return self._bounded(policy, route, semantic, index, vector, start)
-        features = extract_features(semantic.query) if policy.verifier is not None else None
+        features = (
+            extract_features(semantic.query).keyed(self._secret)
+            if policy.verifier is not None
+            else None
+        )
         reason = "miss"
         for candidate_key, score in index.search(vector, policy.candidates):
             if score < policy.threshold:
@@ -304,7 +354,7 @@ class CompletionCache:
                 continue
             if features is not None and policy.verifier and candidate.features is not None:
                 rejection = verify_candidate(
-                    features, QueryFeatures.from_json(candidate.features), policy.verifier
+                    features, stored_features(candidate.features, self._secret), policy.verifier
                 )
                 if rejection is not None:
                     self._stats.count(rejected=1)
@@ -327,7 +377,7 @@ class CompletionCache:
     ) -> CacheLookup:
         """The error-bounded rule: serve, explore or miss the nearest candidate, and leave a
         pending judgement for whatever the model is asked."""
-        features = extract_features(semantic.query)
+        features = extract_features(semantic.query).keyed(self._secret)
         state = self._learning.state(route, policy)
         reason = "miss"
         for candidate_key, score in index.search(vector, policy.candidates):
@@ -336,7 +386,7 @@ class CompletionCache:
             candidate = self._partitions.candidate(semantic.namespace, candidate_key, index)
             if candidate is None or candidate.features is None:
                 continue
-            x = pair_features(score, features, QueryFeatures.from_json(candidate.features))
+            x = pair_features(score, features, stored_features(candidate.features, self._secret))
             decision, _, _ = state.decide(x, candidate_key)
             pending = Pending(route or "", semantic.namespace, candidate_key, x)
             if decision == "serve":
@@ -385,7 +435,8 @@ class CompletionCache:
         ``lookup`` is the hit, its ``lookup_id``, or an adapter's hit marker holding one.
 
         Returns:
-            True when the entry was found (and, for ``correct=False``, removed).
+            True when the entry was found (and, for ``correct=False``, removed); False also
+            when the store failed (counted in ``stats().store_errors`` and logged).
 
         Raises:
             InvalidInputError: ``lookup`` is not a semantic hit or its id.
@@ -405,12 +456,16 @@ class CompletionCache:
         if served is not None:  # the route that served the hit learns, whatever the caller says
             route = served.route or None
         policy = self.policy_for(route)
-        if served is not None and policy.max_error_rate is not None:
-            self._stats.count(feedback=1)
-            self._learning.add(route, policy, served, correct, entry=key, force=True)
-        if correct:
-            return self.store_backend.get(namespace, key) is not None
-        return bool(self._partitions.delete(Selector(namespace=namespace, key=key)))
+        try:
+            if served is not None and policy.max_error_rate is not None:
+                self._stats.count(feedback=1)
+                self._learning.add(route, policy, served, correct, entry=key, force=True)
+            if correct:
+                return self._store.get(namespace, key) is not None
+            return bool(self._partitions.delete(Selector(namespace=namespace, key=key)))
+        except StoreError as exc:
+            self._faults.report("semantic", "the feedback was not applied", exc)
+            return False
 
     async def afeedback(
         self,
@@ -440,6 +495,7 @@ class CompletionCache:
 
         Raises:
             ConfigurationError: the route is not error-bounded semantic.
+            StoreError: the store failed to read or save the route's evidence.
         """
         policy = self.policy_for(route)
         if policy.mode != "semantic" or policy.max_error_rate is None:
@@ -473,7 +529,7 @@ class CompletionCache:
             )
             added += 1
         state.refit()
-        self._learning.persist(route, policy, force=True)
+        self._learning.persist(route, policy, force=True, strict=True)
         return added
 
     def acceptance(self, route: str | None = None) -> dict[str, Any]:
@@ -494,11 +550,21 @@ class CompletionCache:
         start: float,
         lookup_id: str | None = None,
     ) -> CacheLookup:
+        try:
+            payload = json.loads(entry.payload)
+        except ValueError as exc:
+            error = CorruptedStoreError(f"{self._store.name}: a cached value is not JSON ({exc})")
+            error.__cause__ = exc
+            return self._store_fault(layer, error, start)
         self._stats.lookup(layer, True, (time.perf_counter() - start) * 1000)
         if self.collector is not None:
             self.collector.record_cache(layer, True)
-        payload = json.loads(entry.payload)
         return CacheLookup(True, payload, layer, similarity, reason, lookup_id=lookup_id)
+
+    def _store_fault(self, layer: str, error: StoreError, start: float) -> CacheLookup:
+        """A lookup that met a store fault: counted, logged (rate limited), and a miss."""
+        self._faults.report(layer, "the lookup is a miss", error)
+        return self._miss(layer, f"miss: the store failed ({type(error).__name__})", start)
 
     def _miss(
         self,
@@ -527,7 +593,8 @@ class CompletionCache:
     ) -> bool:
         """Cache ``value`` (anything JSON-serializable) as the answer to ``request``.
 
-        Returns False when the policy bypasses this request (nothing is written).
+        Returns False when the policy bypasses this request, or when the store failed (the
+        write is dropped, counted in ``stats().store_errors`` and logged): nothing is written.
 
         Raises:
             NotSerializableError: the value has no JSON form; nothing is written.
@@ -559,6 +626,7 @@ class CompletionCache:
             if policy.mode == "semantic"
             else None
         )
+        vector: npt.NDArray[np.float32] | None = None  # to index, for a semantic entry
         if semantic is not None:
             if policy.max_error_rate is not None:
                 self._learning.judge_answer(semantic.key, value, route, policy)
@@ -568,15 +636,17 @@ class CompletionCache:
                 semantic.key,
                 layer="semantic",
                 vector=vector.astype(np.float16).tobytes(),
-                features=extract_features(semantic.query).to_json(),
+                features=extract_features(semantic.query).keyed(self._secret).to_json(),
                 **common,  # type: ignore[arg-type]
             )
-            self._partitions.put(entry, vector)
         else:
             namespace, key = self._exact_address(request, tenant_id, policy)
-            self._partitions.put(
-                StoredEntry(namespace, key, layer="exact", **common)  # type: ignore[arg-type]
-            )
+            entry = StoredEntry(namespace, key, layer="exact", **common)  # type: ignore[arg-type]
+        try:
+            self._partitions.put(entry, vector)
+        except StoreError as exc:
+            self._faults.report(entry.layer, "the write was dropped", exc)
+            return False
         self._stats.count(writes=1)
         return True
 
@@ -617,6 +687,7 @@ class CompletionCache:
 
         Raises:
             ConfigurationError: no criterion given (use :meth:`clear` to remove everything).
+            StoreError: the store failed (nothing was removed).
         """
         if tenant is None and tag is None and plan_version is None:
             raise ConfigurationError("invalidate needs a tenant, a tag or a plan_version")
@@ -628,17 +699,30 @@ class CompletionCache:
         return len(self._partitions.delete(selector))
 
     def purge_expired(self) -> int:
-        """Remove every entry whose TTL has passed; return how many."""
+        """Remove every entry whose TTL has passed; return how many.
+
+        Raises:
+            StoreError: the store failed.
+        """
         return len(self._partitions.delete(Selector(expired_at=self.clock())))
 
     def clear(self) -> int:
-        """Remove every entry; return how many."""
+        """Remove every entry; return how many.
+
+        Raises:
+            StoreError: the store failed.
+        """
         return self._partitions.clear()
 
     def stats(self) -> CacheStats:
-        """Hits, misses and latency per layer, with the store's entries and bytes."""
+        """Hits, misses and latency per layer, store faults, and the store's entries and bytes
+        (0 and 0 when the store cannot say)."""
         self._learning.wait()
-        entries, size = self.store_backend.usage()
+        try:
+            entries, size = self._store.usage()
+        except StoreError as exc:
+            self._faults.report("exact", "stats show no entries", exc)
+            entries, size = 0, 0
         return self._stats.snapshot(
             entries, size, self._learning.snapshots(), self._partitions.kinds()
         )

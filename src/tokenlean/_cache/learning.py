@@ -6,6 +6,10 @@ rows and on flush), the candidates awaiting the judge's verdict (a miss or an ex
 fresh answer :meth:`~tokenlean.CompletionCache.store` will bring), the served hits awaiting
 feedback, and the judge's worker thread. No text is kept: a row is seven pair features and a
 verdict.
+
+Learning fails open like the caches: evidence that cannot be saved (a store fault) stays in
+memory and is saved with a later write; a judgement whose candidate cannot be read adds no
+evidence. Both are counted and logged by the cache's :class:`FaultReporter`.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from tokenlean._cache.policy import CachePolicy
 from tokenlean._cache.request import hash_key
 from tokenlean._cache.stats import StatsRecorder
 from tokenlean._cache.store import CacheStore, StoredEntry
+from tokenlean._cache.store_faults import FaultReporter
+from tokenlean._errors import StoreError
 
 if TYPE_CHECKING:
     from tokenlean._metrics.collector import MetricsRecorder
@@ -67,6 +73,7 @@ class Learning:
         background: judge in a worker thread (True) or inline.
         clock: time source for saved entries.
         seed: seed of the exploration draws.
+        faults: counts and logs the store faults learning goes on without.
     """
 
     def __init__(
@@ -81,7 +88,9 @@ class Learning:
         background: bool,
         clock: Callable[[], float],
         seed: int | None,
+        faults: FaultReporter,
     ) -> None:
+        self._faults = faults
         self._store, self._secret, self._put = store, secret, put
         self._judge, self._stats, self._collector = judge, stats, collector
         self.background, self._clock, self._seed = background, clock, seed
@@ -95,7 +104,12 @@ class Learning:
     # ------------------------------------------------------------------ states
 
     def state(self, route: str | None, policy: CachePolicy) -> AcceptanceState:
-        """The route's acceptance state, loaded from the store on first use."""
+        """The route's acceptance state, loaded from the store on first use.
+
+        Raises:
+            StoreError: the saved state could not be read (nothing is remembered: the next
+                call tries again, so a later save never overwrites evidence it did not load).
+        """
         label = route or ""
         with self._lock:
             state = self._states.get(label)
@@ -141,9 +155,17 @@ class Learning:
         self.state(route, policy).add(features, verdict, entry=entry)
         self.persist(route, policy, force=force)
 
-    def persist(self, route: str | None, policy: CachePolicy, force: bool = False) -> None:
+    def persist(
+        self, route: str | None, policy: CachePolicy, force: bool = False, strict: bool = False
+    ) -> None:
         """Report the route's state to the collector and keep its evidence in the store (every
-        :data:`SAVE_EVERY` rows, or now with ``force``)."""
+        :data:`SAVE_EVERY` rows, or now with ``force``). A store fault leaves the evidence
+        unsaved, to be saved by a later call; it is counted and logged, or raised with
+        ``strict``.
+
+        Raises:
+            StoreError: with ``strict``, the store failed.
+        """
         state = self.state(route, policy)
         if self._collector is not None:
             snapshot = state.snapshot().as_dict() | {"max_error_rate": policy.max_error_rate}
@@ -151,11 +173,18 @@ class Learning:
         if state.unsaved == 0 or (not force and state.unsaved < SAVE_EVERY):
             return
         namespace, key = self._address(route, policy)
-        self._put(
-            StoredEntry(
-                namespace, key, state.to_bytes(), created_at=self._clock(), layer="acceptance"
+        unsaved = state.unsaved
+        try:
+            self._put(
+                StoredEntry(
+                    namespace, key, state.to_bytes(), created_at=self._clock(), layer="acceptance"
+                )
             )
-        )
+        except StoreError as exc:
+            state.unsaved += unsaved  # still to save
+            if strict:
+                raise
+            self._faults.report("semantic", "the route's evidence stays unsaved for now", exc)
 
     # ------------------------------------------------------------------ in flight
 
@@ -213,6 +242,8 @@ class Learning:
                 return
             self._stats.count(judged=1)
             self.add(route, policy, pending, verdict, entry=pending.key)
+        except StoreError as exc:
+            self._faults.report("semantic", "this judgement adds no evidence", exc)
         except Exception:  # learning must never fail a model call
             logger.exception("tokenlean: a semantic-cache judgement failed; no evidence added")
 

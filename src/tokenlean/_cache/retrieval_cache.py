@@ -1,9 +1,16 @@
-"""The retrieval cache: canonical query to ranked document ids, tied to an index version."""
+"""The retrieval cache: canonical query to ranked document ids, tied to an index version.
+
+Like the completion cache it fails open: a store fault during :meth:`RetrievalCache.get` is a
+miss and during :meth:`~RetrievalCache.put` a dropped write, counted in ``stats().store_errors``
+and logged (see :mod:`tokenlean._cache.store_faults`); lookups never write.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import threading
 import time
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
@@ -13,8 +20,9 @@ from tokenlean._cache.memory_store import MemoryStore
 from tokenlean._cache.request import hash_key, hash_tenant
 from tokenlean._cache.stats import CacheStats, StatsRecorder
 from tokenlean._cache.store import CacheStore, Selector, StoredEntry
+from tokenlean._cache.store_faults import FaultReporter, GuardedStore
 from tokenlean._canonical import canonical_json, canonicalize_text
-from tokenlean._errors import ConfigurationError, InvalidInputError
+from tokenlean._errors import ConfigurationError, InvalidInputError, StoreError
 
 if TYPE_CHECKING:
     from tokenlean._metrics.collector import MetricsRecorder
@@ -43,6 +51,7 @@ class RetrievalCache:
         store: where entries live (default: an unbounded :class:`MemoryStore`).
         ttl_s: seconds an entry lives (None: until evicted or invalidated).
         clock: time source for TTLs.
+        collector: records every lookup, and every store fault the cache went on without.
 
     Example:
         >>> cache = RetrievalCache()
@@ -65,10 +74,14 @@ class RetrievalCache:
         if ttl_s is not None and ttl_s <= 0:
             raise ConfigurationError("ttl_s must be positive or None")
         self.store_backend: CacheStore = store if store is not None else MemoryStore()
+        self._store = GuardedStore(self.store_backend)
         self.ttl_s = ttl_s
         self.clock = clock
         self._secret = self.store_backend.secret
         self._stats = StatsRecorder()
+        self._faults = FaultReporter(self._store.name, self._stats, collector)
+        self._expired_lock = threading.Lock()
+        self._expired: dict[tuple[str, str], float] = {}  # met by lookups: deleted by a put
 
     def _address(
         self, query: str, index_version: str, tenant: str, params: Mapping[str, Any]
@@ -95,19 +108,31 @@ class RetrievalCache:
         tenant: str = "default",
         params: Mapping[str, Any] | None = None,
     ) -> list[Any] | None:
-        """The cached ranking for ``query``, or None."""
+        """The cached ranking for ``query``, or None (also when the store failed). Reads only:
+        an expired entry is deleted by the next :meth:`put`."""
         start = time.perf_counter()
         namespace, key, _ = self._address(query, index_version, tenant, params or {})
-        entry = self.store_backend.get(namespace, key)
-        if entry is not None and entry.expired(now := self.clock()):
-            self.store_backend.delete(Selector(namespace=namespace, key=key, expired_at=now))
-            entry = None
-        self._stats.lookup("retrieval", entry is not None, (time.perf_counter() - start) * 1000)
+        result: list[Any] | None = None
+        try:
+            entry = self._store.get(namespace, key)
+            if entry is not None and entry.expired(now := self.clock()):
+                with self._expired_lock:
+                    self._expired[(namespace, key)] = now
+                    while len(self._expired) > 4096:
+                        del self._expired[next(iter(self._expired))]
+                entry = None
+            if entry is not None:
+                result = json.loads(entry.payload)
+        except StoreError as exc:
+            self._faults.report("retrieval", "the lookup is a miss", exc)
+        except ValueError as exc:  # a damaged payload
+            self._faults.report(
+                "retrieval", "the lookup is a miss",
+                StoreError(f"{self._store.name}: a cached ranking is not JSON ({exc})"),
+            )  # fmt: skip
+        self._stats.lookup("retrieval", result is not None, (time.perf_counter() - start) * 1000)
         if self.collector is not None:
-            self.collector.record_cache("retrieval", entry is not None)
-        if entry is None:
-            return None
-        result: list[Any] = json.loads(entry.payload)
+            self.collector.record_cache("retrieval", result is not None)
         return result
 
     def put(
@@ -119,7 +144,8 @@ class RetrievalCache:
         tenant: str = "default",
         params: Mapping[str, Any] | None = None,
     ) -> None:
-        """Cache the ranking (document ids, or ``[id, score]`` pairs) for ``query``.
+        """Cache the ranking (document ids, or ``[id, score]`` pairs) for ``query``. A store
+        fault drops the write (counted in ``stats().store_errors`` and logged).
 
         Raises:
             NotSerializableError: the ranking has no JSON form; nothing is written.
@@ -129,19 +155,33 @@ class RetrievalCache:
         namespace, key, tenant_id = self._address(query, index_version, tenant, params or {})
         payload = canonical_json(list(ranking)).encode("utf-8")
         now = self.clock()
-        self.store_backend.put(
-            StoredEntry(
-                namespace,
-                key,
-                payload,
-                now,
-                now + self.ttl_s if self.ttl_s else None,
-                layer="retrieval",
-                tenant=tenant_id,
-                plan_version=index_version,
-            )
+        entry = StoredEntry(
+            namespace,
+            key,
+            payload,
+            now,
+            now + self.ttl_s if self.ttl_s else None,
+            layer="retrieval",
+            tenant=tenant_id,
+            plan_version=index_version,
         )
+        with contextlib.suppress(StoreError):  # best effort: they wait for the next write
+            self._delete_expired()
+        try:
+            self._store.put(entry)
+        except StoreError as exc:
+            self._faults.report("retrieval", "the write was dropped", exc)
+            return
         self._stats.count(writes=1)
+
+    def _delete_expired(self) -> None:
+        """Delete the expired entries lookups met, if still expired."""
+        with self._expired_lock:
+            expired = list(self._expired.items())
+        for (namespace, key), at in expired:
+            self._store.delete(Selector(namespace=namespace, key=key, expired_at=at))
+            with self._expired_lock:
+                self._expired.pop((namespace, key), None)
 
     async def aget(
         self,
@@ -171,12 +211,19 @@ class RetrievalCache:
         )
 
     def invalidate_index(self, index_version: str) -> int:
-        """Remove the entries computed against ``index_version``; return how many."""
-        return len(
-            self.store_backend.delete(Selector(layer="retrieval", plan_version=index_version))
-        )
+        """Remove the entries computed against ``index_version``; return how many.
+
+        Raises:
+            StoreError: the store failed (nothing was removed).
+        """
+        return len(self._store.delete(Selector(layer="retrieval", plan_version=index_version)))
 
     def stats(self) -> CacheStats:
-        """Hit rate and latency of the retrieval layer, with the store's usage."""
-        entries, size = self.store_backend.usage()
+        """Hit rate and latency of the retrieval layer, store faults, and the store's usage
+        (0 and 0 when the store cannot say)."""
+        try:
+            entries, size = self._store.usage()
+        except StoreError as exc:
+            self._faults.report("retrieval", "stats show no entries", exc)
+            entries, size = 0, 0
         return self._stats.snapshot(entries, size)

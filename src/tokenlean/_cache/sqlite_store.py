@@ -5,6 +5,11 @@ a file that is not a database, or a damaged one, raises :class:`CorruptedStoreEr
 that is not a tokenlean store (or of a newer schema) raises :class:`ForeignStoreError`. Neither is
 ever written to. One process should write a store at a time; any number of threads and asyncio
 tasks in that process may share it.
+
+A lookup (:meth:`SQLiteStore.get`) only reads: the recency it records for least-recently-used
+eviction is kept in memory and written with the next :meth:`~SQLiteStore.put` (or on close), so
+a read-only file still answers lookups. Every failure raises a typed :class:`StoreError` naming
+the file, with SQLite's error as its cause.
 """
 
 from __future__ import annotations
@@ -15,18 +20,22 @@ import os
 import secrets
 import sqlite3
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from tokenlean._cache.store import Selector, StoredEntry
-from tokenlean._errors import ConfigurationError, CorruptedStoreError, StoreError
-from tokenlean._sqlite_file import open_database
+from tokenlean._errors import ConfigurationError, CorruptedStoreError, StoreClosedError
+from tokenlean._sqlite_file import open_database, rollback, sqlite_error
 
 __all__ = ["SQLiteStore"]
 
 FORMAT = "tokenlean-cache"
 SCHEMA_VERSION = 1
+TOUCH_LIMIT = 65_536
+"""Lookups whose recency waits in memory for the next write, at most (the oldest are dropped:
+those entries keep their previous recency)."""
 
 _SCHEMA = """
 CREATE TABLE tokenlean_entries (
@@ -78,11 +87,18 @@ class SQLiteStore:
         max_entries: most entries held (None: unbounded).
         max_bytes: most bytes of payload, vectors and features held (None: unbounded).
         check: run SQLite's ``quick_check`` when opening an existing file.
+        lock_timeout_s: seconds a write waits for another connection's lock before it fails
+            with :class:`StoreLockedError` (a cache then drops the write).
 
     Raises:
         CorruptedStoreError: the file is not a database or is damaged.
         ForeignStoreError: the database is not a tokenlean store of a readable schema.
         StoreError: the file cannot be opened or created.
+
+    Every operation raises a :class:`StoreError` naming the file when SQLite fails:
+    :class:`StoreReadOnlyError`, :class:`StoreFullError`, :class:`StoreLockedError`,
+    :class:`CorruptedStoreError`, :class:`StoreClosedError` after :meth:`close`, or
+    :class:`StoreError` itself; SQLite's error is the cause.
 
     Example:
         >>> import tempfile, os
@@ -101,19 +117,29 @@ class SQLiteStore:
         max_entries: int | None = None,
         max_bytes: int | None = None,
         check: bool = True,
+        lock_timeout_s: float = 5.0,
     ) -> None:
         for name, value in (("max_entries", max_entries), ("max_bytes", max_bytes)):
             if value is not None and value < 1:
                 raise ConfigurationError(f"{name} must be >= 1 or None, got {value}")
+        if lock_timeout_s < 0:
+            raise ConfigurationError(f"lock_timeout_s must be >= 0, got {lock_timeout_s}")
         self.path = Path(path)
         self.max_entries = max_entries
         self.max_bytes = max_bytes
+        self.lock_timeout_s = lock_timeout_s
         self._lock = threading.Lock()
+        # (namespace, key) -> recency tick of lookups not yet written (see TOUCH_LIMIT)
+        self._touched: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._conn, self._secret = self._open(check)
-        count, size, accessed = self._conn.execute(
-            "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(MAX(accessed), 0) "
-            "FROM tokenlean_entries"
-        ).fetchone()
+        try:
+            count, size, accessed = self._conn.execute(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(MAX(accessed), 0) "
+                "FROM tokenlean_entries"
+            ).fetchone()
+        except sqlite3.Error as exc:
+            self._conn.close()
+            raise sqlite_error(self.path, "opening the cache store", exc) from exc
         self._count, self._bytes, self._tick = int(count), int(size), int(accessed)
 
     # ------------------------------------------------------------------ opening
@@ -126,6 +152,7 @@ class SQLiteStore:
             schema=_SCHEMA,
             initial_meta={"secret": secrets.token_hex(32)},
             check=check,
+            timeout=self.lock_timeout_s,
         )
         try:
             secret = bytes.fromhex(meta["secret"])
@@ -145,13 +172,21 @@ class SQLiteStore:
     def _run(self, what: str, fn: Any) -> Any:
         with self._lock:
             if self._conn is None:
-                raise StoreError("the store is closed")
+                raise StoreClosedError(f"{self.path}: the store is closed")
             try:
+                # a transaction an earlier failure left open (its ROLLBACK failed too)
+                rollback(self._conn)
                 return fn(self._conn)
-            except sqlite3.DatabaseError as exc:
-                if "malformed" in str(exc) or "not a database" in str(exc):
-                    raise CorruptedStoreError(f"{self.path} is damaged: {exc}") from exc
-                raise StoreError(f"cache store {what} failed: {exc}") from exc
+            except sqlite3.Error as exc:
+                raise sqlite_error(self.path, f"cache store {what}", exc) from exc
+
+    def _write_touches(self, conn: sqlite3.Connection) -> None:
+        """Write the recency of the lookups since the last write (inside its transaction)."""
+        if self._touched:
+            conn.executemany(
+                "UPDATE tokenlean_entries SET accessed = ? WHERE namespace = ? AND key = ?",
+                [(tick, ns, key) for (ns, key), tick in self._touched.items()],
+            )
 
     def get(self, namespace: str, key: str) -> StoredEntry | None:
         def run(conn: sqlite3.Connection) -> StoredEntry | None:
@@ -161,11 +196,12 @@ class SQLiteStore:
             ).fetchone()
             if row is None:
                 return None
+            # Recency is recorded in memory: a lookup never writes (see TOUCH_LIMIT).
             self._tick += 1
-            conn.execute(
-                "UPDATE tokenlean_entries SET accessed = ? WHERE namespace = ? AND key = ?",
-                (self._tick, namespace, key),
-            )
+            self._touched[(namespace, key)] = self._tick
+            self._touched.move_to_end((namespace, key))
+            if len(self._touched) > TOUCH_LIMIT:
+                self._touched.popitem(last=False)
             return _row_to_entry(row)
 
         result: StoredEntry | None = self._run("get", run)
@@ -175,6 +211,7 @@ class SQLiteStore:
         def run(conn: sqlite3.Connection) -> list[tuple[str, str]]:
             conn.execute("BEGIN IMMEDIATE")
             try:
+                self._write_touches(conn)
                 old = conn.execute(
                     "SELECT size FROM tokenlean_entries WHERE namespace = ? AND key = ?",
                     (entry.namespace, entry.key),
@@ -228,8 +265,9 @@ class SQLiteStore:
                         evicted.append((namespace, key))
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                rollback(conn)
                 raise
+            self._touched.clear()
             self._count, self._bytes = count, size
             return evicted
 
@@ -261,7 +299,7 @@ class SQLiteStore:
                 conn.execute(f"DELETE FROM tokenlean_entries WHERE {where}", params)
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                rollback(conn)
                 raise
             self._count -= len(rows)
             self._bytes -= sum(row[2] for row in rows)
@@ -290,7 +328,17 @@ class SQLiteStore:
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
-                # Fold the write-ahead log into the database file (best effort).
+                # Keep the lookups' recency, then fold the write-ahead log into the database
+                # file (both best effort: a read-only or full file keeps what it has).
+                rollback(self._conn)
+                if self._touched:
+                    try:
+                        self._conn.execute("BEGIN IMMEDIATE")
+                        self._write_touches(self._conn)
+                        self._conn.execute("COMMIT")
+                    except sqlite3.Error:
+                        rollback(self._conn)
+                    self._touched.clear()
                 with contextlib.suppress(sqlite3.Error):
                     self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 self._conn.close()

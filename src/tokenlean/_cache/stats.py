@@ -18,8 +18,10 @@ __all__ = ["CacheStats", "LayerStats", "StatsRecorder"]
 class LayerStats:
     """Figures of one cache layer (``exact``, ``semantic`` or ``retrieval``).
 
-    A lookup counts for the layer that decided it: a hit for the layer that served it, a miss
-    for the last layer consulted.
+    A lookup counts in every layer it reached: a hit in the layer that served it, a miss in
+    each layer it went past (a semantic lookup first misses the exact layer). The metrics
+    collector counts the same way, so the two always agree; latency is that of the lookups a
+    layer decided.
     """
 
     hits: int
@@ -44,7 +46,8 @@ class CacheStats:
     verdicts that became evidence, ``feedback`` the verdicts users gave, and ``acceptance`` what
     each error-bounded route has learned (by route name, ``""`` for the default policy).
     ``indexes`` counts the semantic partitions loaded in this process by vector-index kind
-    (``flat`` or ``hnsw``).
+    (``flat`` or ``hnsw``). ``store_errors`` counts the store faults the cache went on without
+    (each lookup that met one is also counted as a miss; each write that met one was dropped).
     """
 
     layers: dict[str, LayerStats]
@@ -58,6 +61,8 @@ class CacheStats:
     feedback: int = 0
     acceptance: dict[str, AcceptanceSnapshot] = field(default_factory=dict)
     indexes: dict[str, int] = field(default_factory=dict)
+    store_errors: int = 0
+    total_lookups: int | None = None
 
     @property
     def hits(self) -> int:
@@ -65,6 +70,9 @@ class CacheStats:
 
     @property
     def lookups(self) -> int:
+        """Lookups, each counted once (whatever the layers it reached)."""
+        if self.total_lookups is not None:
+            return self.total_lookups
         return sum(layer.lookups for layer in self.layers.values())
 
     @property
@@ -97,12 +105,21 @@ class StatsRecorder:
         self.explored = 0
         self.judged = 0
         self.feedback = 0
+        self.store_errors = 0
+        self._lookups = 0
 
     def lookup(self, layer: str, hit: bool, ms: float) -> None:
+        """One lookup, decided by ``layer`` (after :meth:`passed` for each layer before it)."""
         with self._lock:
+            self._lookups += 1
             counts = self._hits if hit else self._misses
             counts[layer] = counts.get(layer, 0) + 1
             self._latency.setdefault(layer, deque(maxlen=self._window)).append(ms)
+
+    def passed(self, layer: str) -> None:
+        """A lookup went past ``layer`` (a miss there) on its way to the next one."""
+        with self._lock:
+            self._misses[layer] = self._misses.get(layer, 0) + 1
 
     def count(
         self,
@@ -113,6 +130,7 @@ class StatsRecorder:
         explored: int = 0,
         judged: int = 0,
         feedback: int = 0,
+        store_errors: int = 0,
     ) -> None:
         with self._lock:
             self.bypassed += bypassed
@@ -121,6 +139,7 @@ class StatsRecorder:
             self.explored += explored
             self.judged += judged
             self.feedback += feedback
+            self.store_errors += store_errors
 
     def snapshot(
         self,
@@ -141,5 +160,5 @@ class StatsRecorder:
             return CacheStats(
                 layers, self.bypassed, self.writes, self.rejected, entries, size,
                 self.explored, self.judged, self.feedback, dict(acceptance or {}),
-                dict(indexes or {}),
+                dict(indexes or {}), self.store_errors, self._lookups,
             )  # fmt: skip

@@ -88,6 +88,13 @@ class CacheStore(Protocol):
     ``secret`` is the store's key-derivation secret: random, created with the store and kept
     with it (persistent stores persist it), so hashed keys stay valid across restarts and mean
     nothing outside the store.
+
+    Failures should raise a :class:`~tokenlean.StoreError` subclass naming the store (its file or
+    server), with the backend's exception as the cause; the caches wrap anything else in a
+    :class:`~tokenlean.StoreBackendError`, and go on without the store (a lookup misses, a write is
+    dropped). :meth:`get` should not need write access: record its recency without writing to
+    storage on the lookup path (:class:`SQLiteStore` keeps it in memory until the next
+    :meth:`put`).
     """
 
     @property

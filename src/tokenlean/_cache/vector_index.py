@@ -1,16 +1,24 @@
-"""A FAISS vector index per cache partition, chosen by size.
+"""A FAISS vector index per cache partition, chosen by size, rebuilt aside.
 
 Up to ``hnsw_threshold`` vectors a partition uses exact search (``IndexFlatIP``); past it the
 partition is rebuilt once as HNSW (``IndexHNSWFlat``, inner product), which keeps a lookup well
-under a millisecond at 100,000 entries. Removals are tombstones, filtered out of results and
-compacted away when they pass a quarter of the index (a bitmap selector keeps them out of
-searches meanwhile). Converting a partition to HNSW rebuilds it once, holding the index's lock
-(about 4.5 s at 20,000 vectors on two cores).
+under a millisecond at 100,000 entries. Removals are tombstones, filtered out of results (a
+bitmap selector keeps them out of searches) and compacted away when they pass a quarter of the
+index.
+
+Both rebuilds, the switch to HNSW and compaction, are *maintenance*, run by
+:meth:`VectorIndex.maintain` and never inside an add, a removal or a search: it copies the live
+vectors in short locked steps, builds the new index holding no lock while searches, adds and
+removals go on against the old one, replays the adds and removals made meanwhile, and swaps the
+new index in under the lock for a moment. A search waits at most for one copy step or the swap,
+never for a build (which takes seconds: 7 to 11 s for 20,000 vectors of 384 dimensions on two
+cores).
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -19,6 +27,17 @@ import numpy.typing as npt
 from tokenlean._errors import ConfigurationError, MissingDependencyError
 
 __all__ = ["VectorIndex", "load_faiss"]
+
+_COPY_ROWS = 8192
+"""Vectors copied per locked step of a rebuild's snapshot."""
+_REPLAY_UNDER_LOCK = 16
+"""Changes made during a build that the swap replays under the lock, at most: longer backlogs
+are replayed into the new index first, with no lock held."""
+_ROUNDS = 3
+"""Rebuilds one :meth:`VectorIndex.maintain` call runs at most (a rebuild can leave another due:
+removals during a long build)."""
+
+_Change = tuple[str, "npt.NDArray[np.float32] | None"]  # (key, row added) or (key, None): removed
 
 
 def load_faiss() -> Any:
@@ -30,6 +49,41 @@ def load_faiss() -> Any:
     return faiss
 
 
+def _grown(live: npt.NDArray[np.bool_], size: int) -> npt.NDArray[np.bool_]:
+    """``live`` with room for ``size`` cells (doubling), its cells kept."""
+    if size <= len(live):
+        return live
+    grown = np.zeros(max(2 * len(live), size), dtype=bool)
+    grown[: len(live)] = live
+    return grown
+
+
+def _apply(
+    changes: Sequence[_Change],
+    index: Any,
+    keys: list[str | None],
+    positions: dict[str, int],
+    live: npt.NDArray[np.bool_],
+) -> npt.NDArray[np.bool_]:
+    """Apply adds and removals, in order, to an index and its bookkeeping; return the (possibly
+    grown) live bitmap. The added rows go to FAISS in one call."""
+    rows: list[npt.NDArray[np.float32]] = []
+    for key, row in changes:
+        old = positions.pop(key, None)
+        if old is not None:
+            keys[old] = None
+            live[old] = False
+        if row is not None:
+            positions[key] = len(keys)
+            keys.append(key)
+            live = _grown(live, len(keys))
+            live[len(keys) - 1] = True
+            rows.append(row)
+    if rows:
+        index.add(np.concatenate(rows))
+    return live
+
+
 class VectorIndex:
     """Unit vectors addressed by string keys, searched by inner product (cosine). Thread-safe.
 
@@ -38,6 +92,10 @@ class VectorIndex:
         hnsw_threshold: size past which the index becomes HNSW.
         hnsw_m: HNSW graph degree.
         ef_search: HNSW search breadth (recall against speed).
+        maintain_inline: run :meth:`maintain` at the end of each :meth:`add` and :meth:`remove`
+            (after its lock is released). False leaves it to the owner, which calls it when it
+            holds no lock of its own (the cache's partitions do, from the write that made it
+            due).
     """
 
     def __init__(
@@ -47,6 +105,7 @@ class VectorIndex:
         hnsw_threshold: int = 20_000,
         hnsw_m: int = 32,
         ef_search: int = 64,
+        maintain_inline: bool = True,
     ) -> None:
         if dimension < 1:
             raise ConfigurationError(f"dimension must be >= 1, got {dimension}")
@@ -55,29 +114,79 @@ class VectorIndex:
         self.hnsw_threshold = hnsw_threshold
         self.hnsw_m = hnsw_m
         self.ef_search = ef_search
-        self._lock = threading.Lock()
+        self.maintain_inline = maintain_inline
+        self._lock = threading.Lock()  # the fields below; held for microseconds at a time
+        self._maintaining = threading.Lock()  # one rebuild at a time
         self._index: Any = self.faiss.IndexFlatIP(dimension)
         self._keys: list[str | None] = []  # position -> key (None: removed)
         self._positions: dict[str, int] = {}
         # position -> not removed; a buffer grown by doubling (its first len(_keys) cells count),
         # so a long-running cache does not copy it on every add
         self._live = np.zeros(64, dtype=bool)
+        self._changes: list[_Change] | None = None  # made since a rebuild's snapshot
 
     @property
     def kind(self) -> str:
-        """``"flat"`` or ``"hnsw"``."""
+        """``"flat"`` or ``"hnsw"`` (the index searches use; a rebuild in progress does not
+        count until it is swapped in)."""
         return "hnsw" if isinstance(self._index, self.faiss.IndexHNSWFlat) else "flat"
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._positions)
 
-    def _compact_if_sparse(self) -> None:
-        """Rebuild without the removed positions once they are many (more than 64 and a
-        quarter of all positions)."""
+    # ------------------------------------------------------------------ changes
+
+    def _row(self, vector: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        return np.ascontiguousarray(vector, dtype=np.float32).reshape(-1, self.dimension)
+
+    def add(self, key: str, vector: npt.NDArray[np.float32]) -> None:
+        """Add (or replace) the vector of ``key``."""
+        self.add_many([key], self._row(vector))
+
+    def add_many(self, keys: Sequence[str], vectors: npt.NDArray[np.float32]) -> None:
+        """Add (or replace) several vectors in one FAISS call (a later duplicate key wins)."""
+        rows = self._row(vectors)
+        if len(rows) != len(keys):
+            raise ConfigurationError(f"{len(keys)} keys for {len(rows)} vectors")
+        if not len(keys):
+            return
+        changes: list[_Change] = [(key, rows[i : i + 1]) for i, key in enumerate(keys)]
+        with self._lock:
+            self._live = _apply(changes, self._index, self._keys, self._positions, self._live)
+            if self._changes is not None:  # a rebuild is in progress: it replays these
+                self._changes.extend((key, rows[i : i + 1].copy()) for i, key in enumerate(keys))
+        if self.maintain_inline:
+            self.maintain()
+
+    def remove(self, key: str) -> bool:
+        """Forget ``key``; True if it was present."""
+        with self._lock:
+            if key not in self._positions:
+                return False
+            self._live = _apply([(key, None)], self._index, self._keys, self._positions, self._live)
+            if self._changes is not None:
+                self._changes.append((key, None))
+        if self.maintain_inline:
+            self.maintain()
+        return True
+
+    # ------------------------------------------------------------------ maintenance
+
+    def _due(self) -> str | None:
+        """The kind of index a rebuild due now would make, or None. Call with the lock held."""
+        if self.kind == "flat" and len(self._positions) > self.hnsw_threshold:
+            return "hnsw"
         removed = len(self._keys) - len(self._positions)
-        if removed > max(64, len(self._keys) // 4):
-            self._rebuild(hnsw=self.kind == "hnsw")
+        if removed > max(64, len(self._keys) // 4):  # compaction
+            return self.kind
+        return None
+
+    @property
+    def maintenance_due(self) -> bool:
+        """True when a switch to HNSW or a compaction is due (see :meth:`maintain`)."""
+        with self._lock:
+            return self._due() is not None
 
     def _new_hnsw(self) -> Any:
         index = self.faiss.IndexHNSWFlat(
@@ -87,52 +196,82 @@ class VectorIndex:
         index.hnsw.efConstruction = 64
         return index
 
-    def _rebuild(self, hnsw: bool) -> None:
-        live: list[tuple[str, int]] = [
-            (key, pos) for pos, key in enumerate(self._keys) if key is not None
-        ]
-        vectors = np.empty((len(live), self.dimension), dtype=np.float32)
-        for row, (_, pos) in enumerate(live):
-            vectors[row] = self._index.reconstruct(pos)
+    def _build(self, vectors: npt.NDArray[np.float32], hnsw: bool) -> Any:
+        """A new FAISS index holding ``vectors`` (the slow step; runs with no lock held)."""
         index = self._new_hnsw() if hnsw else self.faiss.IndexFlatIP(self.dimension)
-        if len(live):
+        if len(vectors):
             index.add(vectors)
-        self._index = index
-        self._keys = [key for key, _ in live]
-        self._positions = {key: row for row, (key, _) in enumerate(live)}
-        self._live = np.ones(max(64, 2 * len(self._keys)), dtype=bool)
+        return index
 
-    def add(self, key: str, vector: npt.NDArray[np.float32]) -> None:
-        """Add (or replace) the vector of ``key``."""
-        row = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, self.dimension)
+    def _snapshot(self) -> tuple[str, list[str], npt.NDArray[np.float32]] | None:
+        """The kind due and the live keys and vectors to build it from, or None when nothing is
+        due; from here on changes are also logged, for the swap to replay."""
         with self._lock:
-            old = self._positions.pop(key, None)
-            if old is not None:
-                self._keys[old] = None
-                self._live[old] = False
-            self._index.add(row)
-            self._positions[key] = len(self._keys)
-            self._keys.append(key)
-            if len(self._keys) > len(self._live):
-                grown = np.zeros(2 * len(self._live), dtype=bool)
-                grown[: len(self._live)] = self._live
-                self._live = grown
-            self._live[len(self._keys) - 1] = True
-            if self.kind == "flat" and len(self._positions) > self.hnsw_threshold:
-                self._rebuild(hnsw=True)
-            else:
-                self._compact_if_sparse()
+            target = self._due()
+            if target is None:
+                return None
+            keys = list(self._keys)
+            self._changes = []
+        # Rows below len(keys) never change until the swap (a removal is a tombstone, a
+        # replacement an append), so they are copied in short steps; the lock guards FAISS
+        # against a concurrent append reallocating its storage.
+        parts = [np.empty((0, self.dimension), dtype=np.float32)]
+        for start in range(0, len(keys), _COPY_ROWS):
+            with self._lock:
+                parts.append(self._index.reconstruct_n(start, min(_COPY_ROWS, len(keys) - start)))
+        vectors = np.concatenate(parts)
+        rows = [position for position, key in enumerate(keys) if key is not None]
+        return target, [k for k in keys if k is not None], np.ascontiguousarray(vectors[rows])
 
-    def remove(self, key: str) -> bool:
-        """Forget ``key``; True if it was present."""
+    def _swap(self, index: Any, keys: list[str]) -> None:
+        """Replay the changes made since the snapshot into the new ``index`` (over ``keys``),
+        then make it the one searched."""
+        new_keys: list[str | None] = list(keys)
+        positions = {key: row for row, key in enumerate(keys)}
+        live = np.ones(max(64, 2 * len(keys)), dtype=bool)
+        done = 0
+        for _ in range(8):  # replay a long backlog aside, so that the swap itself is short
+            with self._lock:
+                assert self._changes is not None
+                backlog = self._changes[done:]
+            if len(backlog) <= _REPLAY_UNDER_LOCK:
+                break
+            live = _apply(backlog, index, new_keys, positions, live)
+            done += len(backlog)
         with self._lock:
-            position = self._positions.pop(key, None)
-            if position is None:
-                return False
-            self._keys[position] = None
-            self._live[position] = False
-            self._compact_if_sparse()
-            return True
+            assert self._changes is not None
+            live = _apply(self._changes[done:], index, new_keys, positions, live)
+            self._index, self._keys, self._positions, self._live = (
+                index,
+                new_keys,
+                positions,
+                live,
+            )
+            self._changes = None
+
+    def maintain(self) -> bool:
+        """Run the rebuild that is due, if any: switch to HNSW past the threshold, or compact
+        away removed vectors. The new index is built aside while searches, adds and removals
+        go on against the old one, then swapped in. Returns True when an index was swapped
+        in; False at once when nothing is due or another thread is rebuilding this index."""
+        if not self._maintaining.acquire(blocking=False):
+            return False
+        try:
+            swapped = False
+            for _ in range(_ROUNDS):
+                plan = self._snapshot()
+                if plan is None:
+                    break
+                target, keys, vectors = plan
+                self._swap(self._build(vectors, hnsw=target == "hnsw"), keys)
+                swapped = True
+            return swapped
+        finally:
+            with self._lock:
+                self._changes = None
+            self._maintaining.release()
+
+    # ------------------------------------------------------------------ reading
 
     def search(self, vector: npt.NDArray[np.float32], k: int) -> list[tuple[str, float]]:
         """The ``k`` nearest keys with their inner products, best first."""

@@ -8,11 +8,18 @@ differ. The rules and their defaults were selected by a search over half of the 
 validated on the other half.
 
 Features are extracted once when an entry is written and stored with it (never the raw text), so
-verifying a candidate costs microseconds.
+verifying a candidate costs microseconds. What is stored is keyed: every number, key term and
+entity is replaced by a keyed hash (BLAKE2b, keyed with the store's secret:
+:meth:`QueryFeatures.keyed`), so a card
+number or a name in a query is not in the store file in clear. Every check compares sets by
+equality (differences, intersections, unions) and counts, so keyed features give exactly the
+verdicts and pair features that clear ones give. Entries written before keying (clear features)
+are keyed when read (:func:`stored_features`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -27,6 +34,7 @@ __all__ = [
     "QueryFeatures",
     "extract_features",
     "pair_features",
+    "stored_features",
     "verify_candidate",
 ]
 
@@ -56,6 +64,7 @@ _STOPWORDS = frozenset(
     yesterday today""".split()  # noqa: SIM905
 )
 _TERM_PREFIX = 5  # key terms compare on their first five letters: a cheap, robust stemmer
+_KEYED_BYTES = 8  # of a keyed feature: 64 bits, no collision between two texts in practice
 
 
 def _normalize_number(token: str) -> str:
@@ -76,6 +85,7 @@ class QueryFeatures:
         terms: key (non-stopword) terms, as five-letter prefixes.
         entities: capitalized words not opening a sentence, lowercased.
         tokens: word count.
+        is_keyed: True when numbers, terms and entities are keyed hashes (see :meth:`keyed`).
     """
 
     numbers: frozenset[str]
@@ -83,19 +93,57 @@ class QueryFeatures:
     terms: frozenset[str]
     entities: frozenset[str]
     tokens: int
+    is_keyed: bool = False
+
+    def keyed(self, secret: bytes) -> QueryFeatures:
+        """These features with every number, term and entity replaced by its keyed hash
+        (BLAKE2b keyed with ``secret``, the store's; 64 bits): what a cache stores. Two keyed
+        features under one secret compare exactly as their clear forms do.
+
+        Example:
+            >>> a = extract_features("Refund card 4111111111111111 for Ada Lovelace?")
+            >>> b = extract_features("Refund card 4111111111111112 for Ada Lovelace?")
+            >>> secret = b"0123456789abcdef"
+            >>> "4111111111111111" in a.keyed(secret).to_json()
+            False
+            >>> bool((pair_features(0.9, a, b) == pair_features(
+            ...     0.9, a.keyed(secret), b.keyed(secret))).all())
+            True
+        """
+        if self.is_keyed:
+            return self
+        if len(secret) > 64:  # BLAKE2b takes keys of up to 64 bytes
+            secret = hashlib.sha512(secret).digest()
+
+        def key(kind: bytes, values: frozenset[str]) -> frozenset[str]:
+            return frozenset(
+                hashlib.blake2b(
+                    value.encode("utf-8", "surrogatepass"),
+                    key=secret,
+                    person=kind,
+                    digest_size=_KEYED_BYTES,
+                ).hexdigest()
+                for value in values
+            )
+
+        return QueryFeatures(
+            key(b"tokenlean-number", self.numbers), self.negations,
+            key(b"tokenlean-term", self.terms), key(b"tokenlean-entity", self.entities),
+            self.tokens, is_keyed=True,
+        )  # fmt: skip
 
     def to_json(self) -> str:
         """Serialize for storage next to a cache entry."""
-        return json.dumps(
-            {
-                "n": sorted(self.numbers),
-                "neg": self.negations,
-                "t": sorted(self.terms),
-                "e": sorted(self.entities),
-                "k": self.tokens,
-            },
-            separators=(",", ":"),
-        )
+        data: dict[str, object] = {
+            "n": sorted(self.numbers),
+            "neg": self.negations,
+            "t": sorted(self.terms),
+            "e": sorted(self.entities),
+            "k": self.tokens,
+        }
+        if self.is_keyed:
+            data["h"] = 1
+        return json.dumps(data, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, data: str) -> QueryFeatures:
@@ -107,7 +155,15 @@ class QueryFeatures:
             frozenset(raw["t"]),
             frozenset(raw["e"]),
             int(raw["k"]),
+            is_keyed=bool(raw.get("h", 0)),
         )
+
+
+def stored_features(data: str, secret: bytes) -> QueryFeatures:
+    """Keyed features from what a cache entry stores: keyed features as they are, and the clear
+    features of entries written by earlier versions keyed now, so both compare with a query's
+    keyed features."""
+    return QueryFeatures.from_json(data).keyed(secret)
 
 
 def extract_features(text: str) -> QueryFeatures:

@@ -18,6 +18,7 @@ fill rate, escalation rate, and provider-reported cached input tokens against ou
 from __future__ import annotations
 
 import bisect
+import logging
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -36,6 +37,8 @@ __all__ = [
     "RequestRecord",
     "prompt_bucket",
 ]
+
+logger = logging.getLogger("tokenlean.metrics")
 
 PROMPT_BUCKETS = (1000, 4000, 16000)  # tokens: <1k, 1k-4k, 4k-16k, 16k+
 _LATENCY_EDGES = tuple(round(1.25**i, 4) for i in range(-10, 60))  # ms, log-spaced
@@ -129,6 +132,9 @@ class MetricsRecorder(Protocol):
     def record_cache(self, layer: str, hit: bool) -> None:
         """One lookup of a cache layer."""
 
+    def record_store_error(self, layer: str) -> None:
+        """One store fault a cache layer went on without (a lookup missed, a write dropped)."""
+
     def record_cache_acceptance(self, route: str, acceptance: dict[str, Any]) -> None:
         """An error-bounded semantic route's latest learned state."""
 
@@ -214,6 +220,8 @@ class MetricsCollector:
         self._state = _State()
         self._tasks: dict[str, _Task] = {}
         self._acceptance: dict[str, dict[str, Any]] = {}
+        self._store_errors: dict[str, int] = {}  # cache layer -> store faults
+        self._unpriced: set[str] = set()
 
     # ------------------------------------------------------------------ recording
 
@@ -245,6 +253,16 @@ class MetricsCollector:
             cached_tokens=cached_tokens,
             source=usage_source,
         )
+        if not cost.priced and cache_hit is None and model not in self._unpriced:
+            with self._lock:
+                new = model not in self._unpriced
+                self._unpriced.add(model)
+            if new:
+                logger.warning(
+                    "tokenlean: no price for model %r: its calls cost 0 in the figures; add it to "
+                    "a price file (PriceTable.from_file) or the table given to the collector",
+                    model,
+                )
         tenant_label = hash_label(tenant, self.hash_salt) if tenant else None
         record = RequestRecord(
             model,
@@ -297,6 +315,17 @@ class MetricsCollector:
             counts[1] += 1
         for sink in self.sinks:
             sink.record_cache(layer, hit)
+
+    def record_store_error(self, layer: str) -> None:
+        """Record one store fault a cache layer went on without (the lookup was a miss, the
+        write was dropped); shown as ``cache_store_errors`` by layer. Sinks with a
+        ``record_store_error`` method receive it too."""
+        with self._lock:
+            self._store_errors[layer] = self._store_errors.get(layer, 0) + 1
+        for sink in self.sinks:
+            forward = getattr(sink, "record_store_error", None)
+            if forward is not None:
+                forward(layer)
 
     def record_cache_acceptance(self, route: str, acceptance: dict[str, Any]) -> None:
         """Record what an error-bounded semantic route has learned (its latest state: evidence,
@@ -354,6 +383,12 @@ class MetricsCollector:
 
     # ------------------------------------------------------------------ reading
 
+    def summary(self) -> str:
+        """The snapshot as text a person reads (see :func:`tokenlean.render_summary`)."""
+        from tokenlean._metrics.summary import render_summary
+
+        return render_summary(self.snapshot())
+
     def snapshot(self) -> dict[str, Any]:
         """Every figure, JSON-ready."""
         with self._lock:
@@ -386,8 +421,10 @@ class MetricsCollector:
                     "cost_from_estimates_usd": round(s.cost_estimated_usd, 8),
                     "tasks_done": s.tasks_done,
                     "tasks_accepted": s.tasks_accepted,
+                    "unpriced_models": sorted(self._unpriced),
                 },
                 "semantic_cache": {route: dict(a) for route, a in self._acceptance.items()},
+                "cache_store_errors": dict(sorted(self._store_errors.items())),
                 "secondary": {
                     "prompt_tokens_p50": s.prompt_tokens.percentile(0.5),
                     "prompt_tokens_p95": s.prompt_tokens.percentile(0.95),

@@ -2,14 +2,22 @@
 
 :class:`Redactor` replaces emails, phone numbers, payment card numbers (Luhn-checked), API keys
 and bearer tokens, JWTs and IBANs with typed placeholders; add your own patterns. Identifiers
-used as metric labels (tenants, users) are hashed with :func:`hash_label`.
+used as metric labels (tenants, users) are hashed with :func:`hash_label`: an HMAC keyed with the
+deployment's metrics secret (``TOKENLEAN_METRICS_SECRET``), so whoever reads the metrics cannot
+confirm a guessed identifier (an email) by hashing it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
+import logging
 import re
+import secrets
+import threading
 from collections.abc import Mapping
+
+from tokenlean._config import current_settings
 
 __all__ = ["DEFAULT_PATTERNS", "Redactor", "hash_label"]
 
@@ -65,6 +73,44 @@ class Redactor:
         return text
 
 
-def hash_label(value: str, salt: str = "tokenlean") -> str:
-    """A short, stable hash of an identifier, for metric labels."""
-    return hashlib.sha256(f"{salt}:{value}".encode()).hexdigest()[:12]
+logger = logging.getLogger("tokenlean.metrics")
+_process_key_lock = threading.Lock()
+_process_key: bytes | None = None
+
+
+def metrics_key() -> bytes:
+    """The key of hashed metric labels: the ``metrics_secret`` setting
+    (``TOKENLEAN_METRICS_SECRET``), or else a random key made once per process, with a warning
+    (once) that labels will not match across processes and restarts."""
+    configured = current_settings().metrics_secret
+    if configured is not None:
+        return configured.get_secret_value().encode("utf-8")
+    global _process_key
+    with _process_key_lock:
+        if _process_key is None:
+            _process_key = secrets.token_bytes(32)
+            logger.warning(
+                "tokenlean: TOKENLEAN_METRICS_SECRET is not set; tenant labels in metrics are "
+                "keyed with a random key of this process, so they will not match those of other "
+                "processes or of this one after a restart. Set it (16 characters or more, the "
+                "same for the whole deployment) for stable labels."
+            )
+        return _process_key
+
+
+def hash_label(value: str, salt: str = "tokenlean", *, key: bytes | None = None) -> str:
+    """A short hash of an identifier, for metric labels: HMAC-SHA256 of ``salt:value`` under
+    ``key`` (default: :func:`metrics_key`, the deployment's metrics secret), so a label cannot
+    be confirmed by hashing a guessed identifier without the key. ``salt`` separates families of
+    labels. Stable for as long as the key is.
+
+    Example:
+        >>> hash_label("ada@example.com", key=b"a deployment's own secret") == hash_label(
+        ...     "ada@example.com", key=b"a deployment's own secret")
+        True
+        >>> len(hash_label("ada@example.com", key=b"a deployment's own secret"))
+        12
+    """
+    mac = hmac.new(metrics_key() if key is None else key, digestmod=hashlib.sha256)
+    mac.update(f"{salt}:{value}".encode())
+    return mac.hexdigest()[:12]

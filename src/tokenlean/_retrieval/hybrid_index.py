@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from tokenlean._embeddings import Embedder, default_embedder
+from tokenlean._embeddings import Embedder, as_embedder, default_embedder
 from tokenlean._errors import ConfigurationError, InvalidInputError, StoreError
 from tokenlean._retrieval.documents import Chunk, Document, SentenceSplitter
 from tokenlean._retrieval.lexical import BM25Index
@@ -93,7 +93,7 @@ class HybridIndex:
         embedder: Embedder | None = None,
         splitter: SentenceSplitter | None = None,
     ) -> None:
-        self._embedder = embedder
+        self._embedder = as_embedder(embedder) if embedder is not None else None
         self.splitter = splitter or SentenceSplitter()
         self._lock = threading.RLock()
         self._docs: dict[str, Document] = {}

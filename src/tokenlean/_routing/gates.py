@@ -18,7 +18,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from tokenlean._embeddings import Embedder
+from tokenlean._embeddings import Embedder, as_embedder
 from tokenlean._errors import ConfigurationError, InvalidInputError
 
 __all__ = ["Gate", "LearnedGate", "RouteDecision", "RuleGate"]
@@ -143,7 +143,7 @@ class LearnedGate:
     def __init__(
         self, embedder: Embedder | None = None, *, k: int = 7, threshold: float = 0.5
     ) -> None:
-        self._embedder = embedder
+        self._embedder = as_embedder(embedder) if embedder is not None else None
         self.k = k
         self.threshold = threshold
         self._vectors: npt.NDArray[np.float32] | None = None

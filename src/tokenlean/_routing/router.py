@@ -16,10 +16,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from tokenlean._errors import ConfigurationError
 from tokenlean._routing.gates import Gate, LearnedGate, Path_, RouteDecision, RuleGate
 
 if TYPE_CHECKING:
-    from tokenlean._metrics.collector import MetricsCollector
+    from tokenlean._metrics.collector import MetricsRecorder
 
 # The gates and the decision are re-exported for modules that import them from here.
 __all__ = ["Gate", "LearnedGate", "RouteDecision", "Router", "RouterMetrics", "RuleGate"]
@@ -67,7 +68,8 @@ class Router:
     """Routes requests between a small and a large model path, escalating on low confidence.
 
     Args:
-        small: ``fn(request) -> answer`` (sync) for the small path.
+        small: ``fn(request) -> answer`` for the small path (sync, or async for :meth:`arun`);
+            None when every call brings its own (``run(request, small=..., large=...)``).
         large: the same for the large path.
         gates: consulted in order; the first decision wins (default: small).
         verifier: ``fn(request, answer) -> confidence in [0, 1]`` for small-path answers.
@@ -94,14 +96,14 @@ class Router:
     def __init__(
         self,
         *,
-        small: Callable[[Any], Any],
-        large: Callable[[Any], Any],
+        small: Callable[[Any], Any] | None = None,
+        large: Callable[[Any], Any] | None = None,
         gates: Sequence[Gate] = (),
         verifier: Callable[[Any, Any], float] | None = None,
         min_confidence: float = 0.5,
         cost: dict[str, float] | None = None,
         text: Callable[[Any], str] = str,
-        collector: MetricsCollector | None = None,
+        collector: MetricsRecorder | None = None,
     ) -> None:
         self.collector = collector
         self.small, self.large = small, large
@@ -112,11 +114,14 @@ class Router:
         self.text = text
         self.metrics = RouterMetrics()
 
-    def decide(self, request: Any, *, tools: bool = False, risk: bool = False) -> RouteDecision:
-        """The path for ``request`` (without running it)."""
+    def decide(
+        self, request: Any, *, tools: bool = False, risk: bool = False, text: str | None = None
+    ) -> RouteDecision:
+        """The path for ``request`` (without running it); the gates read ``text`` (default:
+        ``self.text(request)``)."""
         if risk:
             return RouteDecision("large", "risk flag")
-        text = self.text(request)
+        text = self.text(request) if text is None else text
         for gate in self.gates:
             decision = gate.decide(text, tools=tools, risk=risk)
             if decision is not None:
@@ -145,37 +150,71 @@ class Router:
         with self.metrics.lock:
             self.metrics.successes += int(success)
 
-    def run(self, request: Any, *, tools: bool = False, risk: bool = False) -> Any:
-        """Answer ``request`` on the chosen path, escalating when the small answer is unsure."""
-        decision = self.decide(request, tools=tools, risk=risk)
-        if decision.path == "large":
-            answer = self.large(request)
-            self.record("large")
-            return answer
-        answer = self.small(request)
-        if self.escalates(request, answer):
-            answer = self.large(request)
-            self.record("large", escalated=True)
-            return answer
-        self.record("small")
-        return answer
+    def _paths(
+        self, small: Callable[[Any], Any] | None, large: Callable[[Any], Any] | None
+    ) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+        small, large = small or self.small, large or self.large
+        if small is None or large is None:
+            raise ConfigurationError("this router has no paths: give small= and large= per call")
+        return small, large
 
-    async def arun(self, request: Any, *, tools: bool = False, risk: bool = False) -> Any:
-        """:meth:`run` for async paths (``small``/``large`` returning awaitables)."""
-        decision = await asyncio.to_thread(self.decide, request, tools=tools, risk=risk)
+    def run(
+        self,
+        request: Any,
+        *,
+        tools: bool = False,
+        risk: bool = False,
+        text: str | None = None,
+        small: Callable[[Any], Any] | None = None,
+        large: Callable[[Any], Any] | None = None,
+        answer: Callable[[Any], Any] | None = None,
+    ) -> Any:
+        """Answer ``request`` on the chosen path, escalating when the small answer is unsure.
+
+        Per call, ``small``/``large`` replace the router's paths (an adapter routes each call
+        of a framework's model this way), ``text`` is what the gates read, and ``answer``
+        turns a path's result into what the verifier scores (default: the result itself)."""
+        small_path, large_path = self._paths(small, large)
+        decision = self.decide(request, tools=tools, risk=risk, text=text)
+        if decision.path == "large":
+            result = large_path(request)
+            self.record("large")
+            return result
+        result = small_path(request)
+        if self.escalates(request, answer(result) if answer else result):
+            result = large_path(request)
+            self.record("large", escalated=True)
+            return result
+        self.record("small")
+        return result
+
+    async def arun(
+        self,
+        request: Any,
+        *,
+        tools: bool = False,
+        risk: bool = False,
+        text: str | None = None,
+        small: Callable[[Any], Any] | None = None,
+        large: Callable[[Any], Any] | None = None,
+        answer: Callable[[Any], Any] | None = None,
+    ) -> Any:
+        """:meth:`run` for async paths (returning awaitables; sync ones work too)."""
+        small_path, large_path = self._paths(small, large)
+        decision = await asyncio.to_thread(self.decide, request, tools=tools, risk=risk, text=text)
 
         async def call(fn: Callable[[Any], Any]) -> Any:
             result = fn(request)
             return await result if isinstance(result, Awaitable) else result
 
         if decision.path == "large":
-            answer = await call(self.large)
+            result = await call(large_path)
             self.record("large")
-            return answer
-        answer = await call(self.small)
-        if self.escalates(request, answer):
-            answer = await call(self.large)
+            return result
+        result = await call(small_path)
+        if self.escalates(request, answer(result) if answer else result):
+            result = await call(large_path)
             self.record("large", escalated=True)
-            return answer
+            return result
         self.record("small")
-        return answer
+        return result

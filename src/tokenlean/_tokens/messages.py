@@ -19,7 +19,14 @@ from tokenlean._errors import MalformedRequestError
 from tokenlean._tokens.counting import describe_counter, get_token_counter
 from tokenlean._tokens.encodings import resolve_encoding
 
-__all__ = ["RequestTokenCount", "count_message_tokens", "count_request_tokens", "count_tool_tokens"]
+__all__ = [
+    "ROLE_ALIASES",
+    "RequestTokenCount",
+    "count_message_tokens",
+    "count_request_tokens",
+    "count_tool_tokens",
+    "normalize_role",
+]
 
 TOKENS_PER_MESSAGE = 3
 TOKENS_PER_NAME = 1
@@ -42,6 +49,30 @@ FUNC_END = 12
 # high detail; without the image's size we assume one 1024x1024 image (4 tiles).
 IMAGE_TOKENS_LOW = 85
 IMAGE_TOKENS_DEFAULT = 85 + 170 * 4
+
+
+ROLE_ALIASES: dict[str, str] = {
+    "human": "user",
+    "chat": "user",
+    "ai": "assistant",
+    "chatbot": "assistant",
+    "model": "assistant",
+    "function": "tool",
+}
+"""Framework and provider role names that are one of the OpenAI roles under another name
+(LangChain message types, LlamaIndex roles, Gemini's ``model``); a legacy ``function`` message
+is a tool result."""
+
+
+def normalize_role(role: str) -> str:
+    """The OpenAI role of a framework's or provider's role name (``system``, ``developer``,
+    ``user``, ``assistant`` and ``tool`` are kept; unknown names are kept as they are).
+
+    Example:
+        >>> [normalize_role(r) for r in ("human", "ai", "function", "chatbot", "developer")]
+        ['user', 'assistant', 'tool', 'assistant', 'developer']
+    """
+    return ROLE_ALIASES.get(role, role)
 
 
 @dataclass(frozen=True)

@@ -124,10 +124,12 @@ def _tokenlean(
     dim: int,
     policy: CachePolicy,
     calibration: list[Pair] | None = None,
+    fallback: Embedder | None = None,
 ) -> tuple[list[tuple[bool, bool, bool]], list[float], dict[str, Any]]:
     folder = Path(tempfile.mkdtemp(prefix="tokenlean-bench-"))
     store = SQLiteStore(folder / "cache.db")
-    cache = CompletionCache(store, policy=policy, embedder=TableEmbedder(table, dim), seed=0)
+    embedder = TableEmbedder(table, dim, fallback=fallback)  # fallback: templated texts' parts
+    cache = CompletionCache(store, policy=policy, embedder=embedder, seed=0)
     acceptance: dict[str, Any] = {}
     if calibration:
         vectors_a = np.stack([table[canonicalize_text(p.text_a)] for p in calibration])
@@ -270,7 +272,7 @@ def cache_bench(
         policy = CachePolicy.semantic(threshold=threshold, verifier=verifiers[verifier])
     else:
         policy = CachePolicy.semantic(max_error_rate=max_error_rate)
-    outcomes, latencies, storage = _tokenlean(pairs, table, dim, policy, calibration)
+    outcomes, latencies, storage = _tokenlean(pairs, table, dim, policy, calibration, embedder)
     ours = _figures(outcomes, latencies, embed_ms) | storage
     ours |= {
         "threshold": policy.threshold if threshold is not None else None,
@@ -309,7 +311,7 @@ def cache_bench(
         rows = []
         for value in np.round(np.arange(0.70, 0.97, 0.02), 2):
             swept = CachePolicy.semantic(threshold=float(value), verifier=verifiers[verifier])
-            outs, lats, _ = _tokenlean(pairs, table, dim, swept)
+            outs, lats, _ = _tokenlean(pairs, table, dim, swept, fallback=embedder)
             figures = _figures(outs, lats, embed_ms)
             rows.append(
                 {

@@ -17,7 +17,6 @@ do); lookup latency is measured without embedding, and the embedding cost is rep
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from pathlib import Path
@@ -31,7 +30,8 @@ from tokenlean._cache.judge import equal_answers
 from tokenlean._cache.policy import CachePolicy
 from tokenlean._canonical import canonicalize_text
 from tokenlean._embeddings import Embedder, default_embedder
-from tokenlean._errors import ConfigurationError, InvalidInputError
+from tokenlean._errors import InvalidInputError
+from tokenlean._input import describe_value, read_json_lines
 from tokenlean._stats import p95
 from tokenlean.bench._cache_pairs import bench_request
 from tokenlean.bench._pairs_data import TableEmbedder, embed_all
@@ -41,40 +41,43 @@ __all__ = ["load_stream", "static_replay", "stream_bench"]
 CURVE = tuple(round(0.70 + 0.01 * i, 2) for i in range(29))
 
 
+STREAM_SHAPE = "a stream line is an object with a 'text' string and an 'answer' (string or number)"
+
+
+def _stream_problem(row: Any) -> str | None:
+    """What is wrong with one parsed stream line (None: nothing)."""
+    if not isinstance(row, dict):
+        return f"this line is {describe_value(row)}"
+    missing = [key for key in ("text", "answer") if key not in row]
+    if missing:
+        return f"this line has no {' or '.join(map(repr, missing))} ({describe_value(row)})"
+    if not isinstance(row["text"], str):
+        return f"its 'text' is {describe_value(row['text'])}"
+    answer = row["answer"]
+    if isinstance(answer, bool) or not isinstance(answer, str | int | float):
+        return f"its 'answer' is {describe_value(answer)}"
+    return None
+
+
 def load_stream(path: Path, limit: int | None = None) -> list[tuple[str, str]]:
     """``(text, answer)`` per line of a JSONL stream.
 
     Raises:
-        ConfigurationError: missing file.
-        InvalidInputError: a line that is not an object with string ``text`` and ``answer``.
+        ConfigurationError: missing file, or a folder.
+        InvalidInputError: a file that is not UTF-8, a line that is not JSON or not an object
+            with a string ``text`` and an ``answer`` (the message names the line and quotes at
+            most a short excerpt), or no prompts at all.
     """
-    if not path.is_file():
-        raise ConfigurationError(f"no such file: {path}")
     rows: list[tuple[str, str]] = []
-    with path.open(encoding="utf-8", errors="strict") as handle:
-        try:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InvalidInputError(f"{path}:{number} is not JSON ({exc.msg})") from None
-                if not (
-                    isinstance(row, dict)
-                    and isinstance(row.get("text"), str)
-                    and isinstance(row.get("answer"), str | int)
-                ):
-                    raise InvalidInputError(
-                        f"{path}:{number} needs an object with a 'text' string and an 'answer'"
-                    )
-                rows.append((row["text"], str(row["answer"])))
-                if limit and len(rows) >= limit:
-                    break
-        except UnicodeDecodeError as exc:
-            raise InvalidInputError(f"{path} is not UTF-8 text ({exc.reason})") from None
+    for number, row in read_json_lines(path):
+        problem = _stream_problem(row)
+        if problem:
+            raise InvalidInputError(f"{path}:{number}: {problem}; {STREAM_SHAPE}")
+        rows.append((row["text"], str(row["answer"])))
+        if limit and len(rows) >= limit:
+            break
     if not rows:
-        raise InvalidInputError(f"{path} holds no prompts")
+        raise InvalidInputError(f"{path} holds no prompts ({STREAM_SHAPE})")
     return rows
 
 
@@ -151,11 +154,12 @@ def _tokenlean(
     dim: int,
     max_error_rate: float,
     seed: int,
+    fallback: Embedder | None = None,
 ) -> dict[str, Any]:
     policy = CachePolicy.semantic(max_error_rate=max_error_rate)
     cache = CompletionCache(
         policy=policy,
-        embedder=TableEmbedder(table, dim),
+        embedder=TableEmbedder(table, dim, fallback=fallback),
         judge=equal_answers,
         background_judging=False,  # deterministic: each verdict is in before the next lookup
         seed=seed,
@@ -232,7 +236,7 @@ def stream_bench(
     embedder.embed(batch)
     batched_ms = (time.perf_counter() - t0) * 1000 / len(batch)
 
-    ours = _tokenlean(rows, table, dim, max_error_rate, seed)
+    ours = _tokenlean(rows, table, dim, max_error_rate, seed, embedder)
     ordered = np.stack([table[canonicalize_text(t)] for t, _ in rows]).astype(np.float32)
     answers = [a for _, a in rows]
     neighbours = _earlier_neighbours(ordered)

@@ -3,20 +3,25 @@ embedding every text once (cached on disk across runs)."""
 
 from __future__ import annotations
 
-import csv
-import json
 import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from tokenlean._canonical import canonicalize_text, fingerprint
 from tokenlean._embeddings import Embedder, SentenceTransformerEmbedder
-from tokenlean._errors import ConfigurationError, InvalidInputError
+from tokenlean._errors import ConfigurationError, EmbeddingError, InvalidInputError
+from tokenlean._input import (
+    describe_value,
+    read_json_file,
+    read_json_lines,
+    read_text_file,
+)
 
 __all__ = ["FORMATS", "Pair", "TableEmbedder", "embed_all", "load_pairs", "nearest_examples"]
 
@@ -34,49 +39,145 @@ class Pair:
     duplicate: bool
 
 
+PAIRS_JSONL_SHAPE = "each line is an object with 'text_a' and 'text_b' strings and a 'label' 1 or 0"
+GPTCACHE_SHAPE = "a JSON list of objects with 'origin' and 'similar' strings"
+MRPC_SHAPE = "each row has a 0/1 label, two ids and the two texts, tab-separated"
+STSB_SHAPE = "rows have the texts in columns 8 and 9, a 0-5 score in column 10, tab-separated"
+
+
 def load_pairs(path: Path, fmt: str, limit: int | None = None) -> list[Pair]:
-    """Read labelled pairs in one of :data:`FORMATS`.
+    """Read labelled pairs in one of :data:`FORMATS` (see ``docs/cli.md``, "Input formats").
 
     Raises:
-        ConfigurationError: unknown format or missing file.
-        InvalidInputError: a row that does not have the format's shape.
+        ConfigurationError: unknown format, missing file or a folder.
+        InvalidInputError: a file that is not UTF-8, or a row that does not have the format's
+            shape; the message names the line and the expected keys or columns, and quotes
+            at most a short excerpt of the row. Also a file that holds no pairs.
     """
     if fmt not in FORMATS:
         raise ConfigurationError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
-    if not path.is_file():
-        raise ConfigurationError(f"no such file: {path}")
-    pairs: list[Pair] = []
-    text = path.read_text(encoding="utf-8")
-    try:
-        if fmt == "gptcache":
-            pairs = [Pair(row["origin"], row["similar"], True) for row in json.loads(text)]
-        elif fmt == "stsb-tsv":
-            for row in csv.reader(text.splitlines(), delimiter="\t", quoting=csv.QUOTE_NONE):
-                if len(row) < 10 or not row[9].replace(".", "", 1).isdigit():
-                    continue  # the header, or a row without a score
-                score = float(row[9])
-                if score >= STSB_DUPLICATE or score <= STSB_DIFFERENT:
-                    pairs.append(Pair(row[7], row[8], score >= STSB_DUPLICATE))
-        elif fmt == "mrpc-tsv":
-            for row in csv.reader(text.splitlines(), delimiter="\t", quoting=csv.QUOTE_NONE):
-                if row:
-                    pairs.append(Pair(row[3], row[4], row[0].strip() == "1"))
-        else:
-            for line in text.splitlines():
-                if line.strip():
-                    row = json.loads(line)
-                    pairs.append(Pair(row["text_a"], row["text_b"], int(row["label"]) == 1))
-    except (KeyError, IndexError, TypeError, ValueError) as exc:
-        raise InvalidInputError(f"{path} is not valid {fmt} data: {exc!r}") from exc
+    if fmt == "pairs-jsonl":
+        pairs = _pairs_jsonl(path, limit)
+        shape = PAIRS_JSONL_SHAPE
+    elif fmt == "gptcache":
+        pairs, shape = _gptcache(path), GPTCACHE_SHAPE
+    else:
+        pairs = _tsv(path, fmt)
+        shape = MRPC_SHAPE if fmt == "mrpc-tsv" else STSB_SHAPE
+    if not pairs:
+        raise InvalidInputError(f"{path} holds no pairs ({fmt}: {shape})")
     return pairs[:limit] if limit else pairs
 
 
-class TableEmbedder:
-    """Serves precomputed embeddings (the benchmark embeds every text once, up front)."""
+def _label(value: Any) -> bool | None:
+    """1 or 0 (also as a string or a boolean); None for anything else."""
+    if isinstance(value, str):
+        value = value.strip()
+        return {"1": True, "0": False}.get(value)
+    if isinstance(value, bool | int | float) and value in (0, 1):
+        return bool(value)
+    return None
 
-    def __init__(self, table: dict[str, npt.NDArray[np.float32]], dimension: int) -> None:
+
+def _pair_problem(row: Any) -> str | None:
+    """What is wrong with one parsed pairs-jsonl line (None: nothing)."""
+    if not isinstance(row, dict):
+        return f"this line is {describe_value(row)}"
+    missing = [key for key in ("text_a", "text_b", "label") if key not in row]
+    if missing:
+        return f"this line has no {' or '.join(map(repr, missing))} ({describe_value(row)})"
+    for key in ("text_a", "text_b"):
+        if not isinstance(row[key], str):
+            return f"its {key!r} is {describe_value(row[key])}"
+    if _label(row["label"]) is None:
+        return f"its 'label' is {describe_value(row['label'])}"
+    return None
+
+
+def _pairs_jsonl(path: Path, limit: int | None) -> list[Pair]:
+    pairs: list[Pair] = []
+    for number, row in read_json_lines(path):
+        problem = _pair_problem(row)
+        if problem:
+            raise InvalidInputError(
+                f"{path}:{number}: not valid pairs-jsonl data: {problem}; {PAIRS_JSONL_SHAPE}"
+            )
+        pairs.append(Pair(row["text_a"], row["text_b"], bool(_label(row["label"]))))
+        if limit and len(pairs) >= limit:
+            break
+    return pairs
+
+
+def _gptcache(path: Path) -> list[Pair]:
+    data = read_json_file(path)
+    if not isinstance(data, list):
+        raise InvalidInputError(
+            f"{path}: not valid gptcache data: the file holds {describe_value(data)}; "
+            f"{GPTCACHE_SHAPE}"
+        )
+    pairs = []
+    for index, row in enumerate(data):
+        problem = None
+        if not isinstance(row, dict):
+            problem = f"item {index} is {describe_value(row)}"
+        else:
+            for key in ("origin", "similar"):
+                if not isinstance(row.get(key), str):
+                    found = describe_value(row[key]) if key in row else "missing"
+                    problem = f"item {index}'s {key!r} is {found}"
+                    break
+        if problem:
+            raise InvalidInputError(f"{path}: not valid gptcache data: {problem}; {GPTCACHE_SHAPE}")
+        pairs.append(Pair(row["origin"], row["similar"], True))
+    return pairs
+
+
+def _tsv(path: Path, fmt: str) -> list[Pair]:
+    pairs = []
+    for number, line in enumerate(read_text_file(path).split("\n"), 1):
+        row = line.rstrip("\r").split("\t")
+        if fmt == "stsb-tsv":
+            if len(row) < 10 or not row[9].replace(".", "", 1).isdigit():
+                continue  # the header, or a row without a score
+            score = float(row[9])
+            if score >= STSB_DUPLICATE or score <= STSB_DIFFERENT:
+                pairs.append(Pair(row[7], row[8], score >= STSB_DUPLICATE))
+            continue
+        if not line.strip():
+            continue
+        if len(row) < 5 or row[0].strip() not in ("0", "1"):
+            if number == 1 and len(row) >= 5:
+                continue  # a header ("Quality  #1 ID  #2 ID  #1 String  #2 String")
+            columns = f"{len(row)} column{'s' if len(row) != 1 else ''}"
+            first = "a first column that is not 0 or 1" if len(row) >= 5 else columns
+            raise InvalidInputError(
+                f"{path}:{number}: not valid mrpc-tsv data: this row has {first}; {MRPC_SHAPE}"
+            )
+        pairs.append(Pair(row[3], row[4], row[0].strip() == "1"))
+    return pairs
+
+
+class TableEmbedder:
+    """Serves precomputed embeddings (the benchmark embeds every text once, up front).
+
+    Args:
+        table: vectors by canonical text.
+        dimension: their dimension.
+        fallback: embeds a text the table lacks (and remembers it). Without one, such a text
+            raises :class:`EmbeddingError`: the cache compared a part of a text that was not
+            embedded ahead (a route's template splitter cuts the question out of texts that
+            share a template).
+    """
+
+    def __init__(
+        self,
+        table: dict[str, npt.NDArray[np.float32]],
+        dimension: int,
+        fallback: Embedder | None = None,
+    ) -> None:
         self.table = table
         self._dimension = dimension
+        self.fallback = fallback
 
     @property
     def dimension(self) -> int:
@@ -84,7 +185,17 @@ class TableEmbedder:
 
     def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         # The cache embeds canonical text; the table is keyed by it too.
-        return np.stack([self.table[canonicalize_text(t)] for t in texts]).astype(np.float32)
+        keys = [canonicalize_text(t) for t in texts]
+        missing = list(dict.fromkeys(k for k in keys if k not in self.table))
+        if missing and self.fallback is None:
+            raise EmbeddingError(
+                f"{len(missing)} compared text(s) were not embedded ahead: the route's splitter "
+                "compared only a part of a text (texts that share a template)"
+            )
+        if missing:
+            assert self.fallback is not None
+            self.table.update(zip(missing, self.fallback.embed(missing), strict=True))
+        return np.stack([self.table[k] for k in keys]).astype(np.float32)
 
 
 def embed_all(embedder: Embedder, texts: list[str]) -> npt.NDArray[np.float32]:

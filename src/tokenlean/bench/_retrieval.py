@@ -9,8 +9,6 @@ and dense alone (each packed by the same packer), and dense top-k packed as whol
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import statistics
 import sys
@@ -26,6 +24,7 @@ import numpy.typing as npt
 from tokenlean._canonical import fingerprint
 from tokenlean._embeddings import Embedder, SentenceTransformerEmbedder, default_embedder
 from tokenlean._errors import ConfigurationError, InvalidInputError
+from tokenlean._input import describe_value, read_json_lines, read_text_file
 from tokenlean._retrieval.documents import Document
 from tokenlean._retrieval.hybrid_index import HybridIndex
 from tokenlean._retrieval.packing import pack_chunks
@@ -36,6 +35,37 @@ from tokenlean._tokens.counting import get_token_counter
 __all__ = ["load_beir", "retrieval_bench"]
 
 
+BEIR_SHAPE = "a line is an object with an '_id', a 'text' string and an optional 'title' string"
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _beir_rows(path: Path, what: str) -> list[tuple[str, str, str]]:
+    """``(id, text, title)`` of each line of a BEIR corpus or queries file."""
+    rows = []
+    for number, row in read_json_lines(path):
+        where = f"{path}:{number}: not a BEIR {what} line"
+        if not isinstance(row, dict):
+            raise InvalidInputError(f"{where}: this line is {describe_value(row)}; {BEIR_SHAPE}")
+        fields = {"_id": row.get("_id"), "text": row.get("text"), "title": row.get("title") or ""}
+        identifier, text, title = fields.values()
+        wrong = next(
+            (
+                key
+                for key, value in fields.items()
+                if not isinstance(value, str) and not (key == "_id" and _is_integer(value))
+            ),
+            None,
+        )
+        if wrong is not None:
+            found = describe_value(fields[wrong]) if wrong in row else "missing"
+            raise InvalidInputError(f"{where}: its {wrong!r} is {found}; {BEIR_SHAPE}")
+        rows.append((str(identifier), str(text), str(title).strip()))
+    return rows
+
+
 def load_beir(
     folder: Path, split: str
 ) -> tuple[list[Document], dict[str, str], dict[str, dict[str, int]]]:
@@ -43,36 +73,37 @@ def load_beir(
 
     Raises:
         ConfigurationError: a missing file.
-        InvalidInputError: a malformed line.
+        InvalidInputError: a file that is not UTF-8, or a malformed line (the message names it
+            and quotes at most a short excerpt).
     """
+    if not folder.is_dir():
+        raise ConfigurationError(
+            f"no such BEIR folder: {folder} (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv)"
+        )
     corpus_path, queries_path = folder / "corpus.jsonl", folder / "queries.jsonl"
     qrels_path = folder / "qrels" / f"{split}.tsv"
     for path in (corpus_path, queries_path, qrels_path):
         if not path.is_file():
             raise ConfigurationError(f"BEIR folder {folder} has no {path.relative_to(folder)}")
-    try:
-        documents = []
-        for line in corpus_path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                row = json.loads(line)
-                title = (row.get("title") or "").strip()
-                text = f"{title}. {row['text']}" if title else row["text"]
-                documents.append(Document(str(row["_id"]), text, {"title": title}))
-        queries = {}
-        for line in queries_path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                row = json.loads(line)
-                queries[str(row["_id"])] = row["text"]
-        qrels: dict[str, dict[str, int]] = {}
-        with qrels_path.open(encoding="utf-8") as handle:
-            reader = csv.reader(handle, delimiter="\t")
-            for row in reader:
-                if not row or row[0] == "query-id":
-                    continue
-                if int(row[2]) > 0:
-                    qrels.setdefault(row[0], {})[row[1]] = int(row[2])
-    except (KeyError, IndexError, ValueError) as exc:
-        raise InvalidInputError(f"{folder} is not valid BEIR data: {exc!r}") from exc
+    documents = [
+        Document(doc_id, f"{title}. {text}" if title else text, {"title": title})
+        for doc_id, text, title in _beir_rows(corpus_path, "corpus")
+    ]
+    queries = {query_id: text for query_id, text, _ in _beir_rows(queries_path, "queries")}
+    qrels: dict[str, dict[str, int]] = {}
+    for number, line in enumerate(read_text_file(qrels_path).split("\n"), 1):
+        row = line.rstrip("\r").split("\t")
+        if not line.strip() or row[0] == "query-id":
+            continue
+        try:
+            score = int(row[2])
+        except (IndexError, ValueError):
+            raise InvalidInputError(
+                f"{qrels_path}:{number}: not a qrels row: it has {len(row)} column(s), expected "
+                "query-id, corpus-id and an integer score, tab-separated"
+            ) from None
+        if score > 0:
+            qrels.setdefault(row[0], {})[row[1]] = score
     return documents, queries, qrels
 
 

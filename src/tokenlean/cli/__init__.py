@@ -1,21 +1,36 @@
-"""The ``tokenlean`` command line.
+"""The ``tokenlean`` command line (every command and input format: ``docs/cli.md``).
 
-``tokenlean count FILE|-``, ``tokenlean canonicalize FILE|-``, ``tokenlean demo`` and
-``tokenlean bench tokens``. Errors print one line on stderr and exit with status 2.
+``tokenlean count|canonicalize FILE|-``, ``demo``, ``audit LOG``, ``bench`` and its
+benchmarks, ``cache calibrate|acceptance`` and ``cache stats|list|invalidate|clear STORE``.
+A failure, whatever the input, is one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+import traceback
+from types import SimpleNamespace
 from typing import Annotated
 
 import typer
 
 from tokenlean._errors import TokenleanError
-from tokenlean.cli import _bench_commands, _cache_commands, _commands  # noqa: F401 (registers)
-from tokenlean.cli._app import app
+from tokenlean.cli import (  # noqa: F401 (registers the commands)
+    _bench_commands,
+    _cache_commands,
+    _commands,
+    _store_commands,
+)
+from tokenlean.cli._app import app, run_app
 
-__all__ = ["app", "main"]
+__all__ = ["MAX_ERROR_CHARS", "app", "main"]
+
+MAX_ERROR_CHARS = 300
+"""The longest error message printed (``tokenlean: error: `` comes on top)."""
+
+_state = SimpleNamespace(verbose=False)  # set by the root options, read when an error is shown
 
 
 def _version(value: bool) -> None:
@@ -42,6 +57,7 @@ def _root(
     ] = False,
 ) -> None:
     """Spend fewer LLM tokens for the same answers."""
+    _state.verbose = verbose
     if verbose:
         import logging
 
@@ -65,25 +81,56 @@ def _usage_error(exc: Exception) -> int | None:
         return 0
     ctx = getattr(exc, "ctx", None)
     where = f" (try '{ctx.command_path} --help')" if ctx is not None else ""
-    typer.echo(f"tokenlean: error: {message()}{where}", err=True)
+    _error(f"{message()}{where}")
     return 2 if code in (1, 2) else code
 
 
+def _error(message: str) -> None:
+    """One line on stderr: ``tokenlean: error: MESSAGE``, made printable and cut short, whatever
+    the message holds (a path with a newline, an escape sequence, a long value)."""
+    line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+    if len(line) > MAX_ERROR_CHARS:
+        line = line[: MAX_ERROR_CHARS - 1] + "…"
+    typer.echo(f"tokenlean: error: {line}", err=True)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``tokenlean`` command; typed errors and usage errors exit 2 with a
-    one-line message."""
+    """Entry point of the ``tokenlean`` command.
+
+    Whatever the input, a failure is one line on stderr and exit status 2: typed errors and
+    usage errors with their message, and any other exception (a bug) naming its type, with
+    the traceback above it when ``-v`` was given. Ctrl-C exits with 130.
+    """
+    _state.verbose = False
     try:
-        app(args=argv, standalone_mode=False)
+        status = run_app(argv)  # a command's typer.Exit(code) comes back as its code
     except TokenleanError as exc:
-        typer.echo(f"tokenlean: error: {exc}", err=True)
+        if _state.verbose:
+            traceback.print_exc()
+        _error(str(exc))
         sys.exit(2)
     except (typer.Exit, SystemExit) as exc:
         code = exc.exit_code if isinstance(exc, typer.Exit) else exc.code
         sys.exit(code)
-    except typer.Abort:
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("tokenlean: interrupted", err=True)
         sys.exit(130)
+    except BrokenPipeError:  # the reader of stdout went away (`tokenlean … | head`)
+        with contextlib.suppress(OSError, ValueError):  # no flush error at exit either
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
     except Exception as exc:
-        status = _usage_error(exc)
-        if status is None:
-            raise
+        usage = _usage_error(exc)
+        if usage is not None:
+            sys.exit(usage)
+        if _state.verbose:
+            traceback.print_exc()
+            _error(f"unexpected {type(exc).__name__}; this is a bug in tokenlean, please report it")
+        else:
+            _error(
+                f"unexpected {type(exc).__name__}; this is a bug in tokenlean: run "
+                "'tokenlean -v …' for the traceback and report it"
+            )
+        sys.exit(2)
+    if isinstance(status, int) and status:
         sys.exit(status)

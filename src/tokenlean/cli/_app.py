@@ -3,6 +3,7 @@ output."""
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from tokenlean._config import load_settings
 from tokenlean._errors import ConfigurationError, MalformedRequestError
 from tokenlean._input import decode_text, looks_like_json, parse_chat_request, read_limited
 
-__all__ = ["app", "bench_app", "cache_app", "emit", "input_kind", "read_source"]
+__all__ = ["app", "bench_app", "cache_app", "emit", "input_kind", "read_source", "run_app"]
 
 app = typer.Typer(
     name="tokenlean",
@@ -29,8 +30,36 @@ bench_app = typer.Typer(
     invoke_without_command=True,
 )
 app.add_typer(bench_app, name="bench")
-cache_app = typer.Typer(help="Give a semantic cache route evidence, and show what it learned.")
+cache_app = typer.Typer(
+    help="Look into a SQLite cache store and remove entries; give a semantic route evidence."
+)
 app.add_typer(cache_app, name="cache")
+
+
+def _plain_flags(command: Any) -> None:
+    """Show flags without a type: typer's help prints ``--json <bool>`` as if the flag took a
+    value. A flag's metavar (empty here) replaces the type; ``--help`` is a flag too."""
+    for param in command.get_params(typer.Context(command)):
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        _plain_flags(sub)
+
+
+@functools.cache
+def _command() -> Any:
+    """The click command behind the app, built once (building it takes longer than most
+    commands run)."""
+    command = typer.main.get_command(app)
+    _plain_flags(command)
+    return command
+
+
+def run_app(argv: list[str] | None) -> Any:
+    """Run the ``tokenlean`` app on ``argv`` (default: the process's arguments), raising
+    errors rather than exiting (``standalone_mode=False``); returns what a command's
+    ``typer.Exit(code)`` carries."""
+    return _command().main(args=argv, prog_name="tokenlean", standalone_mode=False)
 
 
 InputKind = Literal["auto", "text", "request"]
@@ -56,6 +85,8 @@ def read_source(source: str, max_bytes: int | None) -> str:
     if source == "-":
         return decode_text(read_limited(sys.stdin.buffer, limit))
     path = Path(source)
+    if path.is_dir():
+        raise ConfigurationError(f"{source} is a folder, not a file")
     if not path.is_file():
         raise ConfigurationError(f"no such file: {source}")
     with path.open("rb") as stream:

@@ -11,7 +11,7 @@ from typing import Any
 
 from tokenlean.bench._demo import generate_requests
 
-__all__ = ["render_html", "write_sample_log"]
+__all__ = ["near_duplicates_line", "render_html", "write_sample_log"]
 
 
 def write_sample_log(path: Path, n: int = 1000, seed: int = 11) -> Path:
@@ -53,46 +53,105 @@ def write_sample_log(path: Path, n: int = 1000, seed: int = 11) -> Path:
     return path
 
 
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    """An HTML table; the first column is text, the others are figures (right-aligned)."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header) if any(header) else ""
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in row) + "</tr>"
+        for row in rows
+    )
+    return f"<table>{f'<tr>{head}</tr>' if head else ''}{body}</table>"
+
+
+def _usd(value: float) -> str:
+    return f"${value:,.2f}" if value >= 1 else f"${value:.4f}"
+
+
+def near_duplicates_line(figures: dict[str, Any] | None) -> str:
+    """The near-duplicate figures in one sentence (or how to get them)."""
+    if figures is None:
+        return "near duplicates: not computed (add --near-duplicates 0.9)"
+    return (
+        f"near duplicates at cosine >= {figures['threshold']}: "
+        f"{figures['turns_with_a_near_duplicate']:,} of {figures['distinct_user_turns']:,} "
+        f"distinct user turns ({figures['share']:.0%}), {figures['pairs']:,} pairs"
+    )
+
+
 def render_html(report: dict[str, Any]) -> str:
-    """A self-contained HTML page of the audit's figures."""
-
-    def table(rows: list[tuple[str, Any]]) -> str:
-        body = "".join(
-            f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
-            for k, v in rows
-        )
-        return f"<table>{body}</table>"
-
+    """A self-contained HTML page of the audit's figures, as tables of formatted numbers."""
+    summary = [
+        ["requests", f"{report['requests']:,}"],
+        ["input tokens (counted)", f"{report['input_tokens']:,}"],
+        ["old history", f"{report['history_share']:.1%} of input tokens"],
+        [
+            "exact duplicate requests",
+            f"{report['exact_duplicates']['requests']:,} "
+            f"({report['exact_duplicates']['tokens']:,} tokens)",
+        ],
+    ]
+    if report.get("reported_input_tokens"):
+        summary.insert(2, ["input tokens (reported usage)", f"{report['reported_input_tokens']:,}"])
+    if report.get("latency_ms_p95") is not None:
+        summary.append(["latency p95", f"{report['latency_ms_p95']:,.0f} ms"])
+    savings = [
+        [lever, f"{tokens:,}", _usd(report["savings_usd"].get(lever, 0.0))]
+        for lever, tokens in report["savings_tokens"].items()
+    ]
+    routes = [
+        [
+            route,
+            f"{f['requests']:,}",
+            f"{f['distinct_raw_prefixes']:,}",
+            f"{f['distinct_static_prefixes']:,}",
+            f"{f['top_prefix_share']:.0%}",
+            f"{f['top_prefix_tokens']:,}",
+            f"{f['provider_min_tokens']:,}" if f["provider_min_tokens"] is not None else "-",
+            "yes" if f["reaches_provider_minimum"] else "no",
+        ]
+        for route, f in report["routes"].items()
+    ]
+    near = report.get("near_duplicates")
+    near_rows = (
+        [
+            ["cosine threshold", f"{near['threshold']}"],
+            ["distinct last user turns", f"{near['distinct_user_turns']:,}"],
+            ["turns with a near duplicate", f"{near['turns_with_a_near_duplicate']:,}"],
+            ["share of turns", f"{near['share']:.1%}"],
+            ["near-duplicate pairs", f"{near['pairs']:,}"],
+        ]
+        if near
+        else []
+    )
+    payloads = [
+        [f"line {p['line']:,}", p["role"], f"{p['tokens']:,}"]
+        for p in report["largest_retrieval_payloads"]
+    ]
+    route_header = [
+        "route", "requests", "raw prefixes", "canonical prefixes", "top prefix share",
+        "top prefix tokens", "provider minimum", "reaches it",
+    ]  # fmt: skip
+    near_section = (
+        _table(["", ""], near_rows)
+        if near_rows
+        else f"<p>{html.escape(near_duplicates_line(None))}.</p>"
+    )
     sections = [
         "<h1>tokenlean audit</h1>",
-        table(
-            [
-                ("requests", report["requests"]),
-                ("input tokens", report["input_tokens"]),
-                ("history share", report["history_share"]),
-                ("exact duplicate requests", report["exact_duplicates"]["requests"]),
-            ]
-        ),
+        _table(["", ""], summary),
         "<h2>Estimated savings</h2>",
-        table(
-            [
-                (k, f"{v:,} tokens / ${report['savings_usd'].get(k, 0):.4f}")
-                for k, v in report["savings_tokens"].items()
-            ]
-        ),
+        _table(["lever", "tokens", "at input prices"], savings),
         "<h2>Static prefixes per route</h2>",
-        table([(route, json.dumps(figures)) for route, figures in report["routes"].items()]),
+        _table(route_header, routes),
+        "<h2>Near-duplicate user turns</h2>",
+        near_section,
         "<h2>Largest retrieval payloads</h2>",
-        table(
-            [
-                (f"line {p['line']}", f"{p['tokens']} tokens ({p['role']})")
-                for p in report["largest_retrieval_payloads"]
-            ]
-        ),
+        _table(["request", "role", "tokens"], payloads) if payloads else "<p>none</p>",
     ]
     style = (
-        "body{font-family:sans-serif;margin:2em}th{text-align:left;padding-right:2em}"
-        "td{font-family:monospace}"
+        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "th,td{padding:3px 12px;text-align:right;white-space:nowrap}"
+        "th:first-child,td:first-child{text-align:left}tr:nth-child(even){background:#f4f4f4}"
     )
     head = f"<meta charset='utf-8'><title>tokenlean audit</title><style>{style}</style>"
     return f"<!doctype html><html><head>{head}</head><body>{''.join(sections)}</body></html>"

@@ -57,15 +57,27 @@ def bench_main(
     chosen = [name for name in names if name in (variant or names)]
     if variant and len(chosen) < len(set(variant)):
         raise ConfigurationError(f"unknown variant in {variant}; known: {names}")
-    with progress_bars(chosen) as progress:
+    if reports.exists() and not reports.is_dir():
+        raise ConfigurationError(f"--reports {reports} is a file, not a folder")
+    # Loading the model and building the workload take a while before the first bar moves.
+    typer.echo("tokenlean bench: loading the embedding model…", err=True)
+    embedder = default_embedder()
+    _ = embedder.dimension  # loads the model now, not inside the first variant
+    typer.echo(f"tokenlean bench: building the workload ({users} users, seed {seed})…", err=True)
+    workload = generate_workload(users=users, seed=seed)
+    typer.echo(
+        f"tokenlean bench: running {', '.join(chosen)} on {workload.questions} questions…",
+        err=True,
+    )
+    with progress_bars(chosen, total=workload.questions) as progress:
         result = run_harness(
-            generate_workload(users=users, seed=seed),
-            embedder=default_embedder(),
-            model_factory=factory,
-            progress=progress,
+            workload, embedder=embedder, model_factory=factory, progress=progress,
             variants=chosen,
-        )
-    page = write_report(result, reports)
+        )  # fmt: skip
+    try:
+        page = write_report(result, reports)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot write the report into {reports}: {exc.strerror}") from exc
     typer.echo(f"report: {page}", err=True)
     if as_json:
         typer.echo(json.dumps(result, indent=2))

@@ -26,6 +26,7 @@ from tokenlean._errors import ConfigurationError
 from tokenlean.bench._cache_pairs import FORMATS, load_pairs, nearest_examples
 from tokenlean.bench._cache_stream import load_stream
 from tokenlean.cli._app import BudgetOpt, JsonOpt, RouteOpt, VersionOpt, cache_app
+from tokenlean.cli._store_commands import open_store
 
 __all__ = ["calibrate_store", "show_acceptance"]
 
@@ -89,11 +90,15 @@ def calibrate_store(
     """
     if fmt not in (*FORMATS, "stream"):
         raise ConfigurationError(f"--format must be stream or one of {', '.join(FORMATS)}")
+    # The data is read (and refused when malformed) before the model loads.
+    stream = load_stream(data, limit) if fmt == "stream" else None
+    pairs = load_pairs(data, fmt, limit) if stream is None else []
+    if store.is_dir():
+        raise ConfigurationError(f"--store {store} is a folder, not a cache store")
     embedder = _Memo(embedder or default_embedder())
-    if fmt == "stream":
-        examples = _stream_examples(load_stream(data, limit), embedder)
+    if stream is not None:
+        examples = _stream_examples(stream, embedder)
     else:
-        pairs = load_pairs(data, fmt, limit)
         vectors_a = embedder.embed([canonicalize_text(p.text_a) for p in pairs])
         vectors_b = embedder.embed([canonicalize_text(p.text_b) for p in pairs])
         examples = nearest_examples(pairs, vectors_a, vectors_b)
@@ -110,8 +115,7 @@ def show_acceptance(
     store: Path, *, route: str | None = None, max_error_rate: float = 0.05, version: str = "1"
 ) -> dict[str, Any]:
     """What the route has learned, as kept in ``store``."""
-    if not store.is_file():
-        raise ConfigurationError(f"no such store: {store}")
+    open_store(store).close()  # refuses a missing, empty or foreign file before anything else
     cache = _open(store, route, max_error_rate, version, None)
     try:
         return {"route": route or "", **cache.acceptance(route)}

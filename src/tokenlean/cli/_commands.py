@@ -170,15 +170,22 @@ def audit(
 ) -> None:
     """Where the tokens of a request log go, and what each lever would save."""
     from tokenlean._audit.log_audit import audit_log, read_request_log
-    from tokenlean.cli._audit import render_html, write_sample_log
+    from tokenlean.cli._audit import near_duplicates_line, render_html, write_sample_log
 
     if generate:
         write_sample_log(log, generate)
-    if not log.is_file():
-        raise ConfigurationError(f"no such file: {log}")
+    if near_duplicates is not None and not 0 < near_duplicates <= 1:
+        raise ConfigurationError(
+            f"--near-duplicates takes a cosine in (0, 1], not {near_duplicates}"
+        )
+    if html_report is not None and html_report.is_dir():
+        raise ConfigurationError(f"--html {html_report} is a folder; give a file name")
     report = audit_log(read_request_log(log), near_duplicates=near_duplicates).to_json()
     if html_report is not None:
-        html_report.write_text(render_html(report), encoding="utf-8")
+        try:
+            html_report.write_text(render_html(report), encoding="utf-8")
+        except OSError as exc:
+            raise ConfigurationError(f"cannot write {html_report}: {exc.strerror}") from exc
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
@@ -191,9 +198,12 @@ def audit(
         usd = report["savings_usd"].get(lever, 0.0)
         typer.echo(f"  {lever:20} {tokens:>12,} tokens  ${usd:,.4f}")
     for route, figures in report["routes"].items():
+        minimum = figures["provider_min_tokens"]
         typer.echo(
-            f"  route {route}: {figures['distinct_raw_prefixes']} raw static prefixes, "
-            f"{figures['distinct_static_prefixes']} once canonical, top one "
-            f"{figures['top_prefix_share']:.0%} of requests, {figures['top_prefix_tokens']} tokens "
-            f"(provider minimum {figures['provider_min_tokens']})"
+            f"  route {route}: {figures['distinct_raw_prefixes']:,} raw static prefixes, "
+            f"{figures['distinct_static_prefixes']:,} once canonical, top one "
+            f"{figures['top_prefix_share']:.0%} of requests, {figures['top_prefix_tokens']:,} "
+            f"tokens (provider minimum {f'{minimum:,}' if minimum is not None else 'none'})"
         )
+    if near_duplicates is not None:
+        typer.echo(f"  {near_duplicates_line(report['near_duplicates'])}")

@@ -10,9 +10,10 @@ by tokenlean's ``CachedLLM`` as a cache hit that spent no tokens. No prompt text
 from __future__ import annotations
 
 import threading
-import time
+from contextvars import ContextVar
 from typing import Any
 
+from llama_index.core.base.llms.types import ChatResponse
 from llama_index.core.bridge.pydantic import PrivateAttr
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events import BaseEvent
@@ -22,8 +23,9 @@ from llama_index.core.instrumentation.events.llm import (
     LLMCompletionEndEvent,
     LLMCompletionStartEvent,
 )
+from llama_index.memory.tokenlean import to_tokenlean
 
-from tokenlean import MetricsCollector, count_message_tokens, count_tokens
+from tokenlean import CallMetrics, MetricsRecorder, Usage, start_call
 
 __all__ = ["TokenleanEventHandler"]
 
@@ -50,15 +52,29 @@ def _usage(raw: Any) -> dict[str, int] | None:
     return {"input": int(prompt), "output": int(output), "cached": int(cached)}
 
 
-class TokenleanEventHandler(BaseEventHandler):
-    """Records LLM calls seen by LlamaIndex instrumentation into a :class:`MetricsCollector`."""
+# The LLM call in progress in this context: a call an LLM makes inside another (MockLLM.chat
+# through complete, a chat through a completion API) fires nested events, counted once.
+_OUTER: ContextVar[str | None] = ContextVar("tokenlean_llm_call", default=None)
 
-    _collector: MetricsCollector = PrivateAttr()
-    _starts: dict[str, tuple[float, str, int]] = PrivateAttr(default_factory=dict)
+
+class TokenleanEventHandler(BaseEventHandler):
+    """Records LLM calls seen by LlamaIndex instrumentation into a
+    :class:`~tokenlean.MetricsCollector`, through the core's :func:`~tokenlean.start_call` (the
+    same policy as the LangChain handler).
+
+    A call's task and tenant come from ``instrument_tags({"tokenlean_task": ...,
+    "tokenlean_tenant": ...})`` around it, or the handler's ``task`` and ``tenant``. A call an
+    LLM makes inside another (its chat implemented by its completion, say) is counted once.
+    """
+
+    _collector: MetricsRecorder = PrivateAttr()
+    _calls: dict[str, CallMetrics] = PrivateAttr(default_factory=dict)
+    _nested: set[str] = PrivateAttr(default_factory=set)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     tenant: str | None = None
+    task: str | None = None
 
-    def __init__(self, collector: MetricsCollector, **data: Any) -> None:
+    def __init__(self, collector: MetricsRecorder, **data: Any) -> None:
         super().__init__(**data)
         self._collector = collector
 
@@ -66,43 +82,61 @@ class TokenleanEventHandler(BaseEventHandler):
     def class_name(cls) -> str:
         return "TokenleanEventHandler"
 
+    def _start(self, key: str, event: LLMChatStartEvent | LLMCompletionStartEvent) -> None:
+        outer = _OUTER.get()
+        with self._lock:
+            if outer is not None and outer in self._calls:
+                self._nested.add(key)
+                return
+        info = event.model_dict or {}
+        tags = event.tags or {}
+        common: dict[str, Any] = {
+            "model": next(
+                (
+                    str(name)
+                    for name in (info.get("model"), info.get("model_name"), info.get("class_name"))
+                    if name and name != "unknown"  # LLMMetadata's default model name
+                ),
+                key.split(".", 1)[0] or "unknown",  # a span id is "Class.method-uuid"
+            ),
+            "tenant": tags.get("tokenlean_tenant", self.tenant),
+            "task": tags.get("tokenlean_task", self.task),
+        }
+        if isinstance(event, LLMChatStartEvent):
+            messages = [to_tokenlean(m) for m in event.messages]
+            call = start_call(self._collector, messages=messages, **common)
+        else:
+            call = start_call(self._collector, prompt=event.prompt, operation="text", **common)
+        with self._lock:
+            self._calls[key] = call
+        _OUTER.set(key)
+
+    def _end(self, key: str, event: LLMChatEndEvent | LLMCompletionEndEvent) -> None:
+        with self._lock:
+            if key in self._nested:
+                self._nested.discard(key)
+                return
+            call = self._calls.pop(key, None)
+        if _OUTER.get() == key:
+            _OUTER.set(None)
+        if call is None:
+            return
+        response = event.response
+        if response is None:
+            call.fail("NoResponse")
+            return
+        marker = (response.additional_kwargs or {}).get("tokenlean_cache")
+        text = response.message.content if isinstance(response, ChatResponse) else response.text
+        usage = _usage(response.raw)
+        call.finish(
+            usage=Usage(usage["input"], usage["output"], usage["cached"]) if usage else None,
+            text=text,
+            cache_hit=marker.get("layer") if isinstance(marker, dict) else None,
+        )
+
     def handle(self, event: BaseEvent, **kwargs: Any) -> None:
         key = str(event.span_id)
         if isinstance(event, LLMChatStartEvent | LLMCompletionStartEvent):
-            info = event.model_dict or {}
-            model = str(
-                info.get("model") or info.get("model_name") or info.get("class_name") or "unknown"
-            )
-            if isinstance(event, LLMChatStartEvent):
-                estimate = count_message_tokens(
-                    [{"role": m.role.value, "content": m.content or ""} for m in event.messages]
-                ).total
-            else:
-                estimate = count_tokens(event.prompt)
-            with self._lock:
-                self._starts[key] = (time.perf_counter(), model, estimate)
+            self._start(key, event)
         elif isinstance(event, LLMChatEndEvent | LLMCompletionEndEvent):
-            with self._lock:
-                started = self._starts.pop(key, None)
-            if started is None or event.response is None:
-                return
-            start, model, estimate = started
-            response = event.response
-            marker = (response.additional_kwargs or {}).get("tokenlean_cache")
-            cache_hit = marker.get("layer") if isinstance(marker, dict) else None
-            text = response.message.content if isinstance(event, LLMChatEndEvent) else response.text
-            usage = _usage(response.raw)
-            latency = time.perf_counter() - start
-            if usage is not None and cache_hit is None:
-                self._collector.record_request(
-                    model, input_tokens=usage["input"], output_tokens=usage["output"],
-                    cached_tokens=usage["cached"], latency_s=latency, usage_source="provider",
-                    estimated_input_tokens=estimate, tenant=self.tenant,
-                )  # fmt: skip
-            else:  # a cache hit records no tokens spent: counting its answer would be wasted
-                output = count_tokens(text or "") if cache_hit is None else 0
-                self._collector.record_request(
-                    model, input_tokens=estimate, output_tokens=output,
-                    latency_s=latency, usage_source="estimate", estimated_input_tokens=estimate,
-                    cache_hit=cache_hit, tenant=self.tenant,
-                )  # fmt: skip
+            self._end(key, event)

@@ -8,6 +8,11 @@ which layer served it, with what similarity and, for a semantic hit, its ``looku
 ``chat`` and ``stream_chat`` share entries: a streamed hit replays the cached text in chunks.
 :meth:`CachedLLM.feedback` passes a user's verdict on a served hit back to the cache.
 
+``CachedLLM`` is a ``FunctionCallingLLM``: tool calling (``chat_with_tools`` and its async and
+streaming forms, ``get_tool_calls_from_response``), and so ``FunctionAgent`` and structured
+output, delegate to the wrapped LLM, with the prepared chat (messages and tool schemas) keyed in
+the cache. ``to_dict``/``from_dict`` round-trip the wrapped LLM and the cache's configuration.
+
 Policy (exact or semantic, TTL, temperature bound, tenants) lives in the core
 :class:`~tokenlean.CompletionCache`, exactly as for LangChain users.
 """
@@ -32,14 +37,19 @@ from llama_index.core.base.llms.types import (
 )
 from llama_index.core.bridge.pydantic import Field, PrivateAttr, SerializeAsAny
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
-from llama_index.core.llms.llm import LLM
+from llama_index.core.llms.function_calling import FunctionCallingLLM
+from llama_index.core.llms.llm import LLM, ToolSelection
 
 from tokenlean import (
     CacheLookup,
+    CachePolicy,
     CacheRequest,
     CompletionCache,
+    ConfigurationError,
     InvalidInputError,
+    MemoryStore,
     PromptAnswerJudge,
+    SQLiteStore,
     replay_stream,
 )
 
@@ -70,6 +80,75 @@ def _message(message: ChatMessage) -> dict[str, Any]:
     if message.additional_kwargs:
         data["additional_kwargs"] = json.loads(json.dumps(message.additional_kwargs, default=str))
     return data
+
+
+def _jsonable(value: Any) -> Any:
+    """A JSON form of a call's keyword arguments for the cache key: tools by their schema,
+    pydantic models and classes by their data and schema."""
+    metadata = getattr(value, "metadata", None)
+    if metadata is not None and callable(getattr(metadata, "to_openai_tool", None)):
+        return metadata.to_openai_tool(skip_length_check=True)
+    if isinstance(value, type) and hasattr(value, "model_json_schema"):
+        return value.model_json_schema()
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    return str(value)
+
+
+def _json(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=_jsonable))
+
+
+def _llm_class(name: str) -> type[LLM]:
+    """The imported LLM class whose ``class_name()`` is ``name``."""
+    seen: list[type[Any]] = [LLM]
+    while seen:
+        cls = seen.pop()
+        try:
+            if cls.class_name() == name:
+                return cast(type[LLM], cls)
+        except Exception:  # an abstract base without a class name
+            pass
+        seen.extend(cls.__subclasses__())
+    raise ConfigurationError(
+        f"no LLM class named {name!r} is imported: import its LlamaIndex integration before "
+        "CachedLLM.from_dict"
+    )
+
+
+def _cache_config(cache: CompletionCache) -> dict[str, Any]:
+    store = cache.store_backend
+    if isinstance(store, SQLiteStore):
+        location: dict[str, Any] = {"kind": "sqlite", "path": str(store.path)}
+    elif isinstance(store, MemoryStore):
+        location = {"kind": "memory"}
+    else:
+        raise ConfigurationError(
+            f"CachedLLM.to_dict cannot describe a {type(store).__name__} store; rebuild the "
+            "cache yourself and pass it to from_dict(data, cache=...)"
+        )
+    return {
+        "store": location,
+        "policy": cache.policy.model_dump(mode="json"),
+        "routes": {name: p.model_dump(mode="json") for name, p in cache.routes.items()},
+    }
+
+
+def _cache_from_config(config: dict[str, Any]) -> CompletionCache:
+    location = config.get("store") or {"kind": "memory"}
+    if location.get("kind") == "sqlite":
+        store: Any = SQLiteStore(location["path"])
+    elif location.get("kind") == "memory":
+        store = MemoryStore()
+    else:
+        raise ConfigurationError(f"unknown cache store in CachedLLM data: {location!r}")
+    return CompletionCache(
+        store,
+        policy=CachePolicy.model_validate(config.get("policy") or {}),
+        routes={
+            name: CachePolicy.model_validate(p) for name, p in (config.get("routes") or {}).items()
+        },
+    )
 
 
 def _marker(result: CacheLookup) -> dict[str, Any]:
@@ -118,7 +197,7 @@ def _completion_chunks(result: CacheLookup) -> list[CompletionResponse]:
     return chunks
 
 
-class CachedLLM(LLM):
+class CachedLLM(FunctionCallingLLM):
     """Wraps any LlamaIndex LLM with a tokenlean :class:`~tokenlean.CompletionCache`.
 
     Args:
@@ -166,6 +245,87 @@ class CachedLLM(LLM):
         """The tokenlean cache behind this LLM."""
         return self._cache
 
+    # ------------------------------------------------------------------ serialization
+
+    def to_dict(self, **kwargs: Any) -> dict[str, Any]:
+        """This LLM's data: the wrapped LLM's own ``to_dict`` (with its class name) and the
+        cache's configuration (store location, policy, routes; not its entries, which stay in
+        the store). A custom ``compare`` splitter or judge is not serialized."""
+        data = super().to_dict(**kwargs)
+        data["llm"] = self.llm.to_dict(**kwargs)
+        data["tokenlean_cache"] = _cache_config(self._cache)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], **kwargs: Any) -> CachedLLM:
+        """Rebuild from :meth:`to_dict`'s data: the wrapped LLM's class must be imported.
+        ``cache=`` overrides the described cache.
+
+        Raises:
+            ConfigurationError: the wrapped LLM's class is not imported, or the cache cannot
+                be rebuilt.
+        """
+        data = {**data, **kwargs}
+        data.pop("class_name", None)
+        inner = data.pop("llm")
+        if isinstance(inner, dict):
+            inner = _llm_class(str(inner.get("class_name"))).from_dict(inner)
+        cache = data.pop("cache", None)
+        config = data.pop("tokenlean_cache", None)
+        if cache is None and config is not None:
+            cache = _cache_from_config(config)
+        return cls(inner, cache, **data)
+
+    # ------------------------------------------------------------------ tool calling
+
+    def _function_llm(self) -> FunctionCallingLLM:
+        if not isinstance(self.llm, FunctionCallingLLM):
+            raise ConfigurationError(
+                f"the wrapped {self.llm.class_name()} does not call tools (it is not a "
+                "FunctionCallingLLM)"
+            )
+        return self.llm
+
+    def _prepare_chat_with_tools(
+        self,
+        tools: Sequence[Any],
+        user_msg: str | ChatMessage | None = None,
+        chat_history: list[ChatMessage] | None = None,
+        verbose: bool = False,
+        allow_parallel_tool_calls: bool = False,
+        tool_required: bool = False,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """The wrapped LLM's preparation; the resulting ``chat`` call is cached like any other."""
+        return self._function_llm()._prepare_chat_with_tools_compat(
+            tools,
+            user_msg=user_msg,
+            chat_history=chat_history,
+            verbose=verbose,
+            allow_parallel_tool_calls=allow_parallel_tool_calls,
+            tool_required=tool_required,
+            **kwargs,
+        )
+
+    def _validate_chat_with_tools_response(
+        self,
+        response: ChatResponse,
+        tools: Sequence[Any],
+        allow_parallel_tool_calls: bool = False,
+        **kwargs: Any,
+    ) -> ChatResponse:
+        return self._function_llm()._validate_chat_with_tools_response(
+            response, tools, allow_parallel_tool_calls=allow_parallel_tool_calls, **kwargs
+        )
+
+    def get_tool_calls_from_response(
+        self, response: ChatResponse, error_on_no_tool_call: bool = True, **kwargs: Any
+    ) -> list[ToolSelection]:
+        """The wrapped LLM's reading of a response's tool calls (a cached one included)."""
+        return self._function_llm().get_tool_calls_from_response(
+            response, error_on_no_tool_call=error_on_no_tool_call, **kwargs
+        )
+
     def feedback(self, target: ChatResponse | CompletionResponse | str, *, correct: bool) -> bool:
         """Tell the cache whether a semantic hit this LLM served was right (thumbs up or down).
 
@@ -206,8 +366,8 @@ class CachedLLM(LLM):
         params: dict[str, Any] = {
             "kind": kind,
             # JSON-safe copies; the cache request canonicalizes (sorts) them itself
-            "llm": json.loads(json.dumps(self.llm.to_payload(), default=str)),
-            "kwargs": json.loads(json.dumps(kwargs, default=str)),
+            "llm": _json(self.llm.to_payload()),
+            "kwargs": _json(kwargs),
         }
         temperature = kwargs.get("temperature", getattr(self.llm, "temperature", None))
         if isinstance(temperature, int | float):

@@ -8,7 +8,7 @@ large LLM's (for non-streaming calls). The wrapped LLMs fire their own instrumen
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from llama_index.core.base.llms.types import (
     ChatMessage,
@@ -23,9 +23,17 @@ from llama_index.core.base.llms.types import (
 from llama_index.core.bridge.pydantic import Field, PrivateAttr, SerializeAsAny
 from llama_index.core.llms.llm import LLM
 
-from tokenlean import Router
+from tokenlean import Gate, Router
 
 __all__ = ["RoutedLLM"]
+
+
+def _chat_text(response: ChatResponse) -> str:
+    return response.message.content or ""
+
+
+def _completion_text(response: CompletionResponse) -> str:
+    return response.text
 
 
 def _last_user(messages: Sequence[ChatMessage]) -> str:
@@ -55,7 +63,7 @@ class RoutedLLM(LLM):
         small: LLM,
         large: LLM,
         *,
-        gates: Sequence[Any] = (),
+        gates: Sequence[Gate] = (),
         verifier: Callable[[str, str], float] | None = None,
         min_confidence: float = 0.5,
         cost: dict[str, float] | None = None,
@@ -63,9 +71,7 @@ class RoutedLLM(LLM):
     ) -> None:
         kwargs.update(small=small, large=large)
         super().__init__(**kwargs)
-        self._router = Router(
-            small=lambda t: "small",
-            large=lambda t: "large",
+        self._router = Router(  # its paths come with each call
             gates=gates,
             verifier=verifier,
             min_confidence=min_confidence,
@@ -85,79 +91,80 @@ class RoutedLLM(LLM):
         return self._router
 
     def _pick(self, text: str) -> LLM:
-        return self.small if self._router.decide(text).path == "small" else self.large
-
-    def _escalate(self, text: str, answer: str) -> bool:
-        return self._router.escalates(text, answer)
-
-    def _account(self, llm: LLM, escalated: bool) -> None:
-        self._router.record(
-            "small" if llm is self.small and not escalated else "large", escalated=escalated
-        )
+        return self.small if self._router.decide(text, text=text).path == "small" else self.large
 
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        text = _last_user(messages)
-        llm = self._pick(text)
-        response = llm.chat(messages, **kwargs)
-        escalated = llm is self.small and self._escalate(text, response.message.content or "")
-        if escalated:
-            response = self.large.chat(messages, **kwargs)
-        self._account(llm, escalated)
-        return response
+        return cast(
+            ChatResponse,
+            self._router.run(
+                _last_user(messages),
+                small=lambda _: self.small.chat(messages, **kwargs),
+                large=lambda _: self.large.chat(messages, **kwargs),
+                answer=_chat_text,
+            ),
+        )
 
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        text = _last_user(messages)
-        llm = self._pick(text)
-        response = await llm.achat(messages, **kwargs)
-        escalated = llm is self.small and self._escalate(text, response.message.content or "")
-        if escalated:
-            response = await self.large.achat(messages, **kwargs)
-        self._account(llm, escalated)
-        return response
+        return cast(
+            ChatResponse,
+            await self._router.arun(
+                _last_user(messages),
+                small=lambda _: self.small.achat(messages, **kwargs),
+                large=lambda _: self.large.achat(messages, **kwargs),
+                answer=_chat_text,
+            ),
+        )
 
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        llm = self._pick(prompt)
-        response = llm.complete(prompt, formatted=formatted, **kwargs)
-        escalated = llm is self.small and self._escalate(prompt, response.text)
-        if escalated:
-            response = self.large.complete(prompt, formatted=formatted, **kwargs)
-        self._account(llm, escalated)
-        return response
+        return cast(
+            CompletionResponse,
+            self._router.run(
+                prompt,
+                small=lambda _: self.small.complete(prompt, formatted=formatted, **kwargs),
+                large=lambda _: self.large.complete(prompt, formatted=formatted, **kwargs),
+                answer=_completion_text,
+            ),
+        )
 
     async def acomplete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponse:
-        llm = self._pick(prompt)
-        response = await llm.acomplete(prompt, formatted=formatted, **kwargs)
-        escalated = llm is self.small and self._escalate(prompt, response.text)
-        if escalated:
-            response = await self.large.acomplete(prompt, formatted=formatted, **kwargs)
-        self._account(llm, escalated)
-        return response
+        return cast(
+            CompletionResponse,
+            await self._router.arun(
+                prompt,
+                small=lambda _: self.small.acomplete(prompt, formatted=formatted, **kwargs),
+                large=lambda _: self.large.acomplete(prompt, formatted=formatted, **kwargs),
+                answer=_completion_text,
+            ),
+        )
+
+    def _account(self, llm: LLM) -> None:
+        self._router.record("small" if llm is self.small else "large")
 
     # Streams are routed but not escalated: their text arrives before it can be verified.
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         llm = self._pick(_last_user(messages))
-        self._account(llm, False)
+        self._account(llm)
         return llm.stream_chat(messages, **kwargs)
 
     async def astream_chat(
         self, messages: Sequence[ChatMessage], **kwargs: Any
     ) -> ChatResponseAsyncGen:
         llm = self._pick(_last_user(messages))
-        self._account(llm, False)
+        self._account(llm)
         return await llm.astream_chat(messages, **kwargs)
 
     def stream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseGen:
         llm = self._pick(prompt)
-        self._account(llm, False)
+        self._account(llm)
         return llm.stream_complete(prompt, formatted=formatted, **kwargs)
 
     async def astream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
         llm = self._pick(prompt)
-        self._account(llm, False)
+        self._account(llm)
         return await llm.astream_complete(prompt, formatted=formatted, **kwargs)

@@ -9,33 +9,66 @@ settings; with ``store_path`` set, a deserialized memory reopens the same SQLite
 
 from __future__ import annotations
 
+import asyncio
+import json
+import warnings
+from collections.abc import Sequence
 from typing import Any
 
-from llama_index.core.base.llms.types import ChatMessage, MessageRole
+from llama_index.core.agent.workflow import FunctionAgent
+from llama_index.core.base.llms.types import ChatMessage, MessageRole, ToolCallBlock
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.memory.types import BaseMemory
 
-from tokenlean import ConversationMemory, PromptSummarizer, SQLiteTranscriptStore
+from tokenlean import (
+    ConfigurationError,
+    ConversationMemory,
+    PromptSummarizer,
+    SQLiteTranscriptStore,
+    count_message_tokens,
+    normalize_role,
+)
 
-__all__ = ["TokenleanMemory"]
+__all__ = [
+    "LlamaIndexSummarizer",
+    "TokenleanFunctionAgent",
+    "TokenleanMemory",
+    "to_llamaindex",
+    "to_tokenlean",
+]
 
 
-def _to_tokenlean(message: ChatMessage) -> dict[str, Any]:
-    role = message.role.value
-    if role in ("chatbot", "model", "function"):
-        role = "assistant"
+def _tool_call(call: Any) -> dict[str, Any]:
+    """A tool call in the OpenAI shape the core counts (the shape a provider receives)."""
+    if isinstance(call, ToolCallBlock):
+        return {
+            "id": call.tool_call_id or "",
+            "type": "function",
+            "function": {"name": call.tool_name, "arguments": json.dumps(call.tool_kwargs)},
+        }
+    data = call if isinstance(call, dict) else call.model_dump()
+    return dict(data)
+
+
+def to_tokenlean(message: ChatMessage) -> dict[str, Any]:
+    """A LlamaIndex chat message as a tokenlean message: its role (by tokenlean's role map),
+    text, and tool calls (from ``ToolCallBlock`` blocks or ``additional_kwargs["tool_calls"]``)
+    and tool-call id in the provider's shape."""
+    role = normalize_role(message.role.value)
     data: dict[str, Any] = {"role": role, "content": message.content or ""}
     if role == "tool":
         data["tool_call_id"] = str(message.additional_kwargs.get("tool_call_id") or "unknown")
-    calls = message.additional_kwargs.get("tool_calls")
+    calls = [block for block in message.blocks if isinstance(block, ToolCallBlock)]
+    calls += list(message.additional_kwargs.get("tool_calls") or [])
     if calls:
-        data["tool_calls"] = [
-            call if isinstance(call, dict) else call.model_dump() for call in calls
-        ]
+        data["tool_calls"] = [_tool_call(call) for call in calls]
     return data
 
 
-def _to_llamaindex(message: dict[str, Any]) -> ChatMessage:
+def to_llamaindex(message: dict[str, Any]) -> ChatMessage:
+    """A tokenlean message (from a :class:`~tokenlean.ContextPack`) as a LlamaIndex message,
+    tool calls in ``additional_kwargs["tool_calls"]`` (the OpenAI shape) and a tool result's
+    ``tool_call_id`` beside them."""
     kwargs: dict[str, Any] = {}
     if message.get("tool_call_id"):
         kwargs["tool_call_id"] = message["tool_call_id"]
@@ -48,12 +81,20 @@ def _to_llamaindex(message: dict[str, Any]) -> ChatMessage:
     )
 
 
+def _tool_schema(tool: Any) -> dict[str, Any]:
+    metadata = getattr(tool, "metadata", None)
+    if metadata is not None and callable(getattr(metadata, "to_openai_tool", None)):
+        return dict(metadata.to_openai_tool(skip_length_check=True))
+    return dict(tool)
+
+
 class TokenleanMemory(BaseMemory):
     """LlamaIndex memory that sends the model a budgeted context.
 
     Args:
         session: the conversation id.
-        budget: prompt-token budget of ``get()``.
+        token_limit: prompt tokens of what ``get()`` returns (LlamaIndex's name for a memory's
+            limit); ``budget=`` is its deprecated alias.
         tenant: tenant namespace.
         system: a system prompt to pin (default: the transcript's system turns).
         store_path: SQLite transcript file (None: in memory, or the ``memory`` given).
@@ -61,13 +102,20 @@ class TokenleanMemory(BaseMemory):
     """
 
     session: str = Field(default="default")
-    budget: int = Field(default=2000, gt=0)
+    token_limit: int = Field(default=2000, gt=0)
     tenant: str = Field(default="default")
     system: str | None = Field(default=None)
     store_path: str | None = Field(default=None)
     _memory: ConversationMemory = PrivateAttr()
 
     def __init__(self, memory: ConversationMemory | None = None, **data: Any) -> None:
+        if "budget" in data:
+            warnings.warn(
+                "TokenleanMemory(budget=...) is deprecated: use token_limit=...",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            data.setdefault("token_limit", data.pop("budget"))
         super().__init__(**data)
         if memory is None:
             store = SQLiteTranscriptStore(self.store_path) if self.store_path else None
@@ -83,6 +131,11 @@ class TokenleanMemory(BaseMemory):
         return cls(**kwargs)
 
     @property
+    def budget(self) -> int:
+        """Deprecated alias of :attr:`token_limit`."""
+        return self.token_limit
+
+    @property
     def memory(self) -> ConversationMemory:
         return self._memory
 
@@ -96,25 +149,66 @@ class TokenleanMemory(BaseMemory):
         session = self._session
         if not self._memory.turns(session, tenant=self.tenant) and input is None:
             return []
-        pack = self._memory.context(session, budget=self.budget, tenant=self.tenant,
+        pack = self._memory.context(session, budget=self.token_limit, tenant=self.tenant,
                                     system=self.system, user=input)  # fmt: skip
-        messages = [_to_llamaindex(m) for m in pack.messages]
+        messages = [to_llamaindex(m) for m in pack.messages]
         if input is not None and messages and messages[-1].content == input:
             messages = messages[:-1]
         return messages
 
+    def get_within(
+        self,
+        *,
+        pinned: Sequence[ChatMessage] = (),
+        extra: Sequence[ChatMessage] = (),
+        tools: Sequence[Any] = (),
+    ) -> list[ChatMessage]:
+        """The budgeted context for a call that also sends ``pinned`` messages before it (an
+        agent's system prompt), ``extra`` after it (the current turn's tool calls and results)
+        and ``tools``' schemas: together they stay within ``token_limit``.
+
+        Raises:
+            ConfigurationError: the pinned and extra messages and the tool schemas alone exceed
+                ``token_limit``.
+        """
+        shaped = [to_tokenlean(m) for m in (*pinned, *extra)]
+        schemas = [_tool_schema(tool) for tool in tools]
+        around = count_message_tokens(shaped, tools=schemas or None, counter=self._memory.counter)
+        # A request's fixed tokens (reply priming) are in the pack's own count too.
+        fixed = count_message_tokens([], counter=self._memory.counter).total
+        room = self.token_limit - (around.total - fixed)
+        if room <= 0:
+            raise ConfigurationError(
+                f"token_limit {self.token_limit} cannot hold the current turn's tool exchange "
+                f"and the tool schemas ({around.total} tokens)"
+            )
+        pack = self._memory.context(
+            self._session, budget=room, tenant=self.tenant, system=self.system
+        )
+        return [to_llamaindex(m) for m in pack.messages]
+
+    async def aget_within(
+        self,
+        *,
+        pinned: Sequence[ChatMessage] = (),
+        extra: Sequence[ChatMessage] = (),
+        tools: Sequence[Any] = (),
+    ) -> list[ChatMessage]:
+        """:meth:`get_within` off the event loop."""
+        return await asyncio.to_thread(self.get_within, pinned=pinned, extra=extra, tools=tools)
+
     def get_all(self) -> list[ChatMessage]:
         """Every stored turn."""
         return [
-            _to_llamaindex(t.to_message())
+            to_llamaindex(t.to_message())
             for t in self._memory.turns(self._session, tenant=self.tenant)
         ]
 
     def put(self, message: ChatMessage) -> None:
-        self._memory.add(self._session, [_to_tokenlean(message)], tenant=self.tenant)
+        self._memory.add(self._session, [to_tokenlean(message)], tenant=self.tenant)
 
     def put_messages(self, messages: list[ChatMessage]) -> None:
-        self._memory.add(self._session, [_to_tokenlean(m) for m in messages], tenant=self.tenant)
+        self._memory.add(self._session, [to_tokenlean(m) for m in messages], tenant=self.tenant)
 
     def set(self, messages: list[ChatMessage]) -> None:
         """Record messages beyond those already stored (the transcript is append-only)."""
@@ -134,3 +228,32 @@ class LlamaIndexSummarizer(PromptSummarizer):
     def __init__(self, llm: Any, *, prompt: str | None = None) -> None:
         super().__init__(lambda text: llm.complete(text).text, prompt=prompt)
         self.llm = llm
+
+
+class TokenleanFunctionAgent(FunctionAgent):
+    """A ``FunctionAgent`` whose every LLM call fits its :class:`TokenleanMemory`'s
+    ``token_limit``, tools included.
+
+    A plain ``FunctionAgent`` reads the memory once per user turn and then appends the turn's
+    tool calls and results (its scratchpad) outside it, so a turn with tools sends more than
+    the memory's limit. This agent re-reads the memory before each step with
+    :meth:`TokenleanMemory.get_within`: the system prompt, the scratchpad and the tool schemas
+    are counted first, and the memory fills what is left. With any other memory it behaves as
+    ``FunctionAgent``.
+    """
+
+    async def take_step(
+        self,
+        ctx: Any,
+        llm_input: list[ChatMessage],
+        tools: Sequence[Any],
+        memory: BaseMemory,
+    ) -> Any:
+        if isinstance(memory, TokenleanMemory):
+            scratchpad: list[ChatMessage] = await ctx.store.get(self.scratchpad_key, default=[])
+            pinned = [
+                m for m in llm_input[:1] if self.system_prompt and m.role == MessageRole.SYSTEM
+            ]
+            context = await memory.aget_within(pinned=pinned, extra=scratchpad, tools=tools)
+            llm_input = [*pinned, *context]
+        return await super().take_step(ctx, llm_input, tools, memory)

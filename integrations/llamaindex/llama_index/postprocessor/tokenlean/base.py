@@ -56,7 +56,7 @@ class TokenBudgetPostprocessor(BaseNodePostprocessor):
             original = by_id[item.chunk_id]
             metadata: dict[str, Any] = {**original.node.metadata, "tokens": item.tokens,
                                         "trimmed": item.trimmed}  # fmt: skip
-            node = TextNode(
+            packed_node = TextNode(
                 id_=item.chunk_id,
                 text=item.text,
                 metadata=metadata,
@@ -65,5 +65,5 @@ class TokenBudgetPostprocessor(BaseNodePostprocessor):
                 excluded_llm_metadata_keys=list(metadata),
                 excluded_embed_metadata_keys=list(metadata),
             )
-            out.append(NodeWithScore(node=node, score=original.score))
+            out.append(NodeWithScore(node=packed_node, score=original.score))
         return out

@@ -1,0 +1,137 @@
+"""``TokenleanMemoryMiddleware``: tokenlean context memory for LangChain agents.
+
+The middleware plugs into ``create_agent``: before each model call it records the conversation's
+new messages in a :class:`~tokenlean.ConversationMemory` (keyed by the run's ``thread_id``) and
+replaces the request's messages with the memory's budgeted :class:`~tokenlean.ContextPack`. The
+agent's checkpointer still keeps the full history; only what reaches the model is compressed.
+
+LangChain's agents (the ``langchain`` package, which runs on LangGraph) come with the ``agents``
+extra, ``pip install 'langchain-tokenlean[agents]'``; the rest of ``langchain_tokenlean`` needs
+only ``langchain-core``. Without the extra, importing this module raises
+:class:`~tokenlean.MissingDependencyError` naming it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import cast
+
+from langchain_core.messages import AnyMessage, BaseMessage, SystemMessage
+from langchain_core.utils.function_calling import convert_to_openai_tool
+
+from langchain_tokenlean.memory import to_langchain, to_tokenlean
+from tokenlean import (
+    ConfigurationError,
+    ContextPack,
+    ConversationMemory,
+    MissingDependencyError,
+    count_tool_tokens,
+)
+
+try:
+    from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
+except ImportError as exc:
+    _error = MissingDependencyError("langchain", "agents", "TokenleanMemoryMiddleware")
+    # The error's own command names the core's extras; this one belongs to the adapter.
+    _error.msg = (
+        "TokenleanMemoryMiddleware needs LangChain's agents (the 'langchain' package), which "
+        "are not installed. Install them with: pip install 'langchain-tokenlean[agents]'"
+    )
+    _error.args = (_error.msg,)
+    raise _error from exc
+
+__all__ = ["TokenleanMemoryMiddleware"]
+
+
+def _thread_id(default: str | None) -> str:
+    thread = None
+    try:
+        from langgraph.config import get_config
+
+        thread = get_config().get("configurable", {}).get("thread_id")
+    except RuntimeError:  # called outside a graph run
+        pass
+    if thread:
+        return str(thread)
+    if default:
+        return default
+    raise ConfigurationError(
+        "TokenleanMemoryMiddleware needs a conversation: run the agent with "
+        "config={'configurable': {'thread_id': ...}} or pass session= to the middleware"
+    )
+
+
+class TokenleanMemoryMiddleware(AgentMiddleware):
+    """Sends the model a budgeted context instead of the whole transcript.
+
+    Args:
+        memory: the tokenlean memory (its store keeps every turn).
+        budget: prompt tokens of what each model call receives: the messages (tool calls and
+            results in the provider's shape, the current turn's tool exchange included) and the
+            bound tools' schemas.
+        tenant: tenant namespace.
+        session: the session when the run has no ``thread_id`` (default: none, and a run
+            without a ``thread_id`` is refused rather than mixed with other conversations).
+        on_pack: called with each :class:`ContextPack` (auditing, metrics).
+    """
+
+    def __init__(
+        self,
+        memory: ConversationMemory,
+        *,
+        budget: int = 2000,
+        tenant: str = "default",
+        session: str | None = None,
+        on_pack: Callable[[ContextPack], None] | None = None,
+    ) -> None:
+        super().__init__()
+        self.memory = memory
+        self.budget = budget
+        self.tenant = tenant
+        self.session = session
+        self.on_pack = on_pack
+
+    def _sync(self, session: str, messages: Sequence[BaseMessage]) -> None:
+        """Record the messages not recorded yet, by message id (the agent state gives every
+        message one); system prompts are taken from the request, not stored as turns."""
+        known = {t.id for t in self.memory.turns(session, tenant=self.tenant)}
+        new = [to_tokenlean(m) for m in messages if m.type != "system" and m.id not in known]
+        if new:
+            self.memory.add(session, new, tenant=self.tenant)
+
+    def _rewrite(self, request: ModelRequest) -> ModelRequest:
+        session = _thread_id(self.session)
+        self._sync(session, request.messages)
+        system = request.system_message.text if request.system_message is not None else None
+        tools = [convert_to_openai_tool(tool) for tool in request.tools or ()]
+        schemas = count_tool_tokens(tools, counter=self.memory.counter) if tools else 0
+        if schemas >= self.budget:
+            raise ConfigurationError(
+                f"budget {self.budget} cannot hold the tool schemas alone ({schemas} tokens)"
+            )
+        pack = self.memory.context(
+            session, budget=self.budget - schemas, tenant=self.tenant, system=system
+        )
+        if self.on_pack is not None:
+            self.on_pack(pack)
+        messages = cast(list[AnyMessage], [to_langchain(m) for m in pack.messages])
+        if messages and isinstance(messages[0], SystemMessage):
+            return request.override(system_message=messages[0], messages=messages[1:])
+        return request.override(messages=messages)
+
+    def wrap_model_call(
+        self,
+        request: ModelRequest,
+        handler: Callable[[ModelRequest], ModelResponse],
+    ) -> ModelResponse:
+        return handler(self._rewrite(request))
+
+    async def awrap_model_call(
+        self,
+        request: ModelRequest,
+        handler: Callable[[ModelRequest], Awaitable[ModelResponse]],
+    ) -> ModelResponse:
+        import asyncio
+
+        rewritten = await asyncio.to_thread(self._rewrite, request)
+        return await handler(rewritten)

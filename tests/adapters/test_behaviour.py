@@ -1,0 +1,158 @@
+"""One behaviour, two adapters: the same scenario through LangChain and through LlamaIndex.
+
+Each adapter is driven through its framework's own entry points (LangChain: a chat model with
+``cache=TokenleanCache`` and the callback handler; LlamaIndex: ``CachedLLM`` and the event
+handler). The figures must be the same in both, and the same in the cache's stats, the
+collector and the exporters: this is where the two adapters can never drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from tokenlean import CompletionCache, MetricsCollector, count_message_tokens
+
+QUESTIONS = ["Where is my parcel?", "Can I return a lamp?", "Where is my parcel?"]
+REPLIES = ["It is in Lyon.", "Yes, within 30 days.", "unused"]
+
+
+@dataclass
+class Driver:
+    """Asks a question through one framework, with a tokenlean cache and metrics handler."""
+
+    name: str
+    ask: Callable[[str], str]
+    close: Callable[[], None]
+
+
+def langchain_driver(cache: CompletionCache, collector: MetricsCollector) -> Driver:
+    from langchain_core.language_models import FakeMessagesListChatModel
+    from langchain_core.messages import AIMessage, HumanMessage
+    from langchain_tokenlean import TokenleanCache, TokenleanCallbackHandler
+
+    model = FakeMessagesListChatModel(
+        responses=[AIMessage(r) for r in REPLIES], cache=TokenleanCache(cache)
+    )
+    handler = TokenleanCallbackHandler(collector)
+
+    def ask(question: str) -> str:
+        return model.invoke([HumanMessage(question)], config={"callbacks": [handler]}).text
+
+    return Driver("langchain", ask, lambda: None)
+
+
+def llamaindex_driver(cache: CompletionCache, collector: MetricsCollector) -> Driver:
+    from llama_index.callbacks.tokenlean import TokenleanEventHandler
+    from llama_index.core.base.llms.types import ChatMessage, ChatResponse, LLMMetadata
+    from llama_index.core.instrumentation import get_dispatcher
+    from llama_index.core.llms import CustomLLM
+    from llama_index.core.llms.callbacks import llm_chat_callback
+    from llama_index.llms.tokenlean import CachedLLM
+
+    class Scripted(CustomLLM):
+        replies: list[str]
+
+        @property
+        def metadata(self) -> LLMMetadata:
+            return LLMMetadata(model_name="scripted", is_chat_model=True)
+
+        @llm_chat_callback()
+        def chat(self, messages: Any, **kwargs: Any) -> ChatResponse:
+            return ChatResponse(message=ChatMessage(role="assistant", content=self.replies.pop(0)))
+
+        def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> Any:
+            raise AssertionError("the scenario chats")
+
+        def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> Any:
+            raise AssertionError("the scenario chats")
+
+    llm = CachedLLM(Scripted(replies=list(REPLIES)), cache)
+    handler = TokenleanEventHandler(collector)
+    dispatcher = get_dispatcher()
+    dispatcher.add_event_handler(handler)
+
+    def ask(question: str) -> str:
+        return str(llm.chat([ChatMessage(role="user", content=question)]).message.content)
+
+    return Driver("llamaindex", ask, lambda: dispatcher.event_handlers.remove(handler))
+
+
+DRIVERS = {"langchain": langchain_driver, "llamaindex": llamaindex_driver}
+Setup = tuple[Driver, CompletionCache, MetricsCollector]
+
+
+@pytest.fixture(params=sorted(DRIVERS))
+def setup(request: pytest.FixtureRequest) -> Iterator[Setup]:
+    collector = MetricsCollector()
+    cache = CompletionCache(collector=collector)
+    driver = DRIVERS[request.param](cache, collector)
+    yield driver, cache, collector
+    driver.close()
+
+
+def test_a_repeated_question_is_one_hit_everywhere(
+    setup: Setup,
+) -> None:
+    """Three questions, one repeated: the repeat is answered from the cache, and the stats, the
+    collector's lookups and its requests all say one hit of three."""
+    driver, cache, collector = setup
+    answers = [driver.ask(q) for q in QUESTIONS]
+    assert answers == [REPLIES[0], REPLIES[1], REPLIES[0]]
+    stats = cache.stats()
+    snapshot = collector.snapshot()
+    assert (stats.hits, stats.lookups) == (1, 3)
+    assert snapshot["headline"]["cache_hit_rate"]["exact"] == {
+        "hits": 1,
+        "lookups": 3,
+        "hit_rate": 0.3333,
+    }
+    assert snapshot["totals"]["requests"] == 3
+
+
+def test_the_same_calls_cost_the_same_tokens(
+    setup: Setup,
+) -> None:
+    """Without provider usage both adapters estimate the same prompt the same way: the user
+    message as the provider receives it; the cache hit spends nothing."""
+    driver, _, collector = setup
+    for question in QUESTIONS:
+        driver.ask(question)
+    expected = sum(
+        count_message_tokens([{"role": "user", "content": q}], model="unknown").total
+        for q in QUESTIONS[:2]
+    )
+    totals = collector.snapshot()["totals"]
+    assert totals["input_tokens"] == expected
+    assert totals["cost_from_estimates_usd"] == totals["cost_usd"]
+
+
+@pytest.mark.parametrize("name", sorted(DRIVERS))
+def test_stats_and_collector_agree_layer_by_layer_on_a_semantic_cache(name: str) -> None:
+    """A semantic route: each layer's hits and lookups are the same in the cache's stats and in
+    the collector (a lookup that reaches the semantic layer first misses the exact one)."""
+    from tokenlean import CachePolicy, last_user_turn
+    from tokenlean.testing import HashingEmbedder
+
+    collector = MetricsCollector()
+    cache = CompletionCache(
+        policy=CachePolicy.semantic(threshold=0.7, compare=last_user_turn),
+        embedder=HashingEmbedder(64),
+        collector=collector,
+    )
+    driver = DRIVERS[name](cache, collector)
+    try:
+        for question in QUESTIONS:
+            driver.ask(question)
+    finally:
+        driver.close()
+    stats = cache.stats()
+    from_stats = {layer: (s.hits, s.lookups) for layer, s in stats.layers.items()}
+    rates = collector.snapshot()["headline"]["cache_hit_rate"]
+    from_collector = {layer: (r["hits"], r["lookups"]) for layer, r in rates.items()}
+    assert from_stats == from_collector
+    assert from_stats["exact"] == (1, 3)
+    assert (stats.hits, stats.lookups) == (1, 3)
