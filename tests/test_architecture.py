@@ -91,6 +91,7 @@ SHARED_MODULES = frozenset(
         "_sqlite_file",
         "_input",
         "_extras",
+        "_redis_client",
     }
 )
 LIBRARY = frozenset(

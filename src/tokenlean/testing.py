@@ -296,6 +296,53 @@ class TranscriptStoreContract:
         assert [t.index for t in stored] == [0, 1, 2, 3, 4, 5]
         assert [t.content for t in stored] == [f"message {i}" for i in range(6)]
 
+    def test_count_follows_the_appends(self) -> None:
+        """count() is 0 for an unknown session, then the number of turns stored; a refused
+        batch does not change it, and each session counts its own."""
+        store = self.make_store()
+        assert store.count("acme", "s1") == 0
+        store.append("acme", "s1", [_turn(0), _turn(1), _turn(2)])
+        assert store.count("acme", "s1") == 3
+        try:
+            store.append("acme", "s1", [_turn(3), _turn(5)])
+        except InvalidInputError:
+            assert store.count("acme", "s1") == 3
+        else:
+            raise AssertionError("a batch with a gap was accepted")
+        store.append("acme", "s1", [_turn(3)])
+        store.append("acme", "s2", [_turn(0)])
+        assert (store.count("acme", "s1"), store.count("acme", "s2")) == (4, 1)
+        assert (store.count("globex", "s1"), store.count("acme", "s3")) == (0, 0)
+
+    def test_a_range_of_turns_is_the_slice_of_the_transcript(self) -> None:
+        """turns(start, end) holds the turns with start <= index < end, in order: end=None runs
+        to the last turn, and a range past the end is cut short or empty."""
+        store = self.make_store()
+        turns = [_turn(i, role=("user", "assistant")[i % 2]) for i in range(12)]
+        store.append("acme", "s1", turns)
+        store.append("acme", "s2", [_turn(0, content="other session")])
+        for start, end in ((0, None), (0, 12), (3, 7), (10, None), (11, 12), (5, 5), (8, 100),
+                           (12, None), (40, 50), (0, 0)):  # fmt: skip
+            assert store.turns("acme", "s1", start, end) == turns[start:end], (start, end)
+        assert store.turns("acme", "s1", start=9) == turns[9:]
+        assert store.turns("acme", "s1", end=2) == turns[:2]
+        assert store.turns("acme", "nobody", 0, 5) == []
+
+    def test_find_returns_the_turns_with_those_ids(self) -> None:
+        """find() returns the session's turns with the given ids, in transcript order, skipping
+        unknown ids; it sees only its own session."""
+        store = self.make_store()
+        turns = [_turn(i, f"id-{i}") for i in range(6)]
+        store.append("acme", "s1", turns)
+        store.append("acme", "s2", [_turn(0, "id-9")])
+        assert store.find("acme", "s1", ["id-4", "id-1", "nope", "id-4"]) == [turns[1], turns[4]]
+        assert store.find("acme", "s1", {"id-5"}) == [turns[5]]
+        assert store.find("acme", "s1", []) == []
+        assert store.find("acme", "s1", ["id-9"]) == []
+        assert store.find("globex", "s1", ["id-1"]) == []
+        many = [f"id-{i}" for i in range(2_000)]  # more ids than one query may bind
+        assert store.find("acme", "s1", many) == turns
+
     def test_turns_returns_a_copy(self) -> None:
         """Changing the returned list does not change the transcript."""
         store = self.make_store()
@@ -451,7 +498,7 @@ class TranscriptStoreContract:
                 for i in range(per_worker):
                     store.append("acme", f"own-{worker}", [_turn(i, f"w{worker}-{i}")])
                     for _attempt in range(10_000):
-                        start = len(store.turns("acme", "shared"))
+                        start = store.count("acme", "shared")
                         try:
                             store.append("acme", "shared", [_turn(start, f"w{worker}-{i}")])
                             break
@@ -479,7 +526,8 @@ class TranscriptStoreContract:
             assert [t.id for t in own] == [f"w{w}-{i}" for i in range(per_worker)]
 
     def test_readers_see_whole_batches(self) -> None:
-        """A batch appears all at once: a concurrent reader never sees part of one."""
+        """A batch appears all at once: a concurrent reader, or counter, never sees part of
+        one."""
         store = self.make_store()
         done = threading.Event()
         seen: list[int] = []
@@ -491,6 +539,7 @@ class TranscriptStoreContract:
                     stored = store.turns("acme", "s1")
                     seen.append(len(stored))
                     assert [t.index for t in stored] == list(range(len(stored)))
+                    seen.append(store.count("acme", "s1"))
             except BaseException as exc:
                 errors.append(exc)
 
@@ -504,7 +553,7 @@ class TranscriptStoreContract:
             reader.join()
         assert errors == []
         assert all(n % 3 == 0 for n in seen)
-        assert len(store.turns("acme", "s1")) == 120
+        assert len(store.turns("acme", "s1")) == store.count("acme", "s1") == 120
 
     def test_turns_and_state_survive_a_restart(self) -> None:
         """A persistent store reopened holds the same turns and state (persistent stores)."""
@@ -529,6 +578,9 @@ class TranscriptStoreContract:
         close()
         operations: list[Callable[[], object]] = [
             lambda: store.turns("acme", "s1"),
+            lambda: store.turns("acme", "s1", 2, 4),
+            lambda: store.count("acme", "s1"),
+            lambda: store.find("acme", "s1", ["t0"]),
             lambda: store.append("acme", "s1", [_turn(0)]),
             lambda: store.get_state("acme", "s1", "slots"),
             lambda: store.put_state("acme", "s1", "slots", {}),

@@ -48,6 +48,21 @@ def test_the_benchmark_reports_every_variant(locomo: Path) -> None:
     assert result["full_transcript"]["compression"] == 1.0
     assert result["recent_window"]["evidence_recall_all"] < 1.0
     assert result["latency"]["turns"] == 120
+    assert result["tokenlean"]["add_ms_p95"] > 0
+
+
+def test_latency_is_reported_by_transcript_length(locomo: Path) -> None:
+    """Several sizes give one latency row each (add p95, assembly p50 and p95), smallest
+    first; ``latency`` repeats the largest."""
+    result = memory_bench([locomo], budget=300, embedder=HashingEmbedder(64),
+                          latency_turns=[300, 100])  # fmt: skip
+    rows = result["latency_by_turns"]
+    assert [row["turns"] for row in rows] == [100, 300]
+    for row in rows:
+        assert set(row) == {"turns", "add_ms_p95", "assembly_ms_p50", "assembly_ms_p95"}
+        assert all(row[key] > 0 for key in ("add_ms_p95", "assembly_ms_p50", "assembly_ms_p95"))
+    assert result["latency"]["turns"] == 300
+    assert result["latency"]["add_ms_p95"] == rows[-1]["add_ms_p95"]
 
 
 def test_a_file_that_is_not_locomo_is_a_clear_error(tmp_path: Path) -> None:

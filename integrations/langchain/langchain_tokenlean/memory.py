@@ -135,7 +135,7 @@ class TokenleanChatMessageHistory(BaseChatMessageHistory):
 
     @property
     def messages(self) -> list[BaseMessage]:  # type: ignore[override]
-        if not self.memory.turns(self.session, tenant=self.tenant):
+        if not self.memory.count(self.session, tenant=self.tenant):
             return []
         pack = self.memory.context(
             self.session, budget=self.budget, tenant=self.tenant, system=self.system

@@ -13,8 +13,8 @@ only ``langchain-core``. Without the extra, importing this module raises
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from typing import cast
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, cast
 
 from langchain_core.messages import AnyMessage, BaseMessage, SystemMessage
 from langchain_core.utils.function_calling import convert_to_openai_tool
@@ -73,6 +73,14 @@ class TokenleanMemoryMiddleware(AgentMiddleware):
         session: the session when the run has no ``thread_id`` (default: none, and a run
             without a ``thread_id`` is refused rather than mixed with other conversations).
         on_pack: called with each :class:`ContextPack` (auditing, metrics).
+        cache_control: a marker put on the static prefix's content block (the system prompt,
+            the first block of the system message, byte-identical on every call), for providers
+            that cache up to explicit breakpoints: ``{"type": "ephemeral"}`` with
+            ``langchain-anthropic``. Default: none (OpenAI caches prefixes by itself).
+
+    The system message's content is a list of text blocks: the system prompt alone first, then
+    what changes from call to call (state, summary, retrieved turns), so a provider's prefix
+    cache hits on the system prompt across calls.
     """
 
     def __init__(
@@ -83,6 +91,7 @@ class TokenleanMemoryMiddleware(AgentMiddleware):
         tenant: str = "default",
         session: str | None = None,
         on_pack: Callable[[ContextPack], None] | None = None,
+        cache_control: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.memory = memory
@@ -90,14 +99,15 @@ class TokenleanMemoryMiddleware(AgentMiddleware):
         self.tenant = tenant
         self.session = session
         self.on_pack = on_pack
+        self.cache_control = dict(cache_control) if cache_control else None
 
     def _sync(self, session: str, messages: Sequence[BaseMessage]) -> None:
-        """Record the messages not recorded yet, by message id (the agent state gives every
-        message one); system prompts are taken from the request, not stored as turns."""
-        known = {t.id for t in self.memory.turns(session, tenant=self.tenant)}
-        new = [to_tokenlean(m) for m in messages if m.type != "system" and m.id not in known]
-        if new:
-            self.memory.add(session, new, tenant=self.tenant)
+        """Record the messages not recorded yet: the core's ``add`` skips ids it already holds
+        (the agent state gives every message one). System prompts are taken from the request,
+        not stored as turns."""
+        batch = [to_tokenlean(m) for m in messages if m.type != "system"]
+        if batch:
+            self.memory.add(session, batch, tenant=self.tenant)
 
     def _rewrite(self, request: ModelRequest) -> ModelRequest:
         session = _thread_id(self.session)
@@ -114,7 +124,14 @@ class TokenleanMemoryMiddleware(AgentMiddleware):
         )
         if self.on_pack is not None:
             self.on_pack(pack)
-        messages = cast(list[AnyMessage], [to_langchain(m) for m in pack.messages])
+        rendered = pack.messages
+        first = rendered[0] if rendered else None
+        if self.cache_control and first and first["role"] == "system":
+            blocks = first["content"]
+            if isinstance(blocks, list):  # the static prefix is the first block
+                marked = [{**blocks[0], "cache_control": dict(self.cache_control)}, *blocks[1:]]
+                rendered = [{**first, "content": marked}, *rendered[1:]]
+        messages = cast(list[AnyMessage], [to_langchain(m) for m in rendered])
         if messages and isinstance(messages[0], SystemMessage):
             return request.override(system_message=messages[0], messages=messages[1:])
         return request.override(messages=messages)

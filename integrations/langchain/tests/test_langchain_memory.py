@@ -218,3 +218,42 @@ def test_a_tool_using_agent_never_receives_more_than_the_budget() -> None:
     received = [_received(messages, model.bound) for messages in model.seen]
     assert max(received) <= budget, received
     assert received[-1] > budget // 2  # the budget is used, not just respected
+
+
+def test_a_tool_using_agent_receives_the_system_prompt_as_a_byte_identical_first_block() -> None:
+    """20 turns with tools: on every model call the system message's first content block is the
+    system prompt alone, byte-identical, carrying the cache marker; what changes (retrieved
+    turns) follows in a block of its own; and the budget still holds."""
+    from langchain_core.messages import SystemMessage
+    from langchain_core.tools import tool
+
+    @tool
+    def lookup_order(order: str, note: str) -> str:
+        """Look an order up in the warehouse system, with a note for the warehouse team."""
+        return f"Order {order} left the Lyon warehouse this morning and is on its way. " * 3
+
+    replies: list[AIMessage] = []
+    for i in range(20):
+        args = {"order": str(1000 + i), "note": "customer asked twice, please hurry " * 6}
+        replies.append(AIMessage("", tool_calls=[{"name": "lookup_order", "args": args,
+                                                  "id": f"call-{i}"}]))  # fmt: skip
+        replies.append(AIMessage(f"Order {1000 + i} is on its way from Lyon."))
+    model = ToolCallingModel(responses=replies, seen=[])
+    budget, system = 600, "You are the support agent of Northwind. Answer in one sentence."
+    memory = ConversationMemory(embedder=HashingEmbedder(64))
+    middleware = TokenleanMemoryMiddleware(memory, budget=budget,
+                                           cache_control={"type": "ephemeral"})  # fmt: skip
+    agent = create_agent(model, tools=[lookup_order], system_prompt=system,
+                         middleware=[middleware], checkpointer=InMemorySaver())  # fmt: skip
+    config = {"configurable": {"thread_id": "prefix"}}
+    for i in range(20):
+        agent.invoke({"messages": [HumanMessage(f"Where is order {1000 + i}?")]}, config)
+    assert len(model.seen) == 40
+    firsts = [messages[0] for messages in model.seen]
+    assert all(isinstance(m, SystemMessage) and isinstance(m.content, list) for m in firsts)
+    blocks = [m.content[0] for m in firsts]
+    assert blocks == [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}] * 40
+    changing = {str(m.content[1:]) for m in firsts}
+    assert len(changing) > 10  # the rest of the system message changes from call to call
+    received = [_received(messages, model.bound) for messages in model.seen]
+    assert max(received) <= budget, received

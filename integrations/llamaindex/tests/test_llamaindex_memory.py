@@ -226,9 +226,19 @@ def test_a_function_agent_with_tools_never_receives_more_than_the_token_limit() 
         received.append(count_message_tokens(shaped, tools=[schema]).total)
         if messages[-1].role.value == "tool":
             return ChatMessage(role="assistant", content="It is on its way from Lyon.")
-        return ChatMessage(role="assistant", blocks=[ToolCallBlock(
-            tool_call_id=f"call-{len(received)}", tool_name="lookup_order",
-            tool_kwargs={"order": "1234", "note": "customer asked twice, please hurry " * 6})])
+        return ChatMessage(
+            role="assistant",
+            blocks=[
+                ToolCallBlock(
+                    tool_call_id=f"call-{len(received)}",
+                    tool_name="lookup_order",
+                    tool_kwargs={
+                        "order": "1234",
+                        "note": "customer asked twice, please hurry " * 6,
+                    },
+                )
+            ],
+        )
 
     limit = 700
     memory = make(session="agent-tools", token_limit=limit)
@@ -245,3 +255,60 @@ def test_a_function_agent_with_tools_never_receives_more_than_the_token_limit() 
     assert len(received) == 40
     assert max(received) <= limit, received
     assert received[-1] > limit // 2
+
+
+@pytest.mark.parametrize("given_to", ["memory", "agent"])
+def test_a_function_agent_with_tools_receives_a_byte_identical_static_prefix(given_to: str) -> None:
+    """20 turns of a TokenleanFunctionAgent with tools: on every LLM call the first message's
+    first block is the system prompt alone (given to the memory or to the agent), byte-identical
+    and followed by a CachePoint; what changes comes after it; token_limit still holds."""
+    from llama_index.core.base.llms.types import CachePoint, TextBlock, ToolCallBlock
+    from llama_index.core.llms.mock import MockFunctionCallingLLM
+    from llama_index.core.tools import FunctionTool
+    from llama_index.memory.tokenlean import TokenleanFunctionAgent, to_tokenlean
+
+    def lookup_order(order: str = "1000", note: str = "hurry " * 20) -> str:
+        """Look an order up in the warehouse system, with a note for the warehouse team."""
+        return f"Order {order} left the Lyon warehouse this morning and is on its way. " * 3
+
+    tool = FunctionTool.from_defaults(lookup_order)
+    schema = tool.metadata.to_openai_tool(skip_length_check=True)
+    system = "You are the support agent of Northwind. Answer in one sentence."
+    seen: list[list[ChatMessage]] = []
+    received: list[int] = []
+
+    def respond(messages: Any, **kwargs: Any) -> ChatMessage:
+        seen.append(list(messages))
+        received.append(count_message_tokens([to_tokenlean(m) for m in messages],
+                                             tools=[schema]).total)  # fmt: skip
+        if messages[-1].role.value == "tool":
+            return ChatMessage(role="assistant", content="It is on its way from Lyon.")
+        return ChatMessage(role="assistant", blocks=[ToolCallBlock(
+            tool_call_id=f"call-{len(received)}", tool_name="lookup_order",
+            tool_kwargs={"order": "1234", "note": "customer asked twice, please hurry " * 6})])
+
+    limit = 700
+    on_memory = given_to == "memory"
+    memory = make(session=f"prefix-{given_to}", token_limit=limit, cache_point=True,
+                  system=system if on_memory else None)  # fmt: skip
+    agent = TokenleanFunctionAgent(
+        tools=[tool], llm=MockFunctionCallingLLM(response_generator=respond),
+        system_prompt=None if on_memory else system, streaming=False,
+    )  # fmt: skip
+
+    async def run() -> None:
+        for i in range(20):
+            await agent.run(f"Where is order {1000 + i}?", memory=memory)
+
+    asyncio.run(run())
+    assert len(seen) == 40
+    for messages in seen:
+        first = messages[0]
+        assert first.role.value == "system"
+        assert isinstance(first.blocks[0], TextBlock) and first.blocks[0].text == system
+        assert isinstance(first.blocks[1], CachePoint)
+    changing = {str([m.content for m in messages[1:]]) for messages in seen}
+    if on_memory:
+        changing = {str(messages[0].blocks[2:]) for messages in seen}
+    assert len(changing) > 10
+    assert max(received) <= limit, received

@@ -85,7 +85,12 @@ class ContextPack:
             ``recent``, ``user``), with its tokens and provenance.
         budget: the limit.
         tokens: prompt tokens of ``messages`` (``count_message_tokens``); never above budget.
-        summary_error: the last summarization failure, if any (raw turns stayed in play).
+        summary_error: the session's last summary failure, if any (raw turns stayed in play).
+        slot_error: the session's last slot failure, if any (an extractor failing or late, a
+            value the slot model rejected, the state unreadable).
+        index_error: the last retrieval failure, if any (the embedder or the turn index).
+        degraded: the sections left out of this pack because they failed (``retrieved``,
+            ``state``, ``summary``); the errors above say why. Empty when nothing failed.
     """
 
     messages: list[dict[str, Any]]
@@ -93,6 +98,9 @@ class ContextPack:
     budget: int
     tokens: int
     summary_error: str | None = None
+    slot_error: str | None = None
+    index_error: str | None = None
+    degraded: tuple[str, ...] = ()
 
     def sources(self) -> set[str]:
         """Ids of every turn that is in the context, raw or through an item derived from it."""
@@ -351,24 +359,49 @@ def retrieved_text(turn: Turn) -> str:
 
 
 def render(items: Sequence[PackItem], recent: Sequence[Turn]) -> list[dict[str, Any]]:
-    """The messages: one system message (system, state, summary and retrieved sections), the
-    recent turns as they were, then the user turn."""
+    """The messages: one system message, the recent turns as they were, then the user turn.
+
+    The system message puts what is static first, in a block of its own: with a system
+    section, its content is a list of text parts, the first being the system prompt alone
+    (:func:`static_prefix`), byte-identical from call to call, where a provider's prefix cache
+    can end (Anthropic's ``cache_control`` goes on that block); the second, when there is one,
+    holds what changes from call to call (state, summary and retrieved sections), opening with
+    a blank line so that a framework flattening the parts into one text keeps the sections apart
+    without adding tokens. Without a system section, the changing sections are the message's
+    text.
+
+    Example:
+        >>> render([PackItem("system", "Be brief.", 3, ()), PackItem("state", "city: Lyon", 3, ()),
+        ...         PackItem("user", "Hi", 1, ())], [])[0]["content"]
+        [{'type': 'text', 'text': 'Be brief.'}, {'type': 'text', 'text': '\\n\\ncity: Lyon'}]
+    """
     sections: dict[str, list[str]] = {}
     for item in items:
         sections.setdefault(item.section, []).append(item.text)
-    parts = []
-    if "system" in sections:
-        parts.append("\n\n".join(sections["system"]))
-    if "state" in sections:
-        parts.extend(sections["state"])
+    parts = [*sections.get("state", [])]
     if "summary" in sections:
         parts.append(f"{SUMMARY_HEADING}\n" + "\n".join(f"- {t}" for t in sections["summary"]))
     if "retrieved" in sections:
         parts.append(f"{RETRIEVED_HEADING}\n" + "\n".join(sections["retrieved"]))
+    changing = "\n\n".join(parts)
+    static = static_prefix(items)
     messages: list[dict[str, Any]] = []
-    if parts:
-        messages.append({"role": "system", "content": "\n\n".join(parts)})
+    if static:
+        blocks = [_text_part(static), *([_text_part(f"\n\n{changing}")] if changing else [])]
+        messages.append({"role": "system", "content": blocks})
+    elif changing:
+        messages.append({"role": "system", "content": changing})
     messages.extend(turn.to_message() for turn in recent)
     if "user" in sections:
         messages.append({"role": "user", "content": sections["user"][-1]})
     return messages
+
+
+def static_prefix(items: Sequence[PackItem]) -> str:
+    """The static part of a pack's prompt: the system section's text, exactly as rendered in the
+    first text part of the first message ("" without a system section)."""
+    return "\n\n".join(item.text for item in items if item.section == "system")
+
+
+def _text_part(text: str) -> dict[str, Any]:
+    return {"type": "text", "text": text}

@@ -5,6 +5,11 @@ changes): the system prompt and the slot state (pinned), the user turn (pinned),
 turns, the rolling summary and retrieved older turns, each within its share of the budget.
 Unused share flows to the next section; whatever is left at the end extends the recent window.
 The rendered messages never exceed the budget, and every item says which turns it came from.
+
+Writes are all or nothing and idempotent: :meth:`~ConversationMemory.add` stores a batch in
+one append or not at all, recognises a retry of a batch it already stored, and never raises for
+what runs after the turns are stored (slot extraction, the summary): a failure there is recorded
+on the session. Reads degrade: when retrieval fails, the context is built from the rest.
 """
 
 from __future__ import annotations
@@ -15,16 +20,32 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from tokenlean._embeddings import Embedder
+from tokenlean._embeddings import Embedder, as_embedder
 from tokenlean._errors import ConfigurationError, InvalidInputError
-from tokenlean._memory.assembly import ContextPack, MemoryBudget, PackItem, assemble, turn_text
+from tokenlean._extras import require
+from tokenlean._memory.appending import append_once
+from tokenlean._memory.assembly import (
+    Assembly,
+    ContextPack,
+    MemoryBudget,
+    PackItem,
+    assemble,
+    turn_text,
+)
+from tokenlean._memory.calls import DeadlineCalls
+from tokenlean._memory.sessions import SessionState, SessionStates
 from tokenlean._memory.slots import SlotExtractor, SlotState
-from tokenlean._memory.summary import ExtractiveSummarizer, RollingSummary, Summarizer, turn_label
+from tokenlean._memory.summary import (
+    ExtractiveSummarizer,
+    RollingSummary,
+    Summarizer,
+    SummaryItem,
+    turn_label,
+)
 from tokenlean._memory.transcript import TranscriptStore, Turn, turn_from_message
 from tokenlean._memory.transcript_memory import MemoryTranscriptStore
 from tokenlean._retrieval.documents import SentenceSplitter
@@ -38,16 +59,6 @@ if TYPE_CHECKING:
 __all__ = ["ConversationMemory"]
 
 logger = logging.getLogger("tokenlean.memory")
-
-
-@dataclass
-class _Session:
-    index: HybridIndex | None = None
-    indexed: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    pending: Future[None] | None = None  # a background summary update
-    dirty: bool = False  # new turns arrived while it ran
-    summary_error: str | None = None
 
 
 class ConversationMemory:
@@ -65,6 +76,15 @@ class ConversationMemory:
         keep_recent: turns at the end never summarized (they are the recent window's).
         background: update summaries in a background thread, off the request path.
         clock: time source for turn timestamps.
+        max_sessions: sessions whose in-process state (retrieval index, counts, last errors)
+            is kept; past it the least recently used is dropped and rebuilt from the store
+            when next used.
+        call_timeout_s: how long a summary update or a batch's slot extraction may take; a
+            call past it is abandoned and recorded as the session's error (None: no limit,
+            and the calls run in the caller's thread).
+
+    Raises:
+        ConfigurationError: ``max_sessions`` below 1, or ``call_timeout_s`` not positive.
 
     Example:
         An early turn that matters comes back, within the budget, 60 turns later:
@@ -82,6 +102,13 @@ class ConversationMemory:
         (True, True, True)
         >>> sorted(pack.section_tokens())
         ['recent', 'retrieved', 'user']
+
+        A retried ``add`` stores nothing twice:
+
+        >>> again = [{"role": "user", "content": "Question 29 about shipping times?"},
+        ...          {"role": "assistant", "content": "Answer 29: two to three days."}]
+        >>> [t.id for t in memory.add("s1", again)], memory.count("s1")
+        (['t60', 't61'], 62)
     """
 
     def __init__(
@@ -99,10 +126,22 @@ class ConversationMemory:
         background: bool = False,
         clock: Callable[[], float] = time.time,
         collector: MetricsRecorder | None = None,
+        max_sessions: int = 1024,
+        call_timeout_s: float | None = 10.0,
     ) -> None:
+        if max_sessions < 1:
+            raise ConfigurationError(f"max_sessions must be at least 1, not {max_sessions}")
+        if call_timeout_s is not None and not call_timeout_s > 0:
+            raise ConfigurationError(f"call_timeout_s must be positive, not {call_timeout_s}")
+        # Older turns are found through a hybrid (BM25 + dense) index: name every missing extra
+        # now, not at the first long conversation.
+        require(
+            *(("retrieval",) if embedder is not None else ("retrieval", "embeddings")),
+            what="ConversationMemory's retrieval of older turns",
+        )
         self.collector = collector
         self.store = store if store is not None else MemoryTranscriptStore()
-        self._embedder = embedder
+        self._embedder = as_embedder(embedder) if embedder is not None else None
         self.counter = counter or get_token_counter()
         self.summarizer = summarizer or ExtractiveSummarizer(counter=self.counter)
         self.slot_model = slots
@@ -111,54 +150,124 @@ class ConversationMemory:
         self.summarize_after = summarize_after
         self.keep_recent = keep_recent
         self.clock = clock
-        self._sessions: dict[tuple[str, str], _Session] = {}
+        self._states = SessionStates(max_sessions)
+        self._calls = DeadlineCalls(call_timeout_s)
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1) if background else None
+        self._background: dict[tuple[str, str], Future[None]] = {}
+        self._dirty: set[tuple[str, str]] = set()
+
+    @property
+    def max_sessions(self) -> int:
+        return self._states.max_sessions
+
+    @property
+    def call_timeout_s(self) -> float | None:
+        return self._calls.timeout
 
     # ------------------------------------------------------------------ writing
 
-    def _session(self, tenant: str, session: str) -> _Session:
+    def _state(self, tenant: str, session: str) -> SessionState:
         if not tenant or not session:
             raise ConfigurationError("tenant and session must be non-empty strings")
-        with self._lock:
-            return self._sessions.setdefault((tenant, session), _Session())
+        return self._states.get((tenant, session))
 
     def add(
         self, session: str, messages: Sequence[Mapping[str, Any]], *, tenant: str = "default"
     ) -> list[Turn]:
-        """Append messages to the session's transcript; return the new turns.
+        """Append messages to the session's transcript; return their turns.
 
-        All messages are validated first: if any is malformed, none is stored.
+        All or nothing: every message is validated first, and the batch is stored in one
+        append (if anything is refused, nothing is stored). Idempotent: a message whose
+        ``id`` is already in the session, as the same message, is not stored again; a batch
+        without ids that repeats the session's latest turns exactly (a retry of the ``add``
+        that stored them) stores nothing. Either way its stored turns are returned, so an
+        ``add`` whose outcome is unknown can simply be retried. Messages without an ``id``
+        get ``"t{index}"``; give ids to keep two identical batches in a row apart.
+
+        Nothing raises once the turns are stored: a failing or rejected slot extraction and a
+        failing or late summary update are recorded on the session (:meth:`errors`, and the
+        next :class:`ContextPack`), and the next ``add`` runs them again.
 
         Raises:
             MalformedRequestError: a message without a valid role or with non-text content.
-            InvalidInputError: a turn id already in the session, or a slot value the slot model
-                rejects (the turns are stored; the slots are not changed).
+            InvalidInputError: an id already in the session for another message, an id twice
+                in the batch, or text or metadata the store refuses (nothing is stored).
+            StoreError: the store failed before the turns were stored (nothing is stored).
         """
-        state = self._session(tenant, session)
+        state = self._state(tenant, session)
+        now = self.clock()
+        batch = [turn_from_message(message, i, now) for i, message in enumerate(messages)]
+        if not batch:
+            return []
         with state.lock:
-            for attempt in range(5):
-                start = len(self.store.turns(tenant, session))
-                now = self.clock()
-                turns = [turn_from_message(m, start + i, now) for i, m in enumerate(messages)]
-                try:
-                    self.store.append(tenant, session, turns)
-                    break
-                except InvalidInputError:
-                    # Another process sharing the store appended meanwhile: take the new
-                    # length and try again (a duplicate id given by the caller fails again).
-                    if attempt == 4:
-                        raise
-            if self.slot_model is not None and self.extractors:
-                slots = self.slots(session, tenant=tenant)
-                for turn in turns:
-                    for extractor in self.extractors:
-                        values = extractor.extract(turn)
-                        if values:
-                            slots.update(values, turn_id=turn.id, timestamp=turn.timestamp)
-                self.store.put_state(tenant, session, "slots", slots.to_json())
-        self._maybe_summarize(tenant, session)
+            turns, new = append_once(self.store, tenant, session, messages, batch)
+            if new and self.slot_model is not None and self.extractors:
+                self._extract_slots(tenant, session, state, new)
+        if new:
+            self._after_append(tenant, session, state, new[-1].index + 1)
         return turns
+
+    def _extract_slots(
+        self, tenant: str, session: str, state: SessionState, turns: list[Turn]
+    ) -> None:
+        """Run the extractors on new turns (in a worker, with the deadline) and apply what the
+        slot model accepts; record what failed as the session's ``slot_error``."""
+        extractors = list(self.extractors)
+
+        def propose() -> list[tuple[Turn, dict[str, Any] | Exception]]:
+            proposals: list[tuple[Turn, dict[str, Any] | Exception]] = []
+            for turn in turns:
+                for extractor in extractors:
+                    try:
+                        values = dict(extractor.extract(turn) or {})
+                    except Exception as exc:
+                        proposals.append((turn, exc))
+                        continue
+                    if values:
+                        proposals.append((turn, values))
+            return proposals
+
+        problems: list[str] = []
+        try:
+            proposals = self._calls.run((tenant, session, "slots"), propose)
+            slots = self.slots(session, tenant=tenant)
+            changed = False
+            for turn, proposal in proposals:
+                if isinstance(proposal, Exception):
+                    problems.append(f"{_describe(proposal)} (an extractor, turn {turn.id!r})")
+                    continue
+                try:
+                    changed |= bool(slots.update(proposal, turn_id=turn.id,
+                                                 timestamp=turn.timestamp))  # fmt: skip
+                except InvalidInputError:  # the values are not repeated: they may be personal
+                    problems.append(
+                        f"InvalidInputError: the slot model rejected {sorted(proposal)} "
+                        f"from turn {turn.id!r}"
+                    )
+            if changed:
+                self.store.put_state(tenant, session, "slots", slots.to_json())
+        except Exception as exc:
+            problems.append(f"{_describe(exc)} (slot extraction)")
+        state.slot_error = "; ".join(problems) if problems else None
+        if problems:
+            logger.warning("tokenlean: slots of session %r not fully updated: %s", session,
+                           state.slot_error)  # fmt: skip
+
+    def count(self, session: str, *, tenant: str = "default") -> int:
+        """How many turns the session holds (no turn is read)."""
+        return self.store.count(tenant, session)
+
+    def errors(self, session: str, *, tenant: str = "default") -> dict[str, str]:
+        """The session's recorded failures since their step last succeeded in this process:
+        ``summary_error``, ``slot_error``, ``index_error`` (only those set)."""
+        state = self._states.peek((tenant, session))
+        return state.errors() if state is not None else {}
+
+    def release(self, session: str, *, tenant: str = "default") -> None:
+        """Drop the in-process state of a session and its segments (the retrieval index, the
+        counts, the recorded errors). Nothing stored changes; the next use rebuilds it."""
+        self._states.release(tenant, session)
 
     def segment(self, session: str, *, tenant: str = "default") -> str:
         """The session's current segment: ``session``, or ``session#n`` after
@@ -169,7 +278,7 @@ class ConversationMemory:
     def new_segment(self, session: str, *, tenant: str = "default") -> str:
         """Start a new segment of ``session``: its earlier turns stay stored (the transcript is
         never destroyed) but no longer reach the model. Returns the new segment's name."""
-        with self._session(tenant, session).lock:
+        with self._state(tenant, session).lock:
             epoch = self.store.get_state(tenant, session, "epoch") or 0
             self.store.put_state(tenant, session, "epoch", epoch + 1)
         return self.segment(session, tenant=tenant)
@@ -190,8 +299,13 @@ class ConversationMemory:
         self, session: str, values: Mapping[str, Any], *, tenant: str = "default",
         turn_id: str | None = None,
     ) -> None:  # fmt: skip
-        """Set slot values (validated; on error nothing changes)."""
-        with self._session(tenant, session).lock:
+        """Set slot values directly.
+
+        Raises:
+            InvalidInputError: a value the slot model rejects, or an unknown slot (nothing
+                changes).
+        """
+        with self._state(tenant, session).lock:
             slots = self.slots(session, tenant=tenant)
             slots.update(values, turn_id=turn_id, timestamp=self.clock())
             self.store.put_state(tenant, session, "slots", slots.to_json())
@@ -201,63 +315,105 @@ class ConversationMemory:
     def summary(self, session: str, *, tenant: str = "default") -> RollingSummary:
         return RollingSummary.from_json(self.store.get_state(tenant, session, "summary"))
 
-    def _maybe_summarize(self, tenant: str, session: str) -> None:
-        state = self._session(tenant, session)
+    def _after_append(self, tenant: str, session: str, state: SessionState, count: int) -> None:
         if self._executor is not None:
+            key = (tenant, session)
             with self._lock:
-                if state.pending is None or state.pending.done():
-                    state.pending = self._executor.submit(self._summarize_quietly, tenant, session)
+                running = self._background.get(key)
+                if running is not None and not running.done():
+                    self._dirty.add(key)  # run again when the current update finishes
                 else:
-                    state.dirty = True  # run again when the current update finishes
+                    self._background[key] = self._executor.submit(
+                        self._summarize_in_background, tenant, session
+                    )
             return
-        self.update_summary(session, tenant=tenant)
+        if state.summary_lock.acquire(blocking=False):  # else another thread is at it
+            try:
+                self._update_summary(tenant, session, state, count, force=False)
+            finally:
+                state.summary_lock.release()
 
     def update_summary(
         self, session: str, *, tenant: str = "default", force: bool = False
     ) -> RollingSummary:
         """Summarize the older turns not yet summarized, if they pass the threshold (or
-        ``force``). A failure is logged and kept in ``ContextPack.summary_error``; the raw turns
-        stay in play and nothing is lost."""
-        state = self._session(tenant, session)
-        previous = self.summary(session, tenant=tenant)
-        turns = self.store.turns(tenant, session)
-        end = max(previous.covered, len(turns) - self.keep_recent)
-        pending = turns[previous.covered : end]
-        if not pending:
-            return previous
-        size = sum(self.counter(t.content) for t in pending)
-        if size < self.summarize_after and not force:
-            return previous
+        ``force``), and return the summary. Reads only the turns not summarized yet. A failure
+        (the summarizer raising, answering late or with something other than summary items,
+        the store failing) is logged and kept as the session's ``summary_error``; the raw
+        turns stay in play, nothing is lost, and the summary is returned unchanged."""
+        state = self._state(tenant, session)
+        with state.summary_lock:
+            return self._update_summary(tenant, session, state, None, force=force)
+
+    def _update_summary(
+        self, tenant: str, session: str, state: SessionState, count: int | None, *, force: bool
+    ) -> RollingSummary:
+        """The summary update; the caller holds ``state.summary_lock``. Never raises."""
+        previous = RollingSummary()
         try:
-            items = self.summarizer.summarize(previous, pending)
+            previous = self.summary(session, tenant=tenant)
+            if count is None:
+                count = self.store.count(tenant, session)
+            covered = previous.covered
+            end = max(covered, count - self.keep_recent)
+            if state.counted_from != covered or not covered <= state.counted_to <= end:
+                # First use, or another process moved the summary: count from its end.
+                state.counted_from = state.counted_to = covered
+                state.pending_tokens = state.retry_tokens = 0
+            if end > state.counted_to:
+                newly = self.store.turns(tenant, session, state.counted_to, end)
+                state.pending_tokens += sum(self.counter(t.content) for t in newly)
+                state.counted_to = end
+            size = state.pending_tokens
+            if end == covered or (
+                not force and size < max(self.summarize_after, state.retry_tokens)
+            ):
+                return previous
+            pending = self.store.turns(tenant, session, covered, end)
+            summarizer = self.summarizer
+            items = self._calls.run(
+                (tenant, session, "summary"), lambda: list(summarizer.summarize(previous, pending))
+            )
+            if not all(isinstance(item, SummaryItem) for item in items):
+                raise TypeError(f"{type(summarizer).__name__} returned something other than "
+                                "summary items")  # fmt: skip
+            updated = RollingSummary(tuple(items), end)
+            self.store.put_state(tenant, session, "summary", updated.to_json())
         except Exception as exc:
-            state.summary_error = f"{type(exc).__name__}: {exc}"
-            logger.warning("tokenlean: summarization failed; raw turns stay in play (%s)", exc)
+            state.summary_error = _describe(exc)
+            state.retry_tokens = 2 * state.pending_tokens  # try again once it has doubled
+            logger.warning(
+                "tokenlean: summary of session %r not updated; raw turns stay in play (%s)",
+                session, state.summary_error,
+            )  # fmt: skip
             return previous
         state.summary_error = None
-        updated = RollingSummary(tuple(items), end)
+        state.counted_from = state.counted_to = end
+        state.pending_tokens = state.retry_tokens = 0
         if self.collector is not None:
             previous_sources = {s for i in previous.items for s in i.sources}
             new_tokens = sum(
                 self.counter(i.text) for i in items if not set(i.sources) <= previous_sources
             )
             self.collector.record_summary(size, new_tokens)
-        self.store.put_state(tenant, session, "summary", updated.to_json())
         return updated
 
-    def _summarize_quietly(self, tenant: str, session: str) -> None:
-        state = self._session(tenant, session)
+    def _summarize_in_background(self, tenant: str, session: str) -> None:
+        key = (tenant, session)
         while True:
-            self.update_summary(session, tenant=tenant)
+            state = self._states.get(key)
+            with state.summary_lock:
+                self._update_summary(tenant, session, state, None, force=False)
             with self._lock:
-                if not state.dirty:
+                if key not in self._dirty:
+                    self._background.pop(key, None)
                     return
-                state.dirty = False
+                self._dirty.discard(key)
 
     def wait(self) -> None:
         """Wait for background summaries to finish."""
         with self._lock:
-            pending = [s.pending for s in self._sessions.values() if s.pending is not None]
+            pending = list(self._background.values())
         for future in pending:
             future.result()
 
@@ -271,9 +427,9 @@ class ConversationMemory:
             self._embedder = default_embedder()
         return self._embedder
 
-    def _turn_index(self, tenant: str, session: str, turns: Sequence[Turn]) -> HybridIndex:
-        state = self._session(tenant, session)
-        with state.lock:
+    def _turn_index(self, state: SessionState, turns: Sequence[Turn]) -> HybridIndex:
+        """The session's retrieval index, with the turns it has not seen added (embedded)."""
+        with state.index_lock:
             if state.index is None:
                 state.index = HybridIndex(
                     embedder=self.embedder, splitter=SentenceSplitter(100_000, counter=self.counter)
@@ -303,6 +459,11 @@ class ConversationMemory:
     ) -> ContextPack:
         """Assemble the context for the next model call.
 
+        It degrades instead of failing: when retrieval fails (the embedder or the index), when
+        the slot state or the summary cannot be read, the pack is built from the rest (recent
+        turns first), names the sections left out in ``degraded`` and carries the error
+        (``index_error``, ``slot_error``, ``summary_error``).
+
         Args:
             session: the conversation.
             budget: the hard limit, in prompt tokens of the rendered messages.
@@ -311,9 +472,11 @@ class ConversationMemory:
 
         Raises:
             ConfigurationError: the budget cannot hold the pinned sections (system, state, user).
+            StoreError: the transcript cannot be read.
         """
         turns = self.store.turns(tenant, session)
-        state = self._session(tenant, session)
+        state = self._state(tenant, session)
+        degraded: list[str] = []
         system_turns = [t for t in turns if t.role in ("system", "developer")]
         history = [t for t in turns if t.role not in ("system", "developer")]
         user_turn: Turn | None = None
@@ -327,35 +490,67 @@ class ConversationMemory:
         if system_text:
             pinned.append(PackItem("system", system_text, count(system_text), system_sources))
         if self.slot_model is not None:
-            slots = self.slots(session, tenant=tenant)
-            rendered = slots.render()
-            if rendered:
-                text = f"Conversation state:\n{rendered}"
-                pinned.append(PackItem("state", text, count(text), slots.sources()))
+            try:
+                slots = self.slots(session, tenant=tenant)
+            except Exception as exc:
+                state.slot_error = _describe(exc)
+                degraded.append("state")
+                logger.warning("tokenlean: slot state of session %r left out (%s)", session,
+                               state.slot_error)  # fmt: skip
+            else:
+                rendered = slots.render()
+                if rendered:
+                    text = f"Conversation state:\n{rendered}"
+                    pinned.append(PackItem("state", text, count(text), slots.sources()))
+        summary: RollingSummary | None = None
+        try:
+            summary = self.summary(session, tenant=tenant)
+        except Exception as exc:
+            state.summary_error = _describe(exc)
+            degraded.append("summary")
+            logger.warning("tokenlean: summary of session %r left out (%s)", session,
+                           state.summary_error)  # fmt: skip
         user_item = None
         if user is not None:
             user_item = PackItem("user", user, count(user), (user_turn.id,) if user_turn else ())
 
         def ranking() -> list[str]:
-            searcher = HybridSearcher(self._turn_index(tenant, session, turns), candidates=60)
-            return [hit.chunk.doc_id for hit in searcher.search(user or "", k=80)]
+            try:
+                searcher = HybridSearcher(self._turn_index(state, turns), candidates=60)
+                hits = searcher.search(user or "", k=80)
+            except Exception as exc:
+                state.index_error = _describe(exc)
+                degraded.append("retrieved")
+                logger.warning("tokenlean: no retrieval for session %r; recent turns, summary "
+                               "and slots only (%s)", session, state.index_error)  # fmt: skip
+                return []
+            state.index_error = None
+            return [hit.chunk.doc_id for hit in hits]
 
-        out = assemble(
-            budget=budget,
-            count=count,
-            history=history,
-            pinned=pinned,
-            user=user_item,
-            summary=self.summary(session, tenant=tenant),
-            ranking=ranking,
-            shares=self.shares,
-        )
+        def assembled(
+            ranking: Sequence[str] | Callable[[], Sequence[str]], shares: MemoryBudget
+        ) -> Assembly:
+            return assemble(budget=budget, count=count, history=history, pinned=pinned,
+                            user=user_item, summary=summary, ranking=ranking,
+                            shares=shares)  # fmt: skip
+
+        out = assembled(ranking, self.shares)
+        if "retrieved" in degraded:
+            # Without retrieval, the summary is the only view of older turns left: it takes
+            # retrieval's share (what it does not use still extends the recent window).
+            out = assembled((), self.shares.model_copy(update={
+                "summary": min(1.0, self.shares.summary + self.shares.retrieved),
+                "retrieved": 0.0,
+            }))  # fmt: skip
         return ContextPack(
             messages=out.messages,
             items=out.items,
             budget=budget,
             tokens=out.tokens,
             summary_error=state.summary_error,
+            slot_error=state.slot_error,
+            index_error=state.index_error,
+            degraded=tuple(degraded),
         )
 
     async def acontext(
@@ -377,3 +572,10 @@ class ConversationMemory:
         """Finish background work."""
         if self._executor is not None:
             self._executor.shutdown(wait=True)
+        self._calls.close()
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message``, the message cut to 300 characters."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text[:300]}{'…' if len(text) > 300 else ''}"

@@ -3,7 +3,9 @@
 The application declares its slots as a pydantic model (entities, preferences, constraints,
 permissions, open tasks, tool results…). Extractors propose values from each new turn; a later
 value supersedes an earlier one and the history of every change is kept, with the turn it came
-from. A value the model rejects is refused with a clear error and nothing changes.
+from. A value the model rejects is refused with a clear error and nothing changes
+(:meth:`ConversationMemory.add <tokenlean.ConversationMemory.add>` records that error as the
+session's ``slot_error`` instead of raising it: the turn is stored either way).
 """
 
 from __future__ import annotations

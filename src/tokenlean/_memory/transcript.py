@@ -26,6 +26,7 @@ __all__ = [
     "check_continuation",
     "encode_state",
     "encode_turn",
+    "same_message",
     "turn_from_message",
 ]
 
@@ -122,6 +123,10 @@ def turn_from_message(
 class TranscriptStore(Protocol):
     """Where transcripts live. Implementations are thread-safe and never delete turns.
 
+    :class:`~tokenlean.ConversationMemory` never reads a whole transcript to write to it: it
+    uses :meth:`count`, ranges of :meth:`turns` and :meth:`find`, whose cost must not grow with
+    the session (an index, not a scan), so that ``add()`` costs the same at any length.
+
     ``tokenlean.testing.TranscriptStoreContract`` checks an implementation against this.
     """
 
@@ -137,8 +142,23 @@ class TranscriptStore(Protocol):
         """
         ...
 
-    def turns(self, tenant: str, session: str) -> list[Turn]:
-        """Every turn of the session, in order (a new list; empty for an unknown session)."""
+    def turns(
+        self, tenant: str, session: str, start: int = 0, end: int | None = None
+    ) -> list[Turn]:
+        """The session's turns with ``start <= index < end`` (``end=None``: to the last one), in
+        order: by default every turn. A new list; empty for an unknown session or a range past
+        the end. ``start`` and ``end`` are not negative. Reading a range costs what the range
+        holds, not what the session holds."""
+        ...
+
+    def count(self, tenant: str, session: str) -> int:
+        """How many turns the session holds (the index the next turn takes), without reading
+        them: the cost does not grow with the session."""
+        ...
+
+    def find(self, tenant: str, session: str, ids: Collection[str]) -> list[Turn]:
+        """The session's turns whose id is in ``ids``, in order (unknown ids are skipped).
+        The cost grows with ``ids``, not with the session."""
         ...
 
     def get_state(self, tenant: str, session: str, name: str) -> Any:
@@ -152,6 +172,26 @@ class TranscriptStore(Protocol):
             NotSerializableError: a value with no JSON form (the previous value is kept).
         """
         ...
+
+
+def same_message(stored: Turn, turn: Turn, *, timestamp: bool) -> bool:
+    """Whether ``stored`` is ``turn`` as a store gives it back: the same role, text, speaker,
+    tool calls, tool call id and metadata (compared as JSON), and the same timestamp when
+    ``timestamp`` (a retry that gave none gets a new one from the clock). Ids and indexes are
+    not compared."""
+    if (stored.role, stored.content, stored.speaker, stored.tool_call_id) != (
+        turn.role, turn.content, turn.speaker, turn.tool_call_id,
+    ):  # fmt: skip
+        return False
+    if timestamp and stored.timestamp != turn.timestamp:
+        return False
+    return _loose_json([dict(c) for c in stored.tool_calls], dict(stored.metadata)) == _loose_json(
+        [dict(c) for c in turn.tool_calls], dict(turn.metadata)
+    )
+
+
+def _loose_json(*values: Any) -> str:
+    return json.dumps(values, sort_keys=True, default=repr)
 
 
 def check_continuation(

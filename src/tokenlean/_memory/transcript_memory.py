@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from tokenlean._memory.transcript import Turn, check_continuation, encode_state, encode_turn
@@ -29,6 +29,8 @@ class MemoryTranscriptStore:
         ... )
         >>> [(t.id, t.content) for t in store.turns("acme", "ticket-42")]
         [('t0', 'Where is order 1234?'), ('t1', 'It left Lyon today.')]
+        >>> store.count("acme", "ticket-42"), store.turns("acme", "ticket-42", start=1)[0].id
+        (2, 't1')
         >>> store.turns("acme", "another-session")
         []
     """
@@ -36,7 +38,7 @@ class MemoryTranscriptStore:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._turns: dict[tuple[str, str], list[Turn]] = {}
-        self._ids: dict[tuple[str, str], set[str]] = {}
+        self._ids: dict[tuple[str, str], dict[str, int]] = {}  # id -> index
         self._state: dict[tuple[str, str, str], str] = {}
 
     def append(self, tenant: str, session: str, turns: Sequence[Turn]) -> None:
@@ -46,14 +48,26 @@ class MemoryTranscriptStore:
         key = (tenant, session)
         with self._lock:
             stored = self._turns.setdefault(key, [])
-            ids = self._ids.setdefault(key, set())
-            check_continuation(len(stored), batch, ids)
+            ids = self._ids.setdefault(key, {})
+            check_continuation(len(stored), batch, ids.keys())
             stored.extend(batch)
-            ids.update(turn.id for turn in batch)
+            ids.update((turn.id, turn.index) for turn in batch)
 
-    def turns(self, tenant: str, session: str) -> list[Turn]:
+    def turns(
+        self, tenant: str, session: str, start: int = 0, end: int | None = None
+    ) -> list[Turn]:
         with self._lock:
-            return list(self._turns.get((tenant, session), ()))
+            return self._turns.get((tenant, session), [])[start:end]
+
+    def count(self, tenant: str, session: str) -> int:
+        with self._lock:
+            return len(self._turns.get((tenant, session), ()))
+
+    def find(self, tenant: str, session: str, ids: Collection[str]) -> list[Turn]:
+        key = (tenant, session)
+        with self._lock:
+            known, stored = self._ids.get(key, {}), self._turns.get(key, [])
+            return [stored[i] for i in sorted({known[t] for t in ids if t in known})]
 
     def get_state(self, tenant: str, session: str, name: str) -> Any:
         with self._lock:

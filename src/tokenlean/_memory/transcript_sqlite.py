@@ -5,15 +5,19 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
-from tokenlean._errors import InvalidInputError, StoreError
+from tokenlean._errors import InvalidInputError
 from tokenlean._memory.transcript import Turn, check_continuation, encode_state, encode_turn
-from tokenlean._sqlite_file import open_database
+from tokenlean._sqlite_file import open_database, rollback, sqlite_error
 
 __all__ = ["SQLiteTranscriptStore"]
+
+_COLUMNS = "idx, id, role, content, timestamp, speaker, tool_calls, tool_call_id, metadata"
+_LAST_INDEX = "SELECT idx FROM turns WHERE tenant = ? AND session = ? ORDER BY idx DESC LIMIT 1"
+_FIND_CHUNK = 500  # ids per query: far below SQLite's limit on bound parameters
 
 _SCHEMA = """
 CREATE TABLE turns (
@@ -54,9 +58,14 @@ class SQLiteTranscriptStore:
         >>> reopened.close()
         >>> folder.cleanup()
 
+    Reads of a range, :meth:`count` and :meth:`find` go through the primary key and the
+    unique id index: their cost does not grow with the session.
+
     Raises:
         CorruptedStoreError / ForeignStoreError: the file is damaged or not a tokenlean memory.
-        StoreError: an operation on a closed store, or the file failed.
+        StoreError: the file failed; a :class:`StoreFullError`, :class:`StoreReadOnlyError`,
+            :class:`StoreLockedError` or :class:`StoreClosedError` when that is the cause. It
+            names the file and keeps SQLite's error as its cause.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -77,39 +86,58 @@ class SQLiteTranscriptStore:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
                 try:
-                    (count,) = self._conn.execute(
-                        "SELECT COUNT(*) FROM turns WHERE tenant = ? AND session = ?",
-                        (tenant, session),
-                    ).fetchone()
-                    check_continuation(count, batch)  # ids already stored: UNIQUE below
+                    last = self._conn.execute(_LAST_INDEX, (tenant, session)).fetchone()
+                    # ids already stored: the UNIQUE constraint below
+                    check_continuation(last[0] + 1 if last else 0, batch)
                     self._conn.executemany("INSERT INTO turns VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
                     self._conn.execute("COMMIT")
                 except BaseException:
-                    if self._conn.in_transaction:
-                        self._conn.execute("ROLLBACK")
+                    rollback(self._conn)
                     raise
             except sqlite3.IntegrityError as exc:
                 if "UNIQUE" in str(exc):
                     raise InvalidInputError(f"a turn id is already in session {session!r}") from exc
-                raise StoreError(f"could not append to {self.path}: {exc}") from exc
+                raise sqlite_error(self.path, "append", exc) from exc
             except sqlite3.Error as exc:
-                raise StoreError(f"could not append to {self.path}: {exc}") from exc
+                raise sqlite_error(self.path, "append", exc) from exc
 
-    def turns(self, tenant: str, session: str) -> list[Turn]:
+    def turns(
+        self, tenant: str, session: str, start: int = 0, end: int | None = None
+    ) -> list[Turn]:
+        query = f"SELECT {_COLUMNS} FROM turns WHERE tenant = ? AND session = ? AND idx >= ?"
+        params: tuple[object, ...] = (tenant, session, start)
+        if end is not None:
+            query, params = query + " AND idx < ?", (*params, end)
         with self._lock:
             try:
-                rows = self._conn.execute(
-                    "SELECT idx, id, role, content, timestamp, speaker, tool_calls, tool_call_id, "
-                    "metadata FROM turns WHERE tenant = ? AND session = ? ORDER BY idx",
-                    (tenant, session),
-                ).fetchall()
+                rows = self._conn.execute(query + " ORDER BY idx", params).fetchall()
             except sqlite3.Error as exc:
-                raise StoreError(f"could not read {self.path}: {exc}") from exc
-        return [
-            Turn(id=r[1], index=r[0], role=r[2], content=r[3], timestamp=r[4], speaker=r[5],
-                 tool_calls=tuple(json.loads(r[6])), tool_call_id=r[7], metadata=json.loads(r[8]))
-            for r in rows
-        ]  # fmt: skip
+                raise sqlite_error(self.path, "read", exc) from exc
+        return [_turn(row) for row in rows]
+
+    def count(self, tenant: str, session: str) -> int:
+        with self._lock:
+            try:
+                last = self._conn.execute(_LAST_INDEX, (tenant, session)).fetchone()
+            except sqlite3.Error as exc:
+                raise sqlite_error(self.path, "read", exc) from exc
+        return int(last[0]) + 1 if last else 0
+
+    def find(self, tenant: str, session: str, ids: Collection[str]) -> list[Turn]:
+        wanted = sorted(set(ids))
+        rows: list[tuple[Any, ...]] = []
+        with self._lock:
+            try:
+                for at in range(0, len(wanted), _FIND_CHUNK):
+                    chunk = wanted[at : at + _FIND_CHUNK]
+                    rows += self._conn.execute(
+                        f"SELECT {_COLUMNS} FROM turns WHERE tenant = ? AND session = ? "
+                        f"AND id IN ({','.join('?' * len(chunk))})",
+                        (tenant, session, *chunk),
+                    ).fetchall()
+            except sqlite3.Error as exc:
+                raise sqlite_error(self.path, "read", exc) from exc
+        return [_turn(row) for row in sorted(rows, key=lambda row: int(row[0]))]
 
     def get_state(self, tenant: str, session: str, name: str) -> Any:
         with self._lock:
@@ -119,7 +147,7 @@ class SQLiteTranscriptStore:
                     (tenant, session, name),
                 ).fetchone()
             except sqlite3.Error as exc:
-                raise StoreError(f"could not read {self.path}: {exc}") from exc
+                raise sqlite_error(self.path, "read", exc) from exc
         return json.loads(row[0]) if row else None
 
     def put_state(self, tenant: str, session: str, name: str, value: Any) -> None:
@@ -131,8 +159,14 @@ class SQLiteTranscriptStore:
                     (tenant, session, name, raw),
                 )
             except sqlite3.Error as exc:
-                raise StoreError(f"could not write to {self.path}: {exc}") from exc
+                raise sqlite_error(self.path, "write", exc) from exc
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def _turn(row: Sequence[Any]) -> Turn:
+    return Turn(id=row[1], index=row[0], role=row[2], content=row[3], timestamp=row[4],
+                speaker=row[5], tool_calls=tuple(json.loads(row[6])), tool_call_id=row[7],
+                metadata=json.loads(row[8]))  # fmt: skip

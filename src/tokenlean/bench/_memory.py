@@ -9,18 +9,18 @@ window at the same budget, and the dense top turns at the same budget.
 
 from __future__ import annotations
 
-import json
 import re
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tokenlean._embeddings import Embedder, default_embedder
-from tokenlean._errors import ConfigurationError, InvalidInputError
+from tokenlean._errors import InvalidInputError
+from tokenlean._input import describe_value, read_json_file
 from tokenlean._memory.conversation import ConversationMemory
 from tokenlean._memory.summary import turn_label
 from tokenlean._memory.transcript import Turn
@@ -33,36 +33,80 @@ __all__ = ["load_locomo", "memory_bench"]
 _SESSION = re.compile(r"^session_(\d+)$")
 
 
+LOCOMO_SHAPE = "see 'LoCoMo conversations' in docs/cli.md"
+
+
+_MISSING = object()
+
+
+def _bad(path: Path, what: str, value: Any) -> InvalidInputError:
+    found = "missing" if value is _MISSING else f"{describe_value(value)}"
+    return InvalidInputError(f"{path} is not LoCoMo data: {what} is {found} ({LOCOMO_SHAPE})")
+
+
 def load_locomo(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str, str]:
     """(messages, questions, speaker_a, speaker_b) of one LoCoMo conversation file.
 
     Raises:
-        ConfigurationError: a missing file. InvalidInputError: not LoCoMo data.
+        ConfigurationError: a missing file, or a folder.
+        InvalidInputError: not UTF-8, not JSON, or not LoCoMo data; the message names the
+            first field that is wrong and quotes at most a short excerpt of it.
     """
-    if not path.is_file():
-        raise ConfigurationError(f"no such file: {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        conversation = data.get("conversation", data)
-        speaker_a, speaker_b = conversation["speaker_a"], conversation["speaker_b"]
-        sessions = sorted(
-            (int(m.group(1)), key) for key in conversation if (m := _SESSION.match(key))
+    data = read_json_file(path)
+    if isinstance(data, list):
+        raise InvalidInputError(
+            f"{path} is not LoCoMo data: it holds {describe_value(data)}; give one file per "
+            f"conversation ({LOCOMO_SHAPE})"
         )
-        messages = []
-        for number, key in sessions:
-            date = conversation.get(f"session_{number}_date_time", f"session {number}")
-            for turn in conversation[key]:
-                metadata = {"date": date}
-                if turn.get("blip_caption"):
-                    metadata["caption"] = turn["blip_caption"]
-                messages.append({
-                    "role": "user" if turn["speaker"] == speaker_a else "assistant",
-                    "content": turn["text"], "speaker": turn["speaker"],
-                    "id": turn["dia_id"], "metadata": metadata,
-                })  # fmt: skip
-        questions = [q for q in data["qa"] if q.get("category") in (1, 2, 3, 4)]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InvalidInputError(f"{path} is not LoCoMo data: {exc!r}") from exc
+    if not isinstance(data, dict):
+        raise _bad(path, "the file", data)
+    conversation = data.get("conversation", data)
+    if not isinstance(conversation, dict):
+        raise _bad(path, "'conversation'", conversation)
+    speakers = []
+    for key in ("speaker_a", "speaker_b"):
+        if not isinstance(conversation.get(key), str):
+            raise _bad(path, f"'conversation.{key}'", conversation.get(key, _MISSING))
+        speakers.append(conversation[key])
+    speaker_a, speaker_b = speakers
+    sessions = sorted((int(m.group(1)), key) for key in conversation if (m := _SESSION.match(key)))
+    messages = []
+    for number, key in sessions:
+        date = conversation.get(f"session_{number}_date_time")
+        date = date if isinstance(date, str) else f"session {number}"
+        turns = conversation[key]
+        if not isinstance(turns, list):
+            raise _bad(path, f"'{key}'", turns)
+        for index, turn in enumerate(turns):
+            where = f"turn {index} of '{key}'"
+            if not isinstance(turn, dict):
+                raise _bad(path, where, turn)
+            for field in ("speaker", "dia_id", "text"):
+                if not isinstance(turn.get(field), str):
+                    raise _bad(path, f"{where}'s {field!r}", turn.get(field, _MISSING))
+            metadata = {"date": date}
+            if isinstance(turn.get("blip_caption"), str) and turn["blip_caption"]:
+                metadata["caption"] = turn["blip_caption"]
+            messages.append({
+                "role": "user" if turn["speaker"] == speaker_a else "assistant",
+                "content": turn["text"], "speaker": turn["speaker"],
+                "id": turn["dia_id"], "metadata": metadata,
+            })  # fmt: skip
+    qa = data.get("qa", _MISSING)
+    if not isinstance(qa, list):
+        raise _bad(path, "'qa'", qa)
+    questions = []
+    for index, question in enumerate(qa):
+        if not isinstance(question, dict):
+            raise _bad(path, f"question {index}", question)
+        if question.get("category") not in (1, 2, 3, 4):
+            continue
+        if not isinstance(question.get("question"), str):
+            found = question.get("question", _MISSING)
+            raise _bad(path, f"question {index}'s 'question'", found)
+        if not isinstance(question.get("evidence", []), list):
+            raise _bad(path, f"question {index}'s 'evidence'", question.get("evidence"))
+        questions.append(question)
     return messages, questions, speaker_a, speaker_b
 
 
@@ -83,17 +127,20 @@ def memory_bench(
     budget: int = 2000,
     embedder: Embedder | None = None,
     limit: int | None = None,
-    latency_turns: int = 0,
+    latency_turns: int | Sequence[int] = 0,
 ) -> dict[str, Any]:
     """Run the benchmark over LoCoMo files and return its figures.
 
-    With ``latency_turns``, also time assembly on the first file's turns repeated (with fresh
-    ids) to that many turns, over its questions.
+    ``tokenlean.add_ms_p95`` is the p95 of ``add()`` while the conversations are replayed one
+    turn at a time. With ``latency_turns`` (one size or several), also time ``add()`` and
+    assembly on the first file's turns repeated (with fresh ids) to each size: one row of
+    ``latency_by_turns`` per size (``latency`` repeats the largest, as before).
     """
     embedder = embedder or default_embedder()
     count = get_token_counter()
     variants = ("tokenlean", "full_transcript", "recent_window", "dense_top_turns")
     rows: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
+    add_times: list[float] = []
     for number, path in enumerate(paths):
         messages, questions, speaker_a, speaker_b = load_locomo(path)
         questions = questions[: limit or None]
@@ -103,8 +150,9 @@ def memory_bench(
         memory = ConversationMemory(embedder=embedder, counter=count)
         session = f"conversation-{number}"
         for message in messages:
-            turn_id = message["id"]
-            memory.add(session, [{**message, "id": turn_id}])
+            start = time.perf_counter()
+            memory.add(session, [message])
+            add_times.append((time.perf_counter() - start) * 1000)
         turns = memory.turns(session)
         lines = [_line(t) for t in turns]
         line_tokens = [count(line) + 1 for line in lines]
@@ -167,28 +215,54 @@ def memory_bench(
     if not rows["tokenlean"]:
         raise InvalidInputError("no questions with evidence in the given files")
     result: dict[str, Any] = {"budget": budget, **{name: _summary(r) for name, r in rows.items()}}
-    if latency_turns:
+    result["tokenlean"]["add_ms_p95"] = round(p95(add_times), 3)
+    sizes = [latency_turns] if isinstance(latency_turns, int) else list(latency_turns)
+    sizes = sorted(n for n in sizes if n > 0)
+    if sizes:
         messages, questions, _, _ = load_locomo(paths[0])
-        padded: list[dict[str, Any]] = []
-        while len(padded) < latency_turns:
-            copy = len(padded) // max(1, len(messages))
-            padded.extend({**m, "id": f"{m['id']}~{copy}"} for m in messages)
-        memory = ConversationMemory(embedder=embedder, counter=count)
-        memory.add("latency", padded[:latency_turns])
-        memory.context("latency", budget=budget, user="warm up")
-        times = []
-        for question in questions[: limit or None]:
-            start = time.perf_counter()
-            memory.context("latency", budget=budget, user=question["question"])
-            times.append((time.perf_counter() - start) * 1000)
-        result["latency"] = {
-            "turns": latency_turns,
-            "calls": len(times),
-            "assembly_ms_p50": round(statistics.median(times), 3),
-            "assembly_ms_p95": round(p95(times), 3),
-            "includes_query_embedding": True,
-        }
+        questions = questions[: limit or None]
+        result["latency_by_turns"] = [
+            _latency(messages, questions, n, budget=budget, embedder=embedder, counter=count)
+            for n in sizes
+        ]
+        largest = result["latency_by_turns"][-1]
+        result["latency"] = {**largest, "calls": len(questions), "includes_query_embedding": True}
     return result
+
+
+_TIMED_ADDS = 50
+
+
+def _latency(
+    messages: list[dict[str, Any]], questions: list[dict[str, Any]], turns: int, *, budget: int,
+    embedder: Embedder, counter: Callable[[str], int],
+) -> dict[str, Any]:  # fmt: skip
+    """add() and assembly times on a conversation of ``turns`` turns: the messages repeated
+    with fresh ids, added at once; then ``_TIMED_ADDS`` adds of one message each, timed; then
+    one assembly per question (the first untimed: it embeds every turn)."""
+    padded: list[dict[str, Any]] = []
+    while len(padded) < turns + _TIMED_ADDS:
+        copy = len(padded) // max(1, len(messages))
+        padded.extend({**m, "id": f"{m['id']}~{copy}"} for m in messages)
+    memory = ConversationMemory(embedder=embedder, counter=counter)
+    memory.add("latency", padded[:turns])
+    adds = []
+    for message in padded[turns : turns + _TIMED_ADDS]:
+        start = time.perf_counter()
+        memory.add("latency", [message])
+        adds.append((time.perf_counter() - start) * 1000)
+    memory.context("latency", budget=budget, user="warm up")
+    times = []
+    for question in questions:
+        start = time.perf_counter()
+        memory.context("latency", budget=budget, user=question["question"])
+        times.append((time.perf_counter() - start) * 1000)
+    return {
+        "turns": turns,
+        "add_ms_p95": round(p95(adds), 3),
+        "assembly_ms_p50": round(statistics.median(times), 3),
+        "assembly_ms_p95": round(p95(times), 3),
+    }
 
 
 def _row(question: dict[str, Any], evidence: set[str], present: set[str], tokens: int,
@@ -225,10 +299,11 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def print_report(result: dict[str, Any], emit: Callable[[str], None] = print) -> None:
     """A terminal summary of :func:`memory_bench`'s result."""
     emit(f"budget {result['budget']} tokens")
-    if "latency" in result:
-        lat = result["latency"]
-        emit(f"assembly over {lat['turns']} turns: p50 {lat['assembly_ms_p50']:.1f} ms, "
-             f"p95 {lat['assembly_ms_p95']:.1f} ms (query embedding included)")  # fmt: skip
+    for lat in result.get("latency_by_turns", []):
+        emit(f"{lat['turns']} turns: add p95 {lat['add_ms_p95']:.2f} ms; assembly p50 "
+             f"{lat['assembly_ms_p50']:.1f} ms, p95 {lat['assembly_ms_p95']:.1f} ms "
+             "(query embedding included)")  # fmt: skip
+    emit(f"add() p95 while replaying: {result['tokenlean']['add_ms_p95']:.2f} ms")
     for name in ("tokenlean", "full_transcript", "recent_window", "dense_top_turns"):
         r = result[name]
         cats = " ".join(f"c{c}={v['evidence_recall_all']:.2f}" for c, v in r["by_category"].items())

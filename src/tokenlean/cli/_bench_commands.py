@@ -178,8 +178,11 @@ def bench_memory(
     budget: Annotated[int, typer.Option(help="Token budget of each assembled context.")] = 2000,
     limit: Annotated[int | None, typer.Option(help="First N questions per file.")] = None,
     latency_turns: Annotated[
-        int, typer.Option(help="Also time assembly on a conversation of this many turns.")
-    ] = 0,
+        list[int] | None,
+        typer.Option(
+            help="Also time add() and assembly at this many turns; repeat for several sizes."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Evidence recall of assembled contexts against the full transcript, a recent window and
@@ -188,7 +191,7 @@ def bench_memory(
 
     if dataset != "locomo":
         raise ConfigurationError(f"--dataset must be locomo, not {dataset!r}")
-    result = memory_bench(files, budget=budget, limit=limit, latency_turns=latency_turns)
+    result = memory_bench(files, budget=budget, limit=limit, latency_turns=latency_turns or [])
     if as_json:
         typer.echo(json.dumps(result, indent=2))
     else:

@@ -16,7 +16,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from llama_index.core.agent.workflow import FunctionAgent
-from llama_index.core.base.llms.types import ChatMessage, MessageRole, ToolCallBlock
+from llama_index.core.base.llms.types import (
+    CacheControl,
+    CachePoint,
+    ChatMessage,
+    ContentBlock,
+    MessageRole,
+    TextBlock,
+    ToolCallBlock,
+)
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.memory.types import BaseMemory
 
@@ -65,20 +73,34 @@ def to_tokenlean(message: ChatMessage) -> dict[str, Any]:
     return data
 
 
-def to_llamaindex(message: dict[str, Any]) -> ChatMessage:
+def _cache() -> CachePoint:
+    return CachePoint(cache_control=CacheControl(type="ephemeral"))
+
+
+def to_llamaindex(message: dict[str, Any], *, cache_point: bool = False) -> ChatMessage:
     """A tokenlean message (from a :class:`~tokenlean.ContextPack`) as a LlamaIndex message,
     tool calls in ``additional_kwargs["tool_calls"]`` (the OpenAI shape) and a tool result's
-    ``tool_call_id`` beside them."""
+    ``tool_call_id`` beside them.
+
+    Text parts (a pack's system message: the static prefix first, then what changes) become
+    one ``TextBlock`` each, in order; with ``cache_point``, a ``CachePoint`` follows the first
+    one, so that a provider caching up to explicit breakpoints (Anthropic) caches the static
+    prefix."""
     kwargs: dict[str, Any] = {}
     if message.get("tool_call_id"):
         kwargs["tool_call_id"] = message["tool_call_id"]
     if message.get("tool_calls"):
         kwargs["tool_calls"] = list(message["tool_calls"])
-    return ChatMessage(
-        role=MessageRole(message["role"]),
-        content=message.get("content") or "",
-        additional_kwargs=kwargs,
-    )
+    content = message.get("content") or ""
+    role = MessageRole(message["role"])
+    if isinstance(content, str):
+        return ChatMessage(role=role, content=content, additional_kwargs=kwargs)
+    blocks: list[ContentBlock] = []
+    for index, part in enumerate(content):
+        blocks.append(TextBlock(text=part if isinstance(part, str) else str(part.get("text", ""))))
+        if cache_point and index == 0:
+            blocks.append(_cache())
+    return ChatMessage(role=role, blocks=blocks, additional_kwargs=kwargs)
 
 
 def _tool_schema(tool: Any) -> dict[str, Any]:
@@ -98,6 +120,9 @@ class TokenleanMemory(BaseMemory):
         tenant: tenant namespace.
         system: a system prompt to pin (default: the transcript's system turns).
         store_path: SQLite transcript file (None: in memory, or the ``memory`` given).
+        cache_point: put a ``CachePoint`` after the static prefix (the system prompt, the
+            first block of the first message), for LLMs that cache up to explicit breakpoints
+            (``llama-index-llms-anthropic``); off by default.
         memory: an existing :class:`ConversationMemory` to use.
     """
 
@@ -106,6 +131,7 @@ class TokenleanMemory(BaseMemory):
     tenant: str = Field(default="default")
     system: str | None = Field(default=None)
     store_path: str | None = Field(default=None)
+    cache_point: bool = Field(default=False)
     _memory: ConversationMemory = PrivateAttr()
 
     def __init__(self, memory: ConversationMemory | None = None, **data: Any) -> None:
@@ -147,11 +173,11 @@ class TokenleanMemory(BaseMemory):
         """The budgeted context. With ``input`` (a chat engine's pending message), it guides
         retrieval and is left for the caller to append."""
         session = self._session
-        if not self._memory.turns(session, tenant=self.tenant) and input is None:
+        if not self._memory.count(session, tenant=self.tenant) and input is None:
             return []
         pack = self._memory.context(session, budget=self.token_limit, tenant=self.tenant,
                                     system=self.system, user=input)  # fmt: skip
-        messages = [to_llamaindex(m) for m in pack.messages]
+        messages = [to_llamaindex(m, cache_point=self.cache_point) for m in pack.messages]
         if input is not None and messages and messages[-1].content == input:
             messages = messages[:-1]
         return messages
@@ -185,7 +211,7 @@ class TokenleanMemory(BaseMemory):
         pack = self._memory.context(
             self._session, budget=room, tenant=self.tenant, system=self.system
         )
-        return [to_llamaindex(m) for m in pack.messages]
+        return [to_llamaindex(m, cache_point=self.cache_point) for m in pack.messages]
 
     async def aget_within(
         self,
@@ -212,7 +238,7 @@ class TokenleanMemory(BaseMemory):
 
     def set(self, messages: list[ChatMessage]) -> None:
         """Record messages beyond those already stored (the transcript is append-only)."""
-        known = len(self._memory.turns(self._session, tenant=self.tenant))
+        known = self._memory.count(self._session, tenant=self.tenant)
         if len(messages) > known:
             self.put_messages(messages[known:])
 
@@ -238,8 +264,9 @@ class TokenleanFunctionAgent(FunctionAgent):
     tool calls and results (its scratchpad) outside it, so a turn with tools sends more than
     the memory's limit. This agent re-reads the memory before each step with
     :meth:`TokenleanMemory.get_within`: the system prompt, the scratchpad and the tool schemas
-    are counted first, and the memory fills what is left. With any other memory it behaves as
-    ``FunctionAgent``.
+    are counted first, and the memory fills what is left. The system prompt stays the first
+    message, byte-identical on every call (the static prefix; with the memory's ``cache_point``,
+    a ``CachePoint`` closes it). With any other memory it behaves as ``FunctionAgent``.
     """
 
     async def take_step(
@@ -255,5 +282,9 @@ class TokenleanFunctionAgent(FunctionAgent):
                 m for m in llm_input[:1] if self.system_prompt and m.role == MessageRole.SYSTEM
             ]
             context = await memory.aget_within(pinned=pinned, extra=scratchpad, tools=tools)
+            if memory.cache_point and pinned:  # the agent's system prompt is the static prefix
+                pinned = [
+                    ChatMessage(role=MessageRole.SYSTEM, blocks=[*pinned[0].blocks, _cache()])
+                ]
             llm_input = [*pinned, *context]
         return await super().take_step(ctx, llm_input, tools, memory)
