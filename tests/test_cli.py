@@ -376,3 +376,24 @@ def test_audit_shows_near_duplicates_in_text_and_html(
     assert re.search(r"<td>\$\d+\.\d{4}</td>", text)  # savings in dollars
     code, out, _ = run(["audit", str(log)], capsys)
     assert "near duplicates" not in out  # not computed, not mentioned
+
+
+def test_metrics_shows_a_saved_snapshot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """tokenlean metrics SNAPSHOT prints the collector's figures for a person; --json the data."""
+    collector = tl.MetricsCollector()
+    collector.record_request("gpt-4o-mini", input_tokens=1200, output_tokens=80, latency_s=0.4)
+    collector.record_request("my-local-model", input_tokens=10, output_tokens=2, latency_s=0.1)
+    collector.record_cache("exact", True)
+    path = tmp_path / "snapshot.json"
+    path.write_text(json.dumps(collector.snapshot()), encoding="utf-8")
+    code, out, _ = run(["metrics", str(path)], capsys)
+    assert code == 0
+    assert "2 (0 errors)" in out
+    assert "exact 100.0% of 1" in out
+    assert "my-local-model" in out  # an unpriced model is named, not silently free
+    code, out, _ = run(["metrics", str(path), "--json"], capsys)
+    assert json.loads(out)["totals"]["requests"] == 2
+    path.write_text('{"totals": {"requests": "many"}}', encoding="utf-8")
+    code, _, err = run(["metrics", str(path)], capsys)
+    assert code == 2
+    assert "not a metrics snapshot" in err

@@ -207,3 +207,26 @@ def audit(
         )
     if near_duplicates is not None:
         typer.echo(f"  {near_duplicates_line(report['near_duplicates'])}")
+
+
+@app.command()
+def metrics(
+    snapshot: Annotated[
+        Path, typer.Argument(help="A metrics snapshot: MetricsCollector.snapshot() saved as JSON.")
+    ],
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a saved metrics snapshot as a readable summary (headline figures, then totals)."""
+    from tokenlean._errors import InvalidInputError
+    from tokenlean._input import read_json_file
+    from tokenlean._metrics.summary import render_summary
+
+    data = read_json_file(snapshot)
+    problem = f"{snapshot} is not a metrics snapshot (MetricsCollector.snapshot() saved as JSON)"
+    if not isinstance(data, dict) or not isinstance(data.get("totals"), dict):
+        raise InvalidInputError(problem)
+    try:
+        text = render_summary(data)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise InvalidInputError(f"{problem}: a figure has the wrong type") from exc
+    typer.echo(json.dumps(data, indent=2) if as_json else text)
