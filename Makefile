@@ -12,6 +12,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export NO_MKDOCS_2_WARNING := 1
+export TOKENLEAN_REDIS_URL ?= redis://127.0.0.1:6379/0
 
 # The LlamaIndex adapter's namespace packages (llama_index.<kind>.tokenlean), type-checked strictly.
 LLAMAINDEX_PACKAGES := llms.tokenlean memory.tokenlean callbacks.tokenlean retrievers.tokenlean \

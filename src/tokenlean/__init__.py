@@ -32,11 +32,13 @@ from tokenlean._cache.judge import (
 )
 from tokenlean._cache.memory_store import MemoryStore
 from tokenlean._cache.policy import CachePolicy, VerifierConfig
+from tokenlean._cache.redis_store import RedisStore
 from tokenlean._cache.request import CacheRequest
 from tokenlean._cache.retrieval_cache import RetrievalCache, canonical_query
 from tokenlean._cache.sqlite_store import SQLiteStore
 from tokenlean._cache.stats import CacheStats, LayerStats
 from tokenlean._cache.store import CacheStore, Selector, StoredEntry
+from tokenlean._cache.uri import open_store
 from tokenlean._cache.verifier import (
     PAIR_FEATURES,
     QueryFeatures,
@@ -90,7 +92,9 @@ from tokenlean._memory.summary import (
 )
 from tokenlean._memory.transcript import TranscriptStore, Turn
 from tokenlean._memory.transcript_memory import MemoryTranscriptStore
+from tokenlean._memory.transcript_redis import RedisTranscriptStore
 from tokenlean._memory.transcript_sqlite import SQLiteTranscriptStore
+from tokenlean._memory.uri import open_transcript_store
 from tokenlean._metrics.calls import CallMetrics, Usage, start_call
 from tokenlean._metrics.collector import (
     MetricsCollector,
@@ -239,6 +243,8 @@ __all__ = [
     "PromptSummarizer",
     "QueryFeatures",
     "Redactor",
+    "RedisStore",
+    "RedisTranscriptStore",
     "RegexDetector",
     "RegexExtractor",
     "RenderedPrompt",
@@ -310,6 +316,8 @@ __all__ = [
     "load_settings",
     "mask_volatile",
     "normalize_role",
+    "open_store",
+    "open_transcript_store",
     "openai_prompt_cache_key",
     "openai_request",
     "pack_chunks",

@@ -23,6 +23,7 @@ import numpy.typing as npt
 
 from tokenlean._embeddings import Embedder, as_embedder, default_embedder
 from tokenlean._errors import ConfigurationError, InvalidInputError, StoreError
+from tokenlean._extras import require
 from tokenlean._retrieval.documents import Chunk, Document, SentenceSplitter
 from tokenlean._retrieval.lexical import BM25Index
 from tokenlean._sqlite_file import open_database
@@ -93,6 +94,10 @@ class HybridIndex:
         embedder: Embedder | None = None,
         splitter: SentenceSplitter | None = None,
     ) -> None:
+        require(
+            *(("retrieval",) if embedder is not None else ("retrieval", "embeddings")),
+            what="HybridIndex (BM25 and dense search)",
+        )
         self._embedder = as_embedder(embedder) if embedder is not None else None
         self.splitter = splitter or SentenceSplitter()
         self._lock = threading.RLock()

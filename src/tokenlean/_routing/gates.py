@@ -20,6 +20,7 @@ import numpy.typing as npt
 
 from tokenlean._embeddings import Embedder, as_embedder
 from tokenlean._errors import ConfigurationError, InvalidInputError
+from tokenlean._extras import require
 
 __all__ = ["Gate", "LearnedGate", "RouteDecision", "RuleGate"]
 
@@ -143,6 +144,8 @@ class LearnedGate:
     def __init__(
         self, embedder: Embedder | None = None, *, k: int = 7, threshold: float = 0.5
     ) -> None:
+        if embedder is None:
+            require("embeddings", what="LearnedGate's default embedder")
         self._embedder = as_embedder(embedder) if embedder is not None else None
         self.k = k
         self.threshold = threshold

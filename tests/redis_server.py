@@ -1,0 +1,100 @@
+"""The Redis server the Redis backends' tests run against, and a fresh key prefix per store.
+
+The tests use the server at ``TOKENLEAN_REDIS_URL`` (the Makefile sets
+``redis://127.0.0.1:6379/0``). They fail, never skip, when it does not answer: the message says
+how to start one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+URL = os.environ.get("TOKENLEAN_REDIS_URL", "redis://127.0.0.1:6379/0")
+START = (
+    "start one with `apt-get install redis-server && redis-server --port 6379 --daemonize yes` "
+    "(or point TOKENLEAN_REDIS_URL at another server)"
+)
+
+
+def require_server() -> None:
+    """Fail the test, saying how to start a server, unless Redis answers at ``URL``."""
+    try:
+        import redis
+    except ImportError:
+        pytest.fail("the Redis tests need redis-py: pip install -e '.[redis]'")
+    client = redis.Redis.from_url(URL, socket_connect_timeout=1.0, socket_timeout=1.0)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.fail(f"no Redis server answers at {URL} ({exc}); {START}", pytrace=False)
+    finally:
+        client.close()
+
+
+class Prefixes:
+    """Hands out random key prefixes and deletes their keys afterwards."""
+
+    def __init__(self) -> None:
+        self.used: list[str] = []
+
+    def new(self) -> str:
+        prefix = f"tokenlean-test-{secrets.token_hex(6)}:"
+        self.used.append(prefix)
+        return prefix
+
+    def cleanup(self) -> None:
+        import redis
+
+        client = redis.Redis.from_url(URL)
+        try:
+            for prefix in self.used:
+                keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+                for at in range(0, len(keys), 1000):
+                    client.delete(*keys[at : at + 1000])
+        finally:
+            client.close()
+
+
+@pytest.fixture
+def prefixes() -> Iterator[Prefixes]:
+    """Fresh key prefixes on the test server, deleted after the test."""
+    require_server()
+    made = Prefixes()
+    yield made
+    made.cleanup()
+
+
+@contextlib.contextmanager
+def own_server() -> Iterator[str]:
+    """A throwaway redis-server on a free port, stopped on exit (to lose a server on purpose);
+    yields its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail(f"redis-server is not installed; {START}", pytrace=False)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        for _ in range(200):
+            with socket.socket() as client:
+                if client.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.01)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
