@@ -31,6 +31,7 @@ from tokenlean._cache.judge import (
     equal_answers,
 )
 from tokenlean._cache.memory_store import MemoryStore
+from tokenlean._cache.options import CallOptions, cache_options
 from tokenlean._cache.policy import CachePolicy, VerifierConfig
 from tokenlean._cache.redis_store import RedisStore
 from tokenlean._cache.request import CacheRequest
@@ -186,6 +187,7 @@ __all__ = [
     "CachedTokenCounter",
     "CalibrationStats",
     "CallMetrics",
+    "CallOptions",
     "CallableExecutor",
     "CanonicalizeOptions",
     "Chunk",
@@ -297,6 +299,7 @@ __all__ = [
     "anthropic_request",
     "as_embedder",
     "bundled_model_path",
+    "cache_options",
     "canonical_json",
     "canonical_query",
     "canonicalize_text",

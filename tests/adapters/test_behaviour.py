@@ -156,3 +156,40 @@ def test_stats_and_collector_agree_layer_by_layer_on_a_semantic_cache(name: str)
     assert from_stats == from_collector
     assert from_stats["exact"] == (1, 3)
     assert (stats.hits, stats.lookups) == (1, 3)
+
+
+def test_per_call_bypass_and_ttl_in_both_frameworks() -> None:
+    """LangChain run metadata and LlamaIndex keyword arguments give the same per-call options:
+    a bypassed call neither reads nor writes the cache; a call's TTL outlives the policy's."""
+    from langchain_core.language_models import FakeMessagesListChatModel
+    from langchain_core.messages import AIMessage, HumanMessage
+    from langchain_tokenlean import TokenleanCache, TokenleanCallbackHandler
+    from llama_index.core.llms import MockLLM
+    from llama_index.llms.tokenlean import CachedLLM
+
+    from tokenlean import CachePolicy
+
+    now = [1000.0]
+    lc_cache = CompletionCache(policy=CachePolicy.exact(ttl_s=10), clock=lambda: now[0])
+    collector = MetricsCollector()
+    handler = TokenleanCallbackHandler(collector)
+    model = FakeMessagesListChatModel(
+        responses=[AIMessage(f"reply {i}") for i in range(5)], cache=TokenleanCache(lc_cache)
+    )
+
+    def lc(question: str, **metadata: Any) -> str:
+        config: Any = {"callbacks": [handler], "metadata": metadata}
+        return model.invoke([HumanMessage(question)], config=config).text
+
+    li_cache = CompletionCache(policy=CachePolicy.exact(ttl_s=10), clock=lambda: now[0])
+    llm = CachedLLM(MockLLM(max_tokens=3), li_cache)
+
+    lc("q", tokenlean_cache="bypass")
+    llm.complete("q", tokenlean_cache="bypass")
+    for cache in (lc_cache, li_cache):
+        assert (cache.stats().writes, cache.stats().bypassed) == (0, 2)
+    lc("q", tokenlean_ttl_s=3600)
+    llm.complete("q", tokenlean_ttl_s=3600)
+    now[0] += 60  # past the policy's 10 s, within the call's hour
+    assert lc("q") == "reply 1"  # served from the cache: the model's next reply is not used
+    assert llm.complete("q").additional_kwargs["tokenlean_cache"]["layer"] == "exact"

@@ -8,11 +8,17 @@ calls and bound tool schemas included), labelled an estimate. A call answered fr
 (tokenlean's marker, or LangChain's own cache, which zeroes ``total_cost``) is a hit that spent
 no tokens. The task and tenant of a call come from the run's metadata (``tokenlean_task``,
 ``tokenlean_tenant``) or the handler's defaults. No prompt text is stored or exported.
+
+The handler also carries per-call cache options from the run's metadata to the cache:
+``metadata={"tokenlean_cache": "bypass"}`` skips the cache for that call and
+``{"tokenlean_ttl_s": 60}`` keeps its answer for 60 s (:func:`tokenlean.cache_options` for the
+duration of the call; LangChain looks its cache up after this handler has seen the call start).
 """
 
 from __future__ import annotations
 
 import threading
+from contextlib import AbstractContextManager, suppress
 from typing import Any
 from uuid import UUID
 
@@ -21,9 +27,26 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 
 from langchain_tokenlean.memory import to_tokenlean
-from tokenlean import CallMetrics, MetricsRecorder, Usage, start_call
+from tokenlean import (
+    CallMetrics,
+    ConfigurationError,
+    MetricsRecorder,
+    Usage,
+    cache_options,
+    start_call,
+)
 
 __all__ = ["TokenleanCallbackHandler"]
+
+
+def _options(metadata: dict[str, Any]) -> AbstractContextManager[Any] | None:
+    mode = metadata.get("tokenlean_cache")
+    ttl_s = metadata.get("tokenlean_ttl_s")
+    if mode is None and ttl_s is None:
+        return None
+    if mode not in (None, "bypass"):
+        raise ConfigurationError(f"tokenlean_cache takes 'bypass', not {mode!r}")
+    return cache_options(bypass=mode == "bypass", ttl_s=None if ttl_s is None else float(ttl_s))
 
 
 class TokenleanCallbackHandler(BaseCallbackHandler):
@@ -43,7 +66,12 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
         self.tenant = tenant
         self.task = task
         self._calls: dict[UUID, CallMetrics] = {}
+        self._scopes: dict[UUID, AbstractContextManager[Any]] = {}
         self._lock = threading.Lock()
+
+    # Called in the caller's context (not a worker thread), so the cache options it sets for a
+    # call are the ones the cache lookup of that call sees.
+    run_inline = True
 
     def on_chat_model_start(self, serialized: dict[str, Any], messages: list[list[BaseMessage]],
                             *, run_id: UUID, **kwargs: Any) -> None:  # fmt: skip
@@ -65,12 +93,23 @@ class TokenleanCallbackHandler(BaseCallbackHandler):
             call = start_call(self.collector, messages=batch, tools=tools, **common)
         except Exception:  # tool schemas in a shape tokenlean cannot count: count the messages
             call = start_call(self.collector, messages=batch, **common)
+        scope = _options(metadata)
+        if scope is not None:
+            scope.__enter__()
         with self._lock:
             self._calls[run_id] = call
+            if scope is not None:
+                self._scopes[run_id] = scope
 
     def _take(self, run_id: UUID) -> CallMetrics | None:
         with self._lock:
-            return self._calls.pop(run_id, None)
+            scope = self._scopes.pop(run_id, None)
+            call = self._calls.pop(run_id, None)
+        if scope is not None:
+            # ended in another context: the call's own context is gone with it
+            with suppress(ValueError):
+                scope.__exit__(None, None, None)
+        return call
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         call = self._take(run_id)

@@ -42,6 +42,7 @@ from tokenlean._cache.judge import AnswerJudge, DefaultAnswerJudge
 from tokenlean._cache.learning import Learning, Pending
 from tokenlean._cache.lookup import CacheLookup, replay_stream
 from tokenlean._cache.memory_store import MemoryStore
+from tokenlean._cache.options import current_options
 from tokenlean._cache.partitions import Partitions
 from tokenlean._cache.policy import CachePolicy
 from tokenlean._cache.request import CacheRequest, hash_key, hash_tenant
@@ -295,7 +296,9 @@ class CompletionCache:
             MalformedRequestError: a semantic lookup on a request with no user message.
         """
         policy = self.policy_for(route)
-        reason = policy.bypass_reason(request.temperature)
+        options = current_options()
+        reason = "asked for this call" if options and options.bypass else None
+        reason = reason or policy.bypass_reason(request.temperature)
         if reason is not None:
             self._stats.count(bypassed=1)
             return CacheLookup(False, reason=f"bypass: {reason}")
@@ -601,7 +604,8 @@ class CompletionCache:
             ConfigurationError: unknown route or empty tenant.
         """
         policy = self.policy_for(route)
-        if policy.bypass_reason(request.temperature) is not None:
+        options = current_options()
+        if (options and options.bypass) or policy.bypass_reason(request.temperature) is not None:
             self._stats.count(bypassed=1)
             return False
         try:
@@ -612,7 +616,8 @@ class CompletionCache:
             tags = (tags,)
         tenant_id = self._tenant(tenant)
         now = self.clock()
-        expires = now + policy.ttl_s if policy.ttl_s else None
+        ttl_s = options.ttl_s if options and options.ttl_s is not None else policy.ttl_s
+        expires = now + ttl_s if ttl_s else None
         common = {
             "payload": payload,
             "created_at": now,

@@ -44,12 +44,14 @@ from tokenlean import (
     CacheLookup,
     CachePolicy,
     CacheRequest,
+    CallOptions,
     CompletionCache,
     ConfigurationError,
     InvalidInputError,
     MemoryStore,
     PromptAnswerJudge,
     SQLiteStore,
+    cache_options,
     replay_stream,
 )
 
@@ -149,6 +151,16 @@ def _cache_from_config(config: dict[str, Any]) -> CompletionCache:
             name: CachePolicy.model_validate(p) for name, p in (config.get("routes") or {}).items()
         },
     )
+
+
+def _call_options(kwargs: dict[str, Any]) -> CallOptions:
+    """Per-call cache options from a call's keyword arguments, removed from them (the wrapped
+    LLM never sees them): ``tokenlean_cache="bypass"`` and ``tokenlean_ttl_s=seconds``."""
+    mode = kwargs.pop("tokenlean_cache", None)
+    ttl_s = kwargs.pop("tokenlean_ttl_s", None)
+    if mode not in (None, "bypass"):
+        raise ConfigurationError(f"tokenlean_cache takes 'bypass', not {mode!r}")
+    return CallOptions(bypass=mode == "bypass", ttl_s=None if ttl_s is None else float(ttl_s))
 
 
 def _marker(result: CacheLookup) -> dict[str, Any]:
@@ -387,19 +399,31 @@ class CachedLLM(FunctionCallingLLM):
             "complete", [{"role": "user", "content": prompt}], {**kwargs, "formatted": formatted}
         )
 
-    def _lookup(self, request: CacheRequest) -> CacheLookup:
-        return self._cache.lookup(request, tenant=self.tenant, route=self.route)
+    def _lookup(self, request: CacheRequest, options: CallOptions) -> CacheLookup:
+        with cache_options(bypass=options.bypass, ttl_s=options.ttl_s):
+            return self._cache.lookup(request, tenant=self.tenant, route=self.route)
 
-    async def _alookup(self, request: CacheRequest) -> CacheLookup:
-        return await self._cache.alookup(request, tenant=self.tenant, route=self.route)
+    async def _alookup(self, request: CacheRequest, options: CallOptions) -> CacheLookup:
+        with cache_options(bypass=options.bypass, ttl_s=options.ttl_s):
+            return await self._cache.alookup(request, tenant=self.tenant, route=self.route)
 
-    def _store(self, request: CacheRequest, response: ChatResponse | CompletionResponse) -> None:
-        self._cache.store(request, _dump(response), tenant=self.tenant, route=self.route)
+    def _store(
+        self,
+        request: CacheRequest,
+        response: ChatResponse | CompletionResponse,
+        options: CallOptions,
+    ) -> None:
+        with cache_options(bypass=options.bypass, ttl_s=options.ttl_s):
+            self._cache.store(request, _dump(response), tenant=self.tenant, route=self.route)
 
     async def _astore(
-        self, request: CacheRequest, response: ChatResponse | CompletionResponse
+        self,
+        request: CacheRequest,
+        response: ChatResponse | CompletionResponse,
+        options: CallOptions,
     ) -> None:
-        await self._cache.astore(request, _dump(response), tenant=self.tenant, route=self.route)
+        with cache_options(bypass=options.bypass, ttl_s=options.ttl_s):
+            await self._cache.astore(request, _dump(response), tenant=self.tenant, route=self.route)
 
     # ------------------------------------------------------------------ replays (events fire)
 
@@ -475,69 +499,78 @@ class CachedLLM(FunctionCallingLLM):
         finally:
             _HIT.reset(token)
 
-    def _record(self, request: CacheRequest, stream: Any) -> Generator[Any, None, None]:
+    def _record(
+        self, request: CacheRequest, stream: Any, options: CallOptions
+    ) -> Generator[Any, None, None]:
         last = None
         for chunk in stream:
             last = chunk
             yield chunk
         if last is not None:  # only a fully consumed stream is cached
-            self._store(request, last)
+            self._store(request, last, options)
 
-    async def _arecord(self, request: CacheRequest, stream: Any) -> AsyncGenerator[Any, None]:
+    async def _arecord(
+        self, request: CacheRequest, stream: Any, options: CallOptions
+    ) -> AsyncGenerator[Any, None]:
         last = None
         async for chunk in stream:
             last = chunk
             yield chunk
         if last is not None:
-            await self._astore(request, last)
+            await self._astore(request, last, options)
 
     # ------------------------------------------------------------------ public API
 
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        options = _call_options(kwargs)
         request = self._chat_request(messages, kwargs)
-        result = self._lookup(request)
+        result = self._lookup(request, options)
         if result.hit:
             return cast(ChatResponse, self._with_hit(result, self._replay_chat, messages, **kwargs))
         response = self.llm.chat(messages, **kwargs)
-        self._store(request, response)
+        self._store(request, response, options)
         return response
 
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        options = _call_options(kwargs)
         request = self._chat_request(messages, kwargs)
-        result = self._lookup(request)
+        result = self._lookup(request, options)
         if result.hit:
             return cast(
                 ChatResponseGen,
                 self._with_hit(result, self._replay_stream_chat, messages, **kwargs),
             )
-        return self._record(request, self.llm.stream_chat(messages, **kwargs))
+        return self._record(request, self.llm.stream_chat(messages, **kwargs), options)
 
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        options = _call_options(kwargs)
         request = self._chat_request(messages, kwargs)
-        result = await self._alookup(request)
+        result = await self._alookup(request, options)
         if result.hit:
             return cast(
                 ChatResponse, await self._awith_hit(result, self._areplay_chat, messages, **kwargs)
             )
         response = await self.llm.achat(messages, **kwargs)
-        await self._astore(request, response)
+        await self._astore(request, response, options)
         return response
 
     async def astream_chat(
         self, messages: Sequence[ChatMessage], **kwargs: Any
     ) -> ChatResponseAsyncGen:
+        options = _call_options(kwargs)
         request = self._chat_request(messages, kwargs)
-        result = await self._alookup(request)
+        result = await self._alookup(request, options)
         if result.hit:
             return cast(
                 ChatResponseAsyncGen,
                 await self._awith_hit(result, self._areplay_stream_chat, messages, **kwargs),
             )
-        return self._arecord(request, await self.llm.astream_chat(messages, **kwargs))
+        return self._arecord(request, await self.llm.astream_chat(messages, **kwargs), options)
 
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        options = _call_options(kwargs)
         request = self._completion_request(prompt, formatted, kwargs)
-        result = self._lookup(request)
+        result = self._lookup(request, options)
         if result.hit:
             return cast(
                 CompletionResponse,
@@ -546,14 +579,15 @@ class CachedLLM(FunctionCallingLLM):
                 ),
             )
         response = self.llm.complete(prompt, formatted=formatted, **kwargs)
-        self._store(request, response)
+        self._store(request, response, options)
         return response
 
     def stream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseGen:
+        options = _call_options(kwargs)
         request = self._completion_request(prompt, formatted, kwargs)
-        result = self._lookup(request)
+        result = self._lookup(request, options)
         if result.hit:
             return cast(
                 CompletionResponseGen,
@@ -562,14 +596,15 @@ class CachedLLM(FunctionCallingLLM):
                 ),
             )
         return self._record(
-            request, self.llm.stream_complete(prompt, formatted=formatted, **kwargs)
+            request, self.llm.stream_complete(prompt, formatted=formatted, **kwargs), options
         )
 
     async def acomplete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponse:
+        options = _call_options(kwargs)
         request = self._completion_request(prompt, formatted, kwargs)
-        result = await self._alookup(request)
+        result = await self._alookup(request, options)
         if result.hit:
             return cast(
                 CompletionResponse,
@@ -578,14 +613,15 @@ class CachedLLM(FunctionCallingLLM):
                 ),
             )
         response = await self.llm.acomplete(prompt, formatted=formatted, **kwargs)
-        await self._astore(request, response)
+        await self._astore(request, response, options)
         return response
 
     async def astream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
+        options = _call_options(kwargs)
         request = self._completion_request(prompt, formatted, kwargs)
-        result = await self._alookup(request)
+        result = await self._alookup(request, options)
         if result.hit:
             return cast(
                 CompletionResponseAsyncGen,
@@ -594,7 +630,9 @@ class CachedLLM(FunctionCallingLLM):
                 ),
             )
         return self._arecord(
-            request, await self.llm.astream_complete(prompt, formatted=formatted, **kwargs)
+            request,
+            await self.llm.astream_complete(prompt, formatted=formatted, **kwargs),
+            options,
         )
 
 
