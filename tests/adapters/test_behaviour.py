@@ -131,13 +131,17 @@ def test_the_same_calls_cost_the_same_tokens(
 
 
 @pytest.mark.parametrize("name", sorted(DRIVERS))
-def test_stats_and_collector_agree_layer_by_layer_on_a_semantic_cache(name: str) -> None:
-    """A semantic route: each layer's hits and lookups are the same in the cache's stats and in
-    the collector (a lookup that reaches the semantic layer first misses the exact one)."""
-    from tokenlean import CachePolicy, last_user_turn
+def test_stats_collector_and_exporter_agree_layer_by_layer_on_a_semantic_cache(name: str) -> None:
+    """A semantic route: each layer's hits and lookups are the same in the cache's stats, the
+    collector and the Prometheus exporter (a lookup that reaches the semantic layer first misses
+    the exact one)."""
+    from prometheus_client import CollectorRegistry
+
+    from tokenlean import CachePolicy, PrometheusExporter, last_user_turn
     from tokenlean.testing import HashingEmbedder
 
-    collector = MetricsCollector()
+    registry = CollectorRegistry()
+    collector = MetricsCollector(sinks=[PrometheusExporter(registry=registry)])
     cache = CompletionCache(
         policy=CachePolicy.semantic(threshold=0.7, compare=last_user_turn),
         embedder=HashingEmbedder(64),
@@ -154,6 +158,18 @@ def test_stats_and_collector_agree_layer_by_layer_on_a_semantic_cache(name: str)
     rates = collector.snapshot()["headline"]["cache_hit_rate"]
     from_collector = {layer: (r["hits"], r["lookups"]) for layer, r in rates.items()}
     assert from_stats == from_collector
+
+    def exported(layer: str, hit: str) -> int:
+        value = registry.get_sample_value(
+            "tokenlean_cache_lookups_total", {"layer": layer, "hit": hit}
+        )
+        return int(value or 0)
+
+    from_exporter = {
+        layer: (exported(layer, "true"), exported(layer, "true") + exported(layer, "false"))
+        for layer in from_stats
+    }
+    assert from_exporter == from_stats
     assert from_stats["exact"] == (1, 3)
     assert (stats.hits, stats.lookups) == (1, 3)
 
