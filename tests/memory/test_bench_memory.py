@@ -49,6 +49,7 @@ def test_the_benchmark_reports_every_variant(locomo: Path) -> None:
     assert result["recent_window"]["evidence_recall_all"] < 1.0
     assert result["latency"]["turns"] == 120
     assert result["tokenlean"]["add_ms_p95"] > 0
+    assert result["tokenlean"]["static_prefix_share"] >= 0.95
 
 
 def test_latency_is_reported_by_transcript_length(locomo: Path) -> None:

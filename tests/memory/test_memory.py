@@ -244,7 +244,9 @@ def test_retrieved_turns_are_labelled_by_position_not_by_long_ids() -> None:
     pack = memory.context("s", budget=200, system="You are support.", user="wifi firmware?")
     retrieved = [item for item in pack.items if item.section == "retrieved"]
     assert retrieved
-    text = pack.messages[0]["content"]
+    content = pack.messages[0]["content"]  # text parts: the system prompt, then what changes
+    text = "".join(part["text"] for part in content) if isinstance(content, list) else content
+    assert "[#" in text
     assert not any(i in text for i in ids)
     for item in retrieved:
         assert item.text.startswith("[#")

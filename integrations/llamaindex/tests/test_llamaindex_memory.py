@@ -283,9 +283,19 @@ def test_a_function_agent_with_tools_receives_a_byte_identical_static_prefix(giv
                                              tools=[schema]).total)  # fmt: skip
         if messages[-1].role.value == "tool":
             return ChatMessage(role="assistant", content="It is on its way from Lyon.")
-        return ChatMessage(role="assistant", blocks=[ToolCallBlock(
-            tool_call_id=f"call-{len(received)}", tool_name="lookup_order",
-            tool_kwargs={"order": "1234", "note": "customer asked twice, please hurry " * 6})])
+        return ChatMessage(
+            role="assistant",
+            blocks=[
+                ToolCallBlock(
+                    tool_call_id=f"call-{len(received)}",
+                    tool_name="lookup_order",
+                    tool_kwargs={
+                        "order": "1234",
+                        "note": "customer asked twice, please hurry " * 6,
+                    },
+                )
+            ],
+        )
 
     limit = 700
     on_memory = given_to == "memory"
@@ -305,7 +315,8 @@ def test_a_function_agent_with_tools_receives_a_byte_identical_static_prefix(giv
     for messages in seen:
         first = messages[0]
         assert first.role.value == "system"
-        assert isinstance(first.blocks[0], TextBlock) and first.blocks[0].text == system
+        assert isinstance(first.blocks[0], TextBlock)
+        assert first.blocks[0].text == system
         assert isinstance(first.blocks[1], CachePoint)
     changing = {str([m.content for m in messages[1:]]) for messages in seen}
     if on_memory:

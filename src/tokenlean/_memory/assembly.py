@@ -102,6 +102,12 @@ class ContextPack:
     index_error: str | None = None
     degraded: tuple[str, ...] = ()
 
+    @property
+    def static_prefix(self) -> str:
+        """The system prompt as sent: the first text part of the first message, byte-identical
+        from call to call (where a provider cache breakpoint goes; "" without one)."""
+        return static_prefix(self.items)
+
     def sources(self) -> set[str]:
         """Ids of every turn that is in the context, raw or through an item derived from it."""
         return {source for item in self.items for source in item.sources}

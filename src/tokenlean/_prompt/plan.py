@@ -240,10 +240,12 @@ class PromptPlan:
     def from_request(cls, request: Mapping[str, Any], **options: Any) -> PromptPlan:
         """Build a plan from a chat-completions request body.
 
-        Leading ``system``/``developer`` messages become policy blocks, ``tools`` the tools
-        segment, a final ``user`` message the user turn, and every other message history (in
-        its original order). ``options`` are passed to the constructor; ``model`` defaults to
-        the request's.
+        Leading ``system``/``developer`` messages become policy blocks (one given as text
+        parts, as a :class:`~tokenlean.ContextPack` renders it: its first part a policy block,
+        the static prefix, and the rest a state block, what changes from call to call),
+        ``tools`` the tools segment, a final ``user`` message the user turn, and every other
+        message history (in its original order). ``options`` are passed to the constructor;
+        ``model`` defaults to the request's.
 
         Raises:
             MalformedRequestError: the request has no ``messages`` list.
@@ -260,9 +262,12 @@ class PromptPlan:
             rest and isinstance(rest[0], Mapping) and rest[0].get("role") in ("system", "developer")
         ):
             content = rest.pop(0).get("content")
-            if not isinstance(content, str):
+            parts = [content] if isinstance(content, str) else _text_parts(content)
+            if parts is None:
                 raise MalformedRequestError(f"system message {index} must have text content")
-            plan = plan.with_policy(content, name=f"system-{index}")
+            plan = plan.with_policy(parts[0], name=f"system-{index}")
+            if len(parts) > 1:
+                plan = plan.with_state("".join(parts[1:]), name=f"system-{index}-state")
             index += 1
         tools = request.get("tools")
         if tools:
@@ -374,3 +379,16 @@ class PromptPlan:
 
     def __len__(self) -> int:
         return len(self.segments)
+
+
+def _text_parts(content: Any) -> list[str] | None:
+    """The texts of a non-empty list of text parts, or None if ``content`` is anything else."""
+    if not isinstance(content, list) or not content:
+        return None
+    texts: list[str] = []
+    for part in content:
+        text = part.get("text") if isinstance(part, Mapping) else None
+        if not isinstance(text, str) or part.get("type") != "text":
+            return None
+        texts.append(text)
+    return texts

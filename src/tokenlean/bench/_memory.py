@@ -27,6 +27,7 @@ from tokenlean._memory.transcript import Turn
 from tokenlean._stats import p95
 from tokenlean._tokens.counting import get_token_counter
 from tokenlean._tokens.messages import count_message_tokens
+from tokenlean.bench._memory_prefix import static_prefix_figures
 
 __all__ = ["load_locomo", "memory_bench"]
 
@@ -216,6 +217,14 @@ def memory_bench(
         raise InvalidInputError("no questions with evidence in the given files")
     result: dict[str, Any] = {"budget": budget, **{name: _summary(r) for name, r in rows.items()}}
     result["tokenlean"]["add_ms_p95"] = round(p95(add_times), 3)
+    # The static prefix across a replayed conversation (the first file's), issue 17.
+    replay, _, speaker_a, speaker_b = load_locomo(paths[0])
+    system = f"You answer questions about a long conversation between {speaker_a} and {speaker_b}."
+    result["tokenlean"].update(
+        static_prefix_figures(
+            replay, system=system, budget=budget, embedder=embedder, counter=count
+        )
+    )
     sizes = [latency_turns] if isinstance(latency_turns, int) else list(latency_turns)
     sizes = sorted(n for n in sizes if n > 0)
     if sizes:
@@ -304,6 +313,10 @@ def print_report(result: dict[str, Any], emit: Callable[[str], None] = print) ->
              f"{lat['assembly_ms_p50']:.1f} ms, p95 {lat['assembly_ms_p95']:.1f} ms "
              "(query embedding included)")  # fmt: skip
     emit(f"add() p95 while replaying: {result['tokenlean']['add_ms_p95']:.2f} ms")
+    emit(
+        f"static prefix share: {result['tokenlean']['static_prefix_share']:.3f} "
+        f"(one-block layout: {result['tokenlean']['static_prefix_share_one_block']:.3f})"
+    )
     for name in ("tokenlean", "full_transcript", "recent_window", "dense_top_turns"):
         r = result[name]
         cats = " ".join(f"c{c}={v['evidence_recall_all']:.2f}" for c, v in r["by_category"].items())
