@@ -40,6 +40,7 @@ from tokenlean import (
     NotSerializableError,
     PromptAnswerJudge,
     normalize_role,
+    open_store,
 )
 
 __all__ = ["LangChainAnswerJudge", "TokenleanCache"]
@@ -181,11 +182,13 @@ class TokenleanCache(BaseCache):
 
     def __init__(
         self,
-        cache: CompletionCache | None = None,
+        cache: CompletionCache | str | None = None,
         *,
         tenant: str = "default",
         route: str | None = None,
     ) -> None:
+        if isinstance(cache, str):  # a store URI: memory://, sqlite:///path, redis://host/db
+            cache = CompletionCache(open_store(cache))
         self.cache = cache or CompletionCache()
         self.tenant = tenant
         self.route = route

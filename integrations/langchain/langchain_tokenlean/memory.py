@@ -116,14 +116,15 @@ class TokenleanChatMessageHistory(BaseChatMessageHistory):
 
     def __init__(
         self,
-        memory: ConversationMemory,
+        memory: ConversationMemory | str,
         session: str,
         *,
         budget: int = 2000,
         tenant: str = "default",
         system: str | None = None,
     ) -> None:
-        self.memory = memory
+        # A transcript store URI (sqlite:///path, redis://host/db): replicas share conversations.
+        self.memory = ConversationMemory(memory) if isinstance(memory, str) else memory
         self.base_session = session
         self.budget = budget
         self.tenant = tenant

@@ -85,7 +85,7 @@ class TokenleanMemoryMiddleware(AgentMiddleware):
 
     def __init__(
         self,
-        memory: ConversationMemory,
+        memory: ConversationMemory | str,
         *,
         budget: int = 2000,
         tenant: str = "default",
@@ -94,7 +94,8 @@ class TokenleanMemoryMiddleware(AgentMiddleware):
         cache_control: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.memory = memory
+        # A transcript store URI (sqlite:///path, redis://host/db): replicas share conversations.
+        self.memory = ConversationMemory(memory) if isinstance(memory, str) else memory
         self.budget = budget
         self.tenant = tenant
         self.session = session

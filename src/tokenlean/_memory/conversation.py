@@ -48,6 +48,7 @@ from tokenlean._memory.summary import (
 )
 from tokenlean._memory.transcript import TranscriptStore, Turn, turn_from_message
 from tokenlean._memory.transcript_memory import MemoryTranscriptStore
+from tokenlean._memory.uri import open_transcript_store
 from tokenlean._retrieval.documents import SentenceSplitter
 from tokenlean._retrieval.hybrid_index import HybridIndex
 from tokenlean._retrieval.search import HybridSearcher
@@ -65,7 +66,9 @@ class ConversationMemory:
     """Keeps every turn, and builds a budgeted context for each model call. Thread-safe.
 
     Args:
-        store: the transcripts (default: in memory; :class:`SQLiteTranscriptStore` persists).
+        store: the transcripts (default: in memory; :class:`SQLiteTranscriptStore` persists),
+            or a store URI (``sqlite:///path.db``, ``redis://host:port/db``; see
+            :func:`open_transcript_store`).
         embedder: for retrieving older turns (default: the bundled model).
         counter: the token counter of the budget.
         summarizer: default :class:`ExtractiveSummarizer` (no LLM).
@@ -113,7 +116,7 @@ class ConversationMemory:
 
     def __init__(
         self,
-        store: TranscriptStore | None = None,
+        store: TranscriptStore | str | None = None,
         *,
         embedder: Embedder | None = None,
         counter: Callable[[str], int] | None = None,
@@ -140,6 +143,8 @@ class ConversationMemory:
             what="ConversationMemory's retrieval of older turns",
         )
         self.collector = collector
+        if isinstance(store, str):
+            store = open_transcript_store(store)
         self.store = store if store is not None else MemoryTranscriptStore()
         self._embedder = as_embedder(embedder) if embedder is not None else None
         self.counter = counter or get_token_counter()

@@ -52,6 +52,7 @@ from tokenlean import (
     PromptAnswerJudge,
     SQLiteStore,
     cache_options,
+    open_store,
     replay_stream,
 )
 
@@ -233,7 +234,7 @@ class CachedLLM(FunctionCallingLLM):
     def __init__(
         self,
         llm: LLM,
-        cache: CompletionCache | None = None,
+        cache: CompletionCache | str | None = None,
         *,
         tenant: str = "default",
         route: str | None = None,
@@ -242,6 +243,8 @@ class CachedLLM(FunctionCallingLLM):
         kwargs.setdefault("callback_manager", llm.callback_manager)
         kwargs.update(llm=llm, tenant=tenant, route=route)
         super().__init__(**kwargs)
+        if isinstance(cache, str):  # a store URI: memory://, sqlite:///path, redis://host/db
+            cache = CompletionCache(open_store(cache))
         self._cache = cache or CompletionCache()
 
     @classmethod

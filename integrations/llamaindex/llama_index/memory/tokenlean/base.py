@@ -120,6 +120,8 @@ class TokenleanMemory(BaseMemory):
         tenant: tenant namespace.
         system: a system prompt to pin (default: the transcript's system turns).
         store_path: SQLite transcript file (None: in memory, or the ``memory`` given).
+        store: a transcript store URI instead (``sqlite:///path.db``, ``redis://host:port/db``),
+            so that replicas share the conversation; kept when serialized.
         cache_point: put a ``CachePoint`` after the static prefix (the system prompt, the
             first block of the first message), for LLMs that cache up to explicit breakpoints
             (``llama-index-llms-anthropic``); off by default.
@@ -131,6 +133,7 @@ class TokenleanMemory(BaseMemory):
     tenant: str = Field(default="default")
     system: str | None = Field(default=None)
     store_path: str | None = Field(default=None)
+    store: str | None = Field(default=None)
     cache_point: bool = Field(default=False)
     _memory: ConversationMemory = PrivateAttr()
 
@@ -144,8 +147,11 @@ class TokenleanMemory(BaseMemory):
             data.setdefault("token_limit", data.pop("budget"))
         super().__init__(**data)
         if memory is None:
-            store = SQLiteTranscriptStore(self.store_path) if self.store_path else None
-            memory = ConversationMemory(store)
+            if self.store is not None:
+                memory = ConversationMemory(self.store)
+            else:
+                path = self.store_path
+                memory = ConversationMemory(SQLiteTranscriptStore(path) if path else None)
         self._memory = memory
 
     @classmethod
