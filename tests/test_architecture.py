@@ -65,13 +65,24 @@ def test_public_api_is_exactly_what_the_docs_list() -> None:
 
 
 def test_implementation_modules_are_private() -> None:
-    """Every module of the core is private, except the public test helpers (and the CLI)."""
-    public = {
+    """Every module of the core is private: the public surface is the package itself and three
+    public packages (the test helpers, the benchmarks' ports and the CLI), whose own modules are
+    private too."""
+    public_modules = {
         path.name
         for path in SRC.glob("*.py")
         if not path.name.startswith("_") and path.name != "__init__.py"
     }
-    assert public == {"testing.py"}
+    assert public_modules == set()
+    public_packages = {
+        path.name
+        for path in SRC.iterdir()
+        if path.is_dir() and (path / "__init__.py").exists() and not path.name.startswith("_")
+    }
+    assert public_packages == {"bench", "cli", "testing"}
+    for package in public_packages:
+        inner = {p.name for p in (SRC / package).glob("*.py") if p.name != "__init__.py"}
+        assert all(name.startswith("_") for name in inner), (package, inner)
 
 
 # --- Wings and the direction of their imports ---------------------------------------------------
