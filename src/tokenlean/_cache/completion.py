@@ -43,12 +43,13 @@ from tokenlean._cache.learning import Learning, Pending
 from tokenlean._cache.lookup import CacheLookup, replay_stream
 from tokenlean._cache.memory_store import MemoryStore
 from tokenlean._cache.options import current_options
-from tokenlean._cache.partitions import Partitions
+from tokenlean._cache.partitions import ChangeFeed, Partitions
 from tokenlean._cache.policy import CachePolicy
 from tokenlean._cache.request import CacheRequest, hash_key, hash_tenant
 from tokenlean._cache.stats import CacheStats, StatsRecorder
 from tokenlean._cache.store import CacheStore, Selector, StoredEntry
 from tokenlean._cache.store_faults import FaultReporter, GuardedStore
+from tokenlean._cache.uri import open_store
 from tokenlean._cache.vector_index import VectorIndex
 from tokenlean._cache.verifier import (
     extract_features,
@@ -88,7 +89,12 @@ class CompletionCache:
 
     Args:
         store: where entries live (default: an unbounded :class:`MemoryStore`); a
-            :class:`SQLiteStore` persists them.
+            :class:`SQLiteStore` persists them, a :class:`RedisStore` shares them between
+            replicas (each keeps its semantic indexes in step through the store's change feed).
+            A URI string (``"sqlite:///cache.db"``, ``"redis://host:6379/0?prefix=app:"``)
+            opens the store :func:`open_store` names (raising its errors:
+            :class:`ConfigurationError` for a bad URI, :class:`StoreError` when the store cannot
+            be opened).
         policy: the default policy (default: exact only).
         routes: policies by route name, for :meth:`lookup` and :meth:`store`'s ``route``.
         embedder: embeds queries for the semantic layer (default: the bundled model, loaded
@@ -122,7 +128,7 @@ class CompletionCache:
 
     def __init__(
         self,
-        store: CacheStore | None = None,
+        store: CacheStore | str | None = None,
         *,
         policy: CachePolicy | None = None,
         routes: Mapping[str, CachePolicy] | None = None,
@@ -137,13 +143,18 @@ class CompletionCache:
         self.collector = collector
         self._judge = judge
         self._require_extras(policy, routes, embedder)
+        if isinstance(store, str):
+            store = open_store(store)
         self.store_backend: CacheStore = store if store is not None else MemoryStore()
         self._store = GuardedStore(self.store_backend)  # every failure a typed StoreError
         self.policy = policy or CachePolicy.exact()
         self.routes = dict(routes or {})
         self._embedder = as_embedder(embedder) if embedder is not None else None
         self.clock = clock
-        self._partitions = Partitions(self._store, clock=clock, hnsw_threshold=hnsw_threshold)
+        feed = self.store_backend if isinstance(self.store_backend, ChangeFeed) else None
+        self._partitions = Partitions(
+            self._store, clock=clock, hnsw_threshold=hnsw_threshold, feed=feed
+        )
         self._secret = self.store_backend.secret
         self._stats = StatsRecorder()
         self._faults = FaultReporter(self._store.name, self._stats, collector)

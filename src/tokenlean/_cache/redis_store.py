@@ -15,6 +15,14 @@ server, each with its own prefix)::
     cache:ix:<kind>:<v>   sets of addresses by namespace (n), tenant (t), layer (l) and tag (g)
     cache:usage           the bytes held (the entry count is the size of ``cache:meta``)
     cache:clock           the last recency given, so recencies only grow
+    cache:feed            a stream of the semantic entries' changes (the change feed)
+
+The change feed is how each replica keeps its own vector indexes in step with the others: every
+write, deletion, invalidation, eviction and expiry of a semantic entry appends one record
+(``o``: ``p`` put, ``d`` deleted, ``e`` evicted, ``x`` expired; ``m``: the address) in the same
+Lua script as the change itself, so the feed never misses or invents a change. It is bounded
+(``XADD … MAXLEN ~ feed_length``); :meth:`RedisStore.changes_since` reads it from a position
+and says when the position was trimmed away, and the replica then rebuilds from a scan.
 
 An entry whose ``expires_at`` lies ahead of the server's clock gets a native TTL
 (``PEXPIREAT``), so Redis reclaims its memory even if no cache ever deletes it; the next write
@@ -38,20 +46,26 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from tokenlean._cache.partitions import FeedChange
 from tokenlean._cache.store import Selector, StoredEntry
 from tokenlean._errors import ConfigurationError, CorruptedStoreError, StoreError
 from tokenlean._redis_client import DEFAULT_PREFIX, DEFAULT_URL, RedisConnection
 
-__all__ = ["RedisStore"]
+__all__ = ["FEED_LENGTH", "RedisStore"]
 
 TOUCH_LIMIT = 10_000
 """Lookups whose recency waits in this process for the next write, at most (the oldest are
 dropped: those entries keep their previous recency)."""
 
 _BATCH = 500  # addresses per script call or pipeline when deleting and scanning
+_FEED_BATCH = 2_000  # change-feed records per script call
+
+FEED_LENGTH = 100_000
+"""Records the change feed keeps by default, about (``MAXLEN ~``: whole stream nodes are
+trimmed, so a few more may stay)."""
 
 _LUA_COMMON = """
-local P = ARGV[1]
+local P, FEED_LEN = ARGV[1], tonumber(ARGV[2])
 local META = P .. 'cache:meta'
 local LRU = P .. 'cache:lru'
 local EXP = P .. 'cache:exp'
@@ -60,8 +74,14 @@ local NULL = cjson.null
 
 local function ix(kind, value) return P .. 'cache:ix:' .. kind .. ':' .. value end
 
--- Remove one address everywhere; return its size, or false if it held no entry.
-local function remove(m)
+-- Append a semantic entry's change to the feed (op: p put, d deleted, e evicted, x expired).
+local function note(op, m)
+  redis.call('XADD', P .. 'cache:feed', 'MAXLEN', '~', FEED_LEN, '*', 'o', op, 'm', m)
+end
+
+-- Remove one address everywhere; return its size, or false if it held no entry. With op, a
+-- semantic entry's removal goes to the feed.
+local function remove(m, op)
   local raw = redis.call('HGET', META, m)
   redis.call('ZREM', LRU, m)
   redis.call('ZREM', EXP, m)
@@ -74,6 +94,7 @@ local function remove(m)
   redis.call('SREM', ix('l', e[5]), m)
   for _, tag in ipairs(e[6]) do redis.call('SREM', ix('g', tag), m) end
   redis.call('HINCRBY', USAGE, 'bytes', -e[3])
+  if op and e[5] == 'semantic' then note(op, m) end
   return e[3]
 end
 
@@ -88,18 +109,19 @@ local function reap(now, out, skip)
   local due = redis.call('ZRANGEBYSCORE', EXP, '-inf', string.format('%.0f', now / 1000),
                          'LIMIT', 0, 256)
   for _, m in ipairs(due) do
-    if remove(m) and m ~= skip then table.insert(out, m) end
+    if remove(m, 'x') and m ~= skip then table.insert(out, m) end
   end
 end
 """
 
-# ARGV: prefix, n touches, (address, recency) * n, address, meta JSON, max_entries (0: none),
-# max_bytes (0: none), expiry in ms ('' : none), then the entry's hash as field, value pairs.
+# ARGV: prefix, feed length, n touches, (address, recency) * n, address, meta JSON, max_entries
+# (0: none), max_bytes (0: none), expiry in ms ('' : none), then the entry's hash as field, value
+# pairs.
 _PUT = (
     _LUA_COMMON
     + """
-local n = tonumber(ARGV[2])
-local i = 3
+local n = tonumber(ARGV[3])
+local i = 4
 for _ = 1, n do
   redis.call('ZADD', LRU, 'XX', 'GT', ARGV[i + 1], ARGV[i])
   i = i + 2
@@ -121,6 +143,7 @@ redis.call('SADD', ix('t', e[4]), m)
 redis.call('SADD', ix('l', e[5]), m)
 for _, tag in ipairs(e[6]) do redis.call('SADD', ix('g', tag), m) end
 redis.call('HINCRBY', USAGE, 'bytes', e[3])
+if e[5] == 'semantic' then note('p', m) end
 local last = tonumber(redis.call('GET', P .. 'cache:clock') or '0')
 local score = now
 if score <= last then score = last + 1 end
@@ -143,7 +166,7 @@ while over() do
     if not over() then break end
     if v ~= m then
       progress = true
-      local size = remove(v)
+      local size = remove(v, 'e')
       if size then
         count = count - 1
         bytes = bytes - size
@@ -157,14 +180,14 @@ return evicted
 """
 )
 
-# ARGV: prefix, selector JSON [namespace, key, tenant, layer, tag, plan_version, expired_at]
-# (null: any), then the candidate addresses.
+# ARGV: prefix, feed length, selector JSON [namespace, key, tenant, layer, tag, plan_version,
+# expired_at] (null: any), then the candidate addresses.
 _DELETE = (
     _LUA_COMMON
     + """
-local s = cjson.decode(ARGV[2])
+local s = cjson.decode(ARGV[3])
 local removed = {}
-for i = 3, #ARGV do
+for i = 4, #ARGV do
   local m = ARGV[i]
   local raw = redis.call('HGET', META, m)
   if raw then
@@ -178,7 +201,7 @@ for i = 3, #ARGV do
       for _, tag in ipairs(e[6]) do if tag == s[5] then ok = true end end
     end
     if ok then
-      remove(m)
+      remove(m, 'd')
       table.insert(removed, m)
     end
   end
@@ -187,7 +210,8 @@ return removed
 """
 )
 
-# ARGV: prefix. Removes the entries whose native TTL passed; returns the count and bytes held.
+# ARGV: prefix, feed length. Removes the entries whose native TTL passed; returns the count and
+# bytes held.
 _USAGE = (
     _LUA_COMMON
     + """
@@ -195,6 +219,47 @@ reap(now_us(), {}, false)
 return {redis.call('HLEN', META), tonumber(redis.call('HGET', USAGE, 'bytes') or '0')}
 """
 )
+
+# ARGV: prefix, position ('': the feed's end), most records. A position is "<id>/<n>": the last
+# record read and how many records the stream had received up to it. (XINFO's
+# max-deleted-entry-id does not move when MAXLEN trims, so trimming is told by counting: the
+# first record kept is the (entries-added - length + 1)th one.) Returns {'trimmed'} when records
+# after the position were trimmed away (or the feed was reset), else {'ok', new position,
+# records}: each {id, op, address, vector or false, expiry or false} (a put's vector and expiry
+# as they are now; false when the entry is gone again).
+_CHANGES = """
+local FEED = ARGV[1] .. 'cache:feed'
+local position, most = ARGV[2], tonumber(ARGV[3])
+if redis.call('EXISTS', FEED) == 0 then
+  if position == '' or string.match(position, '/0$') then return {'ok', '0-0/0', {}} end
+  return {'trimmed'}
+end
+local raw = redis.call('XINFO', 'STREAM', FEED)
+local info = {}
+for i = 1, #raw, 2 do info[raw[i]] = raw[i + 1] end
+local added = tonumber(info['entries-added'])
+if position == '' then return {'ok', info['last-generated-id'] .. '/' .. added, {}} end
+local id, seen = string.match(position, '^(%d+-%d+)/(%d+)$')
+seen = tonumber(seen)
+if seen == nil or seen > added or added - tonumber(info['length']) > seen then
+  return {'trimmed'}
+end
+local out = {}
+for _, record in ipairs(redis.call('XRANGE', FEED, '(' .. id, '+', 'COUNT', most)) do
+  local fields = {}
+  for i = 1, #record[2], 2 do fields[record[2][i]] = record[2][i + 1] end
+  local vector, expiry = false, false
+  if fields['o'] == 'p' then
+    local got = redis.call('HMGET', ARGV[1] .. 'cache:e:' .. fields['m'], 'e', 'x')
+    vector, expiry = got[1], got[2]
+  end
+  table.insert(out, {record[1], fields['o'], fields['m'], vector, expiry})
+  id, seen = record[1], seen + 1
+end
+return {'ok', id .. '/' .. seen, out}
+"""
+
+_OPS = {b"p": "put", b"d": "deleted", b"e": "evicted", b"x": "expired"}
 
 
 def _address(namespace: str, key: str) -> str:
@@ -260,6 +325,8 @@ class RedisStore:
         max_bytes: most bytes of payload, vectors and features held (None: unbounded).
         timeout_s: seconds to connect and to wait for each reply before the operation fails
             (a cache then misses, or drops the write).
+        feed_length: records the change feed keeps, about (older ones are trimmed; a replica
+            that falls further behind rebuilds its indexes from a scan).
 
     Raises:
         MissingDependencyError: redis-py is not installed (``pip install 'tokenlean[redis]'``).
@@ -286,13 +353,19 @@ class RedisStore:
         max_entries: int | None = None,
         max_bytes: int | None = None,
         timeout_s: float = 1.0,
+        feed_length: int = FEED_LENGTH,
     ) -> None:
-        for name, value in (("max_entries", max_entries), ("max_bytes", max_bytes)):
+        for name, value in (
+            ("max_entries", max_entries),
+            ("max_bytes", max_bytes),
+            ("feed_length", feed_length),
+        ):
             if value is not None and value < 1:
                 raise ConfigurationError(f"{name} must be >= 1 or None, got {value}")
         if not prefix:
             raise ConfigurationError("prefix must not be empty")
         self.prefix, self.max_entries, self.max_bytes = prefix, max_entries, max_bytes
+        self.feed_length = feed_length
         # Writes are idempotent (a replace, a delete), so one retry on a fresh connection is safe.
         self._redis = RedisConnection(url, what="A RedisStore", timeout_s=timeout_s, retries=1)
         self.url = self._redis.name
@@ -300,6 +373,7 @@ class RedisStore:
         self._put_script = client.register_script(_PUT)
         self._delete_script = client.register_script(_DELETE)
         self._usage_script = client.register_script(_USAGE)
+        self._changes_script = client.register_script(_CHANGES)
         self._lock = threading.Lock()
         # address -> server recency of lookups not yet written (see TOUCH_LIMIT)
         self._touched: OrderedDict[str, int] = OrderedDict()
@@ -361,7 +435,7 @@ class RedisStore:
         expiry = "" if entry.expires_at is None else str(int(entry.expires_at * 1000))
         touches = self._take_touches()
         args = [
-            self.prefix, len(touches) // 2, *touches,
+            self.prefix, self.feed_length, len(touches) // 2, *touches,
             _address(entry.namespace, entry.key), meta,
             self.max_entries or 0, self.max_bytes or 0, expiry, *_fields(entry),
         ]  # fmt: skip
@@ -396,7 +470,7 @@ class RedisStore:
             removed: list[Any] = []
             for at in range(0, len(candidates), _BATCH):
                 batch = candidates[at : at + _BATCH]
-                removed += self._delete_script(args=[self.prefix, spec, *batch])
+                removed += self._delete_script(args=[self.prefix, self.feed_length, spec, *batch])
             return removed
 
         return [_pair(address) for address in self._redis.call("delete", run)]
@@ -420,8 +494,41 @@ class RedisStore:
         yield from entries
 
     def usage(self) -> tuple[int, int]:
-        count, size = self._redis.call("usage", lambda: self._usage_script(args=[self.prefix]))
+        count, size = self._redis.call(
+            "usage", lambda: self._usage_script(args=[self.prefix, self.feed_length])
+        )
         return int(count), int(size)
+
+    def changes_since(self, position: str | None) -> tuple[list[FeedChange], str] | None:
+        """The semantic entries' changes after ``position``, in order, and the new position;
+        None when records after ``position`` were trimmed from the feed (rebuild from a scan).
+        ``position`` None asks for the feed's end: no changes, and the position to follow from.
+
+        A put carries the entry's vector and expiry as they are when read (no vector: the entry
+        is gone again, and a later record says so).
+        """
+
+        def run() -> tuple[list[FeedChange], str] | None:
+            at = "" if position is None else position
+            changes: list[FeedChange] = []
+            while True:
+                reply: Any = self._changes_script(args=[self.prefix, at, _FEED_BATCH])
+                if reply[0] == b"trimmed":
+                    return None
+                at = _text(reply[1])
+                for _, op, address, vector, expiry in reply[2]:
+                    namespace, key = _pair(address)
+                    changes.append(
+                        FeedChange(
+                            _OPS.get(bytes(op), "deleted"), namespace, key,
+                            None if not vector else bytes(vector),
+                            None if not expiry else float(expiry),
+                        )
+                    )  # fmt: skip
+                if len(reply[2]) < _FEED_BATCH:
+                    return changes, at
+
+        return self._redis.call("reading the change feed", run)
 
     def close(self) -> None:
         """Send the recency of the lookups since the last write (best effort), then close."""

@@ -260,3 +260,41 @@ def bench_overhead(
             f"record one request: {result['record_us_p50']} us (median of {reps}); "
             f"with OpenTelemetry: {result['record_with_otel_us_p50']} us"
         )
+
+
+@bench_app.command("replicas")
+def bench_replicas(
+    store: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--store",
+            help="Store URI shared by the processes (repeatable; default: the local Redis and "
+            "a SQLite file in the current folder).",
+        ),
+    ] = None,
+    processes: Annotated[int, typer.Option(help="Processes sharing the store.")] = 4,
+    seconds: Annotated[float, typer.Option(help="Seconds each process runs its mix.")] = 10.0,
+    catch_up_entries: Annotated[
+        int, typer.Option(help="Semantic entries a new replica catches up on.")
+    ] = 100_000,
+    as_json: JsonOpt = False,
+) -> None:
+    """Several processes sharing one store: throughput, visibility, lost updates, bounds, and
+    a new replica's catch-up."""
+    from tokenlean.bench._replicas import replicas_bench
+
+    stores = store or ["redis://127.0.0.1:6379/0", "sqlite:///tokenlean-replicas.db"]
+    result = replicas_bench(
+        stores, processes=processes, seconds=seconds, catch_up_entries=catch_up_entries
+    )
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    for scheme, r in result.items():
+        typer.echo(
+            f"{scheme}: {r['lookups_per_s']} lookups/s, exact p50 {r['exact_ms_p50']} ms, "
+            f"semantic p50 {r['semantic_ms_p50']} ms, visibility p50/p95 "
+            f"{r['visibility_ms_p50']}/{r['visibility_ms_p95']} ms, lost updates "
+            f"{r['lost_updates']}, errors {r['errors']}, over bound {r['entries_over_bound']}, "
+            f"catch-up of {r['catch_up_entries']} entries {r['catch_up_s']} s"
+        )

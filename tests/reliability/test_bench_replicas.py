@@ -1,0 +1,32 @@
+"""``tokenlean bench replicas`` runs processes on a shared Redis store and reports, per scheme,
+throughput, visibility, lost updates, errors, bounds and catch-up."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.redis_server import URL, require_server
+from tokenlean.cli import main
+
+
+def test_bench_replicas_reports_the_figures_per_scheme(capsys: pytest.CaptureFixture[str]) -> None:
+    """Two processes for a second on Redis: every field is reported, nothing acknowledged is
+    lost, nothing fails, the bound holds and probes become hits in the other process."""
+    require_server()
+    code = 0
+    try:
+        main(
+            ["bench", "replicas", "--store", URL, "--processes", "2", "--seconds", "1",
+             "--catch-up-entries", "200", "--json"]
+        )  # fmt: skip
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    assert code == 0
+    redis = json.loads(capsys.readouterr().out)["redis"]
+    for field in ("lookups_per_s", "visibility_ms_p50", "visibility_ms_p95", "catch_up_s"):
+        assert redis[field] is not None
+    assert redis["lost_updates"] == redis["errors"] == redis["entries_over_bound"] == 0
+    assert redis["probe_hits_in_other_processes"] > 0
+    assert redis["catch_up_entries"] == 200
