@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -140,3 +141,30 @@ def test_stores_without_a_feed_are_read_once(tmp_path: object) -> None:
         cache.store(_request("a question here"), "x")
         assert cache.lookup(_request("here a question")).hit
         cache.close()
+
+
+def test_a_replica_that_loads_a_large_partition_builds_its_hnsw_index_without_a_write(
+    tmp_path: Path,
+) -> None:
+    """Loaded from the store, a partition past the threshold starts exact and is switched to
+    HNSW in the background, without waiting for this replica's first write."""
+    from tokenlean import CachePolicy, CacheRequest, CompletionCache, SQLiteStore, last_user_turn
+    from tokenlean.testing import HashingEmbedder
+
+    policy = CachePolicy.semantic(threshold=0.9, compare=last_user_turn)
+    path = tmp_path / "cache.db"
+    writer = CompletionCache(SQLiteStore(path), policy=policy, embedder=HashingEmbedder(32),
+                             hnsw_threshold=50)  # fmt: skip
+    for i in range(80):
+        request = CacheRequest(model="m", messages=({"role": "user", "content": f"question {i}"},))
+        writer.store(request, f"answer {i}")
+    writer.close()
+    joining = CompletionCache(SQLiteStore(path), policy=policy, embedder=HashingEmbedder(32),
+                              hnsw_threshold=50)  # fmt: skip
+    probe = CacheRequest(model="m", messages=({"role": "user", "content": "question 7?"},))
+    joining.lookup(probe)
+    deadline = time.monotonic() + 10
+    while joining.stats().indexes.get("hnsw") != 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert joining.stats().indexes == {"hnsw": 1}
+    joining.close()

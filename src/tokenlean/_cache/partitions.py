@@ -162,6 +162,9 @@ class Partitions:
         if indexes is None:
             with self.lock:
                 indexes = self._loaded()
+                due = bool(self._due)
+            if due:  # a large partition loads exact; its HNSW is built aside, not by a write
+                self.maintain_in_background()
         elif self.feed is not None and time.monotonic() >= self._next_read:
             self.follow()
             indexes = self._indexes or indexes
@@ -255,6 +258,13 @@ class Partitions:
                 return
             self._expired.pop((namespace, key), None)
             self._forget(removed)
+
+    def maintain_in_background(self) -> threading.Thread:
+        """:meth:`maintain` in a daemon thread: a replica that loaded (or rebuilt from a scan)
+        a partition past the HNSW threshold gets its HNSW index without waiting for a write."""
+        thread = threading.Thread(target=self.maintain, name="tokenlean-index-build", daemon=True)
+        thread.start()
+        return thread
 
     def maintain(self) -> None:
         """Run the index rebuilds that are due, holding no lock of ours: the calling write
