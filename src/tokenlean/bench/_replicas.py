@@ -72,6 +72,9 @@ class _TimedEmbedder:
             self.spent += time.perf_counter() - start
 
 
+HNSW_THRESHOLD = 20_000  # CompletionCache's default: a partition past it switches to HNSW
+
+
 def _cache(uri: str, embedder: _TimedEmbedder) -> tl.CompletionCache:
     return tl.CompletionCache(
         store=uri,
@@ -79,6 +82,7 @@ def _cache(uri: str, embedder: _TimedEmbedder) -> tl.CompletionCache:
         routes={"exact": tl.CachePolicy.exact()},
         embedder=embedder,
         background_judging=False,
+        hnsw_threshold=HNSW_THRESHOLD,
     )
 
 
@@ -242,7 +246,13 @@ def _catch_up(cache_uri: str, entries: int) -> dict[str, Any]:
         return round(_pct(times, 0.5), 3)
 
     before = semantic_ms(200)
-    replica.store(_request("one write, which runs the index rebuild that is due"), 0)
+    # The partition loaded as an exact index; its HNSW index is built in the background. Wait
+    # for it (lookups went on meanwhile), then measure again.
+    built = time.perf_counter()
+    large = entries >= HNSW_THRESHOLD  # only then is an HNSW index due
+    while large and "flat" in replica.stats().indexes and time.perf_counter() - built < 300:
+        time.sleep(0.1)
+    build_s = time.perf_counter() - built
     after = semantic_ms(200)
     kinds = replica.stats().indexes
     for cache in (filler, replica):
@@ -252,8 +262,9 @@ def _catch_up(cache_uri: str, entries: int) -> dict[str, Any]:
         "catch_up_fill_s": round(fill_s, 2),
         "catch_up_s": round(catch_up_s, 3),
         "semantic_ms_p50_at_catch_up": before,
-        "semantic_ms_p50_after_first_write": after,
-        "index_kinds_after_first_write": kinds,
+        "index_build_s": round(build_s, 2),
+        "semantic_ms_p50_after_index_build": after,
+        "index_kinds_after_build": kinds,
     }
 
 
