@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from tokenlean._memory.transcript import Turn, check_continuation, encode_state, encode_turn
@@ -78,3 +78,14 @@ class MemoryTranscriptStore:
         raw = encode_state(value)
         with self._lock:
             self._state[(tenant, session, name)] = raw
+
+    def update_state(
+        self, tenant: str, session: str, name: str, change: Callable[[Any], Any]
+    ) -> Any:
+        """Replace a piece of state with ``change(current)`` under the store's lock: no
+        concurrent update is lost. Returns the value stored."""
+        with self._lock:
+            raw = self._state.get((tenant, session, name))
+            value = change(json.loads(raw) if raw is not None else None)
+            self._state[(tenant, session, name)] = encode_state(value)
+        return value

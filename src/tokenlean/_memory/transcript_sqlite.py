@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +160,40 @@ class SQLiteTranscriptStore:
                 )
             except sqlite3.Error as exc:
                 raise sqlite_error(self.path, "write", exc) from exc
+
+    def update_state(
+        self, tenant: str, session: str, name: str, change: Callable[[Any], Any]
+    ) -> Any:
+        """Replace a piece of state with ``change(current)`` in one write transaction, so a
+        concurrent update (another process on the same file) is never lost. Returns the value
+        stored.
+
+        Raises:
+            NotSerializableError: ``change`` returned a value with no JSON form (nothing is
+                written).
+            StoreError: the file could not be read or written (nothing is written).
+        """
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    row = self._conn.execute(
+                        "SELECT value FROM session_state "
+                        "WHERE tenant = ? AND session = ? AND name = ?",
+                        (tenant, session, name),
+                    ).fetchone()
+                    value = change(json.loads(row[0]) if row else None)
+                    self._conn.execute(
+                        "INSERT OR REPLACE INTO session_state VALUES (?, ?, ?, ?)",
+                        (tenant, session, name, encode_state(value)),
+                    )
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    rollback(self._conn)
+                    raise
+            except sqlite3.Error as exc:
+                raise sqlite_error(self.path, "write", exc) from exc
+        return value
 
     def close(self) -> None:
         with self._lock:
