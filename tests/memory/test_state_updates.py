@@ -48,3 +48,41 @@ def test_an_unserializable_result_writes_nothing(kind: str, tmp_path: Path) -> N
     with pytest.raises(NotSerializableError):
         store.update_state("t", "s", "slots", lambda value: {"city": {1, 2}})
     assert store.get_state("t", "s", "slots") == {"city": "Lyon"}
+
+
+def test_set_slots_from_two_memories_on_one_file_loses_no_update(tmp_path: Path) -> None:
+    """Eight threads on two ConversationMemory objects sharing one SQLite file each set their own
+    slot again and again: every slot ends with its last value (no write overwrites another's)."""
+    from pydantic import BaseModel
+
+    from tokenlean import ConversationMemory
+    from tokenlean.testing import HashingEmbedder
+
+    class Slots(BaseModel):
+        s0: int | None = None
+        s1: int | None = None
+        s2: int | None = None
+        s3: int | None = None
+        s4: int | None = None
+        s5: int | None = None
+        s6: int | None = None
+        s7: int | None = None
+
+    memories = [
+        ConversationMemory(
+            SQLiteTranscriptStore(tmp_path / "m.db"), slots=Slots, embedder=HashingEmbedder(16)
+        )
+        for _ in range(2)
+    ]
+
+    def work(i: int) -> None:
+        for value in range(25):
+            memories[i % 2].set_slots("s", {f"s{i}": value})
+
+    runners = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for runner in runners:
+        runner.start()
+    for runner in runners:
+        runner.join()
+    final = memories[0].slots("s").current.model_dump()
+    assert final == {f"s{i}": 24 for i in range(8)}

@@ -258,6 +258,9 @@ def test_a_store_failing_after_the_append_is_recorded_not_raised() -> None:
         def put_state(self, tenant: str, session: str, name: str, value: Any) -> None:
             raise tl.StoreError("disk full")
 
+        def update_state(self, tenant: str, session: str, name: str, change: Any) -> Any:
+            raise tl.StoreError("disk full")
+
     mem = memory(store=StateWritesFail(), slots=Ticket, extractors=[CITY], summarize_after=3,
                  keep_recent=1)  # fmt: skip
     batch = [{"role": "user", "content": "Please ship to Paris."},

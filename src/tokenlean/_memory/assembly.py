@@ -18,8 +18,9 @@ called only when some turns fall outside the recent window). The steps:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 from pydantic import Field
@@ -130,6 +131,7 @@ class Assembly:
 
 
 Ranking = Sequence[str] | Callable[[], Sequence[str]]
+Locate = Callable[[Sequence[str]], Mapping[str, int]]
 
 
 def assemble(
@@ -142,6 +144,7 @@ def assemble(
     summary: RollingSummary | None = None,
     ranking: Ranking = (),
     shares: MemoryBudget | None = None,
+    locate: Locate | None = None,
 ) -> Assembly:
     """Choose and render the context within ``budget`` tokens.
 
@@ -149,6 +152,8 @@ def assemble(
         budget: the hard limit, in prompt tokens of the rendered messages.
         count: the token counter.
         history: the conversation's turns before the user turn, oldest first (no system turns).
+            Only the turns the pack may hold are read (``len`` and item access, from the end
+            and around retrieved turns), so a lazy sequence over a store keeps the cost flat.
         pinned: the system and state items, always included.
         user: the user turn, always included, last.
         summary: the rolling summary of older turns.
@@ -156,6 +161,7 @@ def assemble(
             history are ignored), or a function returning them (called only when some turns
             fall outside the recent window).
         shares: how the budget left after the pinned sections is shared.
+        locate: the positions in ``history`` of ranked ids (default: a scan of ``history``).
 
     Raises:
         ConfigurationError: the budget cannot hold the pinned sections.
@@ -184,17 +190,17 @@ def assemble(
         return sum(count(t.content) + _TURN_FRAMING for t in group)
 
     # 1. Recent turns, in tool-call-safe groups, newest first.
-    groups = tool_safe_groups(history)
-    recent_groups: list[list[Turn]] = []
+    groups = _groups_backward(history)
+    recent_groups: list[list[Turn]] = []  # newest first
+    pending: list[list[Turn]] = []  # the group that stopped the window, read but not taken
     allowance = int(rest * shares.recent)
     used = kept = 0
-    for group in reversed(groups):
+    for group in groups:
         cost = group_cost(group)
-        if used + cost > allowance and kept >= shares.min_recent_turns:
+        if (used + cost > allowance and kept >= shares.min_recent_turns) or used + cost > rest:
+            pending.append(group)
             break
-        if used + cost > rest:
-            break
-        recent_groups.insert(0, group)
+        recent_groups.append(group)
         used += cost
         kept += len(group)
     carry = allowance - used
@@ -209,12 +215,14 @@ def assemble(
     )
 
     # 3. Retrieved older turns, with their neighbours.
-    older = [t for t in history if t.id not in recent_ids]
+    older = len(history) - sum(len(g) for g in recent_groups)
     allowance = int(rest * shares.retrieved) + max(carry, 0)
     retrieved: list[PackItem] = []
-    if older and user is not None and user.text and allowance > 0:
+    if older > 0 and user is not None and user.text and allowance > 0:
         ranked = ranking() if callable(ranking) else ranking
-        retrieved = _retrieved(older, ranked, recent_ids, allowance, shares.neighbours, count)
+        retrieved = _retrieved(
+            history, older, ranked, locate, recent_ids, allowance, shares.neighbours, count
+        )
 
     # 4. Whatever is left extends the recent window further back.
     left = (
@@ -224,13 +232,13 @@ def assemble(
         - sum(i.tokens + _LINE for i in retrieved)
     )
     taken = {i.sources[0] for i in retrieved}
-    for group in reversed(groups[: len(groups) - len(recent_groups)]):
+    for group in chain(pending, groups):
         cost = group_cost(group)
         if cost > left or any(t.id in taken for t in group):
             break
-        recent_groups.insert(0, group)
+        recent_groups.append(group)
         left -= cost
-    recent = [t for g in recent_groups for t in g]
+    recent = [t for g in reversed(recent_groups) for t in g]
     final_recent = {t.id for t in recent}
     # Summary items whose turns are now all in the recent window would say them twice.
     summary_items = [i for i in summary_items if not set(i.sources) <= final_recent]
@@ -288,18 +296,23 @@ def _summary_items(
 
 
 def _retrieved(
-    older: Sequence[Turn],
+    history: Sequence[Turn],
+    older: int,
     ranked: Sequence[str],
+    locate: Locate | None,
     recent_ids: set[str],
     allowance: int,
     neighbours: int,
     count: Callable[[str], int],
 ) -> list[PackItem]:
-    """The best-ranked older turns within ``allowance``, then the neighbours of the top five,
-    in transcript order."""
-    by_id = {t.id: t for t in older}
-    position = {t.id: i for i, t in enumerate(older)}
-    chosen: dict[str, PackItem] = {}
+    """The best-ranked turns among the first ``older`` of ``history`` within ``allowance``, then
+    the neighbours of the top five, in transcript order."""
+    if locate is None:
+        wanted = set(ranked)
+        at = {t.id: i for i, t in enumerate(history[:older]) if t.id in wanted}
+    else:
+        at = dict(locate(ranked))
+    chosen: dict[str, tuple[Turn, PackItem]] = {}
     spent = 0
 
     def take(turn: Turn) -> None:
@@ -310,19 +323,40 @@ def _retrieved(
         tokens = count(text)
         if spent + tokens + _LINE > allowance:
             return
-        chosen[turn.id] = PackItem("retrieved", text, tokens, (turn.id,))
+        chosen[turn.id] = (turn, PackItem("retrieved", text, tokens, (turn.id,)))
         spent += tokens + _LINE
 
-    top = [by_id[turn_id] for turn_id in ranked if turn_id in by_id]
-    for turn in top:
+    top = [(p, history[p]) for turn_id in ranked if 0 <= (p := at.get(turn_id, -1)) < older]
+    for _, turn in top:
         take(turn)
-    for turn in top[:5]:
-        at = position[turn.id]
+    for p, _ in top[:5]:
         for step in range(1, neighbours + 1):
-            for near in (at - step, at + step):
-                if 0 <= near < len(older):
-                    take(older[near])
-    return sorted(chosen.values(), key=lambda item: by_id[item.sources[0]].index)
+            for near in (p - step, p + step):
+                if 0 <= near < older:
+                    take(history[near])
+    return [item for _, item in sorted(chosen.values(), key=lambda pair: pair[0].index)]
+
+
+def _groups_backward(history: Sequence[Turn]) -> Iterator[list[Turn]]:
+    """:func:`tool_safe_groups` of ``history``, newest first, reading it from the end only as
+    far as the groups are asked for."""
+    at = len(history) - 1
+    while at >= 0:
+        turn = history[at]
+        if turn.role != "tool":
+            at -= 1
+            yield [turn]
+            continue
+        tools: list[Turn] = []
+        while at >= 0 and (turn := history[at]).role == "tool":
+            tools.append(turn)
+            at -= 1
+        tools.reverse()
+        if at >= 0 and (turn := history[at]).tool_calls:
+            at -= 1
+            yield [turn, *tools]
+        else:
+            yield tools
 
 
 def tool_safe_groups(turns: Sequence[Turn]) -> list[list[Turn]]:

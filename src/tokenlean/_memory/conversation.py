@@ -18,9 +18,11 @@ import asyncio
 import logging
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, overload
 
 from pydantic import BaseModel
 
@@ -161,6 +163,7 @@ class ConversationMemory:
         self._executor = ThreadPoolExecutor(max_workers=1) if background else None
         self._background: dict[tuple[str, str], Future[None]] = {}
         self._dirty: set[tuple[str, str]] = set()
+        self._system_turns: dict[tuple[str, str], tuple[SessionState, _SystemTurns]] = {}
 
     @property
     def max_sessions(self) -> int:
@@ -236,22 +239,27 @@ class ConversationMemory:
         problems: list[str] = []
         try:
             proposals = self._calls.run((tenant, session, "slots"), propose)
-            slots = self.slots(session, tenant=tenant)
-            changed = False
             for turn, proposal in proposals:
                 if isinstance(proposal, Exception):
                     problems.append(f"{_describe(proposal)} (an extractor, turn {turn.id!r})")
-                    continue
-                try:
-                    changed |= bool(slots.update(proposal, turn_id=turn.id,
-                                                 timestamp=turn.timestamp))  # fmt: skip
-                except InvalidInputError:  # the values are not repeated: they may be personal
-                    problems.append(
-                        f"InvalidInputError: the slot model rejected {sorted(proposal)} "
-                        f"from turn {turn.id!r}"
-                    )
-            if changed:
-                self.store.put_state(tenant, session, "slots", slots.to_json())
+            rejected: list[str] = []
+
+            def apply(slots: SlotState) -> None:
+                rejected.clear()  # a store may run this again after a concurrent update
+                for turn, proposal in proposals:
+                    if isinstance(proposal, Exception):
+                        continue
+                    try:
+                        slots.update(proposal, turn_id=turn.id, timestamp=turn.timestamp)
+                    except InvalidInputError:  # the values are not repeated: maybe personal
+                        rejected.append(
+                            f"InvalidInputError: the slot model rejected {sorted(proposal)} "
+                            f"from turn {turn.id!r}"
+                        )
+
+            if any(not isinstance(proposal, Exception) for _, proposal in proposals):
+                self._write_slots(tenant, session, apply)
+            problems.extend(rejected)
         except Exception as exc:
             problems.append(f"{_describe(exc)} (slot extraction)")
         state.slot_error = "; ".join(problems) if problems else None
@@ -310,10 +318,32 @@ class ConversationMemory:
             InvalidInputError: a value the slot model rejects, or an unknown slot (nothing
                 changes).
         """
+        now = self.clock()
         with self._state(tenant, session).lock:
-            slots = self.slots(session, tenant=tenant)
-            slots.update(values, turn_id=turn_id, timestamp=self.clock())
-            self.store.put_state(tenant, session, "slots", slots.to_json())
+            self._write_slots(
+                tenant, session, lambda slots: slots.update(values, turn_id=turn_id, timestamp=now)
+            )
+
+    def _write_slots(self, tenant: str, session: str, apply: Callable[[SlotState], Any]) -> None:
+        """Read the slots, ``apply`` a change, write them back; through the store's
+        ``update_state`` when it has one (one transaction, or compare-and-set: a concurrent
+        update by another process or replica is never lost), else a read and a write."""
+        model = self.slot_model
+        if model is None:
+            raise ConfigurationError("this memory has no slot model")
+
+        def change(current: Any) -> Any:
+            slots = SlotState.from_json(model, current)
+            apply(slots)
+            return slots.to_json()
+
+        update = getattr(self.store, "update_state", None)
+        if callable(update):
+            update(tenant, session, "slots", change)
+        else:
+            self.store.put_state(
+                tenant, session, "slots", change(self.store.get_state(tenant, session, "slots"))
+            )
 
     # ------------------------------------------------------------------ summary
 
@@ -432,24 +462,53 @@ class ConversationMemory:
             self._embedder = default_embedder()
         return self._embedder
 
-    def _turn_index(self, state: SessionState, turns: Sequence[Turn]) -> HybridIndex:
-        """The session's retrieval index, with the turns it has not seen added (embedded)."""
+    def _turn_index(self, state: SessionState, tenant: str, session: str, end: int) -> HybridIndex:
+        """The session's retrieval index, with the turns below ``end`` it has not seen added
+        (read from the store and embedded)."""
         with state.index_lock:
             if state.index is None:
                 state.index = HybridIndex(
                     embedder=self.embedder, splitter=SentenceSplitter(100_000, counter=self.counter)
                 )
-            new = [
-                t for t in turns[state.indexed :] if t.role in ("user", "assistant") and t.content
-            ]
-            if new:
-                state.index.add(
-                    {"id": t.id, "text": f"{turn_label(t)}: {turn_text(t)}",
-                     "metadata": {"index": t.index}}
-                    for t in new
-                )  # fmt: skip
-            state.indexed = len(turns)
+            if end > state.indexed:
+                new = [
+                    t
+                    for t in self.store.turns(tenant, session, state.indexed, end)
+                    if t.role in ("user", "assistant") and t.content
+                ]
+                if new:
+                    state.index.add(
+                        {"id": t.id, "text": f"{turn_label(t)}: {turn_text(t)}",
+                         "metadata": {"index": t.index}}
+                        for t in new
+                    )  # fmt: skip
+                state.indexed = end
             return state.index
+
+    def _system_turns_below(
+        self, state: SessionState, tenant: str, session: str, end: int
+    ) -> list[Turn]:
+        """The session's system and developer turns below ``end``: only the turns not scanned
+        before are read (the list is kept with the session's state and dropped with it)."""
+        key = (tenant, session)
+        with self._lock:
+            entry = self._system_turns.get(key)
+            if entry is None or entry[0] is not state:
+                entry = self._system_turns[key] = (state, _SystemTurns())
+                if len(self._system_turns) > 2 * self.max_sessions:  # drop evicted sessions'
+                    for other, (held, _) in list(self._system_turns.items()):
+                        if self._states.peek(other) is not held:
+                            del self._system_turns[other]
+        known = entry[1]
+        with state.index_lock:
+            if end > known.scanned:
+                known.turns.extend(
+                    t
+                    for t in self.store.turns(tenant, session, known.scanned, end)
+                    if t.role in ("system", "developer")
+                )
+                known.scanned = end
+            return [t for t in known.turns if t.index < end]
 
     # ------------------------------------------------------------------ assembly
 
@@ -479,14 +538,15 @@ class ConversationMemory:
             ConfigurationError: the budget cannot hold the pinned sections (system, state, user).
             StoreError: the transcript cannot be read.
         """
-        turns = self.store.turns(tenant, session)
         state = self._state(tenant, session)
+        end = self.store.count(tenant, session)
+        system_turns = self._system_turns_below(state, tenant, session, end)
         degraded: list[str] = []
-        system_turns = [t for t in turns if t.role in ("system", "developer")]
-        history = [t for t in turns if t.role not in ("system", "developer")]
+        history = _StoredHistory(self.store, tenant, session, end, system_turns)
         user_turn: Turn | None = None
-        if user is None and history and history[-1].role == "user":
-            user_turn, history = history[-1], history[:-1]
+        if user is None and len(history) and history[-1].role == "user":
+            user_turn = history[-1]
+            history = history.before(user_turn.index)
             user = user_turn.content
         count = self.counter
         system_text = system if system is not None else "\n\n".join(t.content for t in system_turns)
@@ -519,9 +579,13 @@ class ConversationMemory:
         if user is not None:
             user_item = PackItem("user", user, count(user), (user_turn.id,) if user_turn else ())
 
+        where: dict[str, int] = {}  # transcript index of each ranked turn
+
         def ranking() -> list[str]:
             try:
-                searcher = HybridSearcher(self._turn_index(state, turns), candidates=60)
+                searcher = HybridSearcher(
+                    self._turn_index(state, tenant, session, end), candidates=60
+                )
                 hits = searcher.search(user or "", k=80)
             except Exception as exc:
                 state.index_error = _describe(exc)
@@ -530,14 +594,20 @@ class ConversationMemory:
                                "and slots only (%s)", session, state.index_error)  # fmt: skip
                 return []
             state.index_error = None
+            for hit in hits:
+                where.setdefault(hit.chunk.doc_id, int(hit.chunk.metadata["index"]))
             return [hit.chunk.doc_id for hit in hits]
+
+        def locate(ids: Sequence[str]) -> dict[str, int]:
+            history.prefetch([i for i in ids if i in where])
+            return {i: history.position_of(where[i]) for i in ids if i in where}
 
         def assembled(
             ranking: Sequence[str] | Callable[[], Sequence[str]], shares: MemoryBudget
         ) -> Assembly:
             return assemble(budget=budget, count=count, history=history, pinned=pinned,
                             user=user_item, summary=summary, ranking=ranking,
-                            shares=shares)  # fmt: skip
+                            shares=shares, locate=locate)  # fmt: skip
 
         out = assembled(ranking, self.shares)
         if "retrieved" in degraded:
@@ -578,6 +648,81 @@ class ConversationMemory:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
         self._calls.close()
+
+
+@dataclass
+class _SystemTurns:
+    """A session's system and developer turns among its first ``scanned`` turns."""
+
+    scanned: int = 0
+    turns: list[Turn] = field(default_factory=list)
+
+
+class _StoredHistory(Sequence[Turn]):
+    """A session's turns below ``end`` other than its system turns, oldest first, read from the
+    store only where they are asked for: assembly walks back from the end (read in blocks) and
+    looks at the retrieved turns (read by id, :meth:`prefetch`) and their neighbours (read in
+    small ranges)."""
+
+    _BLOCK = 64  # turns read at once while walking back from the end
+    _AROUND = 2  # turns read on either side of a turn asked for elsewhere
+
+    def __init__(
+        self, store: TranscriptStore, tenant: str, session: str, end: int,
+        system: Sequence[Turn], read: dict[int, Turn] | None = None,
+    ) -> None:  # fmt: skip
+        self._store, self._tenant, self._session, self._end = store, tenant, session, end
+        self._system = sorted(t.index for t in system if t.index < end)
+        self._system_turns = system
+        self._read: dict[int, Turn] = {} if read is None else read
+
+    def before(self, end: int) -> _StoredHistory:
+        """The same history, cut at transcript index ``end`` (sharing what was read)."""
+        return _StoredHistory(self._store, self._tenant, self._session, end,
+                              self._system_turns, self._read)  # fmt: skip
+
+    def prefetch(self, ids: Sequence[str]) -> None:
+        """Read the turns with these ids in one call."""
+        for turn in self._store.find(self._tenant, self._session, ids):
+            self._read.setdefault(turn.index, turn)
+
+    def __len__(self) -> int:
+        return self._end - len(self._system)
+
+    def position_of(self, index: int) -> int:
+        """The position in this history of the turn at transcript ``index``."""
+        return index - bisect_left(self._system, index)
+
+    def _index_at(self, position: int) -> int:
+        index = position
+        for system in self._system:
+            if system > index:
+                break
+            index += 1
+        return index
+
+    @overload
+    def __getitem__(self, position: int) -> Turn: ...
+    @overload
+    def __getitem__(self, position: slice) -> list[Turn]: ...
+    def __getitem__(self, position: int | slice) -> Turn | list[Turn]:
+        if isinstance(position, slice):
+            return [self[i] for i in range(*position.indices(len(self)))]
+        if position < 0:
+            position += len(self)
+        if not 0 <= position < len(self):
+            raise IndexError(position)
+        index = self._index_at(position)
+        turn = self._read.get(index)
+        if turn is None:
+            if index + 1 == self._end or index + 1 in self._read:  # walking back from the end
+                start, end = max(0, index + 1 - self._BLOCK), index + 1
+            else:
+                start, end = max(0, index - self._AROUND), index + self._AROUND + 1
+            for read in self._store.turns(self._tenant, self._session, start, end):
+                self._read.setdefault(read.index, read)
+            turn = self._read[index]
+        return turn
 
 
 def _describe(exc: BaseException) -> str:

@@ -239,7 +239,7 @@ class HybridSearcher:
             scores = self.reranker.rerank(query, results)
             results = [replace(r, score=s) for r, s in zip(results, scores, strict=True)]
             results.sort(key=lambda r: -r.score)
-        positions = {id(c): i for i, c in enumerate(built.chunks)}
+        positions = {id(built.chunks[i]): i for i in fused}  # the candidates' only
         results = self._dedupe_and_diversify(results, built.vectors, positions, k)
         return [replace(r, rank=rank) for rank, r in enumerate(results[:k])]
 

@@ -1,0 +1,73 @@
+"""Context assembly reads only what the pack can hold: the cost does not grow with the session."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+import tokenlean as tl
+from tokenlean._memory.transcript import Turn
+from tokenlean._memory.transcript_memory import MemoryTranscriptStore
+from tokenlean.testing import HashingEmbedder
+
+
+class CountingStore(MemoryTranscriptStore):
+    """A memory store that counts the turns it hands out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.read = 0
+
+    def turns(
+        self, tenant: str, session: str, start: int = 0, end: int | None = None
+    ) -> list[Turn]:
+        out = super().turns(tenant, session, start, end)
+        self.read += len(out)
+        return out
+
+    def find(self, tenant: str, session: str, ids: Collection[str]) -> list[Turn]:
+        out = super().find(tenant, session, ids)
+        self.read += len(out)
+        return out
+
+
+def filled(store: CountingStore, n: int) -> tl.ConversationMemory:
+    memory = tl.ConversationMemory(store, embedder=HashingEmbedder(64))
+    messages: list[dict[str, Any]] = [{"role": "system", "content": "Answer briefly."}]
+    messages.extend(
+        {"role": ("user", "assistant")[i % 2], "content": f"Message {i} about order {1000 + i}."}
+        for i in range(n)
+    )
+    memory.add("s", messages)
+    memory.context("s", budget=600, user="warm up")  # the first context indexes every turn
+    return memory
+
+
+def test_a_context_reads_a_bounded_number_of_turns_at_any_length() -> None:
+    """Once the session is indexed, a context reads about as many turns at 6,000 turns as at
+    2,000 (what the budget can hold, and the retrieved turns), and still finds the system turn."""
+    reads = []
+    for n in (2000, 6000):
+        store = CountingStore()
+        memory = filled(store, n)
+        store.read = 0
+        pack = memory.context("s", budget=600, user="Which message was about order 1007?")
+        reads.append(store.read)
+        assert pack.tokens <= 600
+        assert (pack.items[0].section, pack.items[0].text) == ("system", "Answer briefly.")
+        assert "t8" in pack.sources()  # message 7 is turn 8, after the system turn
+    assert reads[1] <= reads[0] + 64
+    assert reads[1] < 1000
+
+
+def test_new_turns_are_read_once_and_new_system_turns_are_found() -> None:
+    """Turns added after a context are read by the next one, system turns among them too."""
+    store = CountingStore()
+    memory = filled(store, 300)
+    memory.add("s", [{"role": "system", "content": "Use metric units."}])
+    memory.add("s", [{"role": "user", "content": "How far is it?"}])
+    pack = memory.context("s", budget=600)
+    assert [i.text for i in pack.items if i.section == "system"] == [
+        "Answer briefly.\n\nUse metric units."
+    ]
+    assert pack.messages[-1] == {"role": "user", "content": "How far is it?"}
