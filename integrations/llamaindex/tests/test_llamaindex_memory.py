@@ -200,13 +200,25 @@ def test_budget_is_a_deprecated_alias_of_token_limit() -> None:
     assert memory.token_limit == memory.budget == 321
 
 
+def _agent_reply(messages: Any, number: int) -> Any:
+    """The scripted function-calling LLM of the agent tests: a tool call with long arguments,
+    then, once the tool answered, the answer."""
+    from llama_index.core.base.llms.types import ChatMessage, ToolCallBlock
+
+    if messages[-1].role.value == "tool":
+        return ChatMessage(role="assistant", content="It is on its way from Lyon.")
+    arguments = {"order": "1234", "note": "customer asked twice, please hurry " * 6}
+    call = ToolCallBlock(tool_call_id=f"call-{number}", tool_name="lookup_order",
+                         tool_kwargs=arguments)  # fmt: skip
+    return ChatMessage(role="assistant", blocks=[call])
+
+
 def test_a_function_agent_with_tools_never_receives_more_than_the_token_limit() -> None:
     """20 turns of a TokenleanFunctionAgent, each a tool call with long arguments, its result and
     an answer: every LLM call (system prompt, memory, the turn's tool exchange and the tool
     schemas) stays within token_limit."""
     import asyncio
 
-    from llama_index.core.base.llms.types import ChatMessage, ToolCallBlock
     from llama_index.core.llms.mock import MockFunctionCallingLLM
     from llama_index.core.tools import FunctionTool
     from llama_index.memory.tokenlean import TokenleanFunctionAgent, to_tokenlean
@@ -224,21 +236,7 @@ def test_a_function_agent_with_tools_never_receives_more_than_the_token_limit() 
     def respond(messages: Any, **kwargs: Any) -> ChatMessage:
         shaped = [to_tokenlean(m) for m in messages]
         received.append(count_message_tokens(shaped, tools=[schema]).total)
-        if messages[-1].role.value == "tool":
-            return ChatMessage(role="assistant", content="It is on its way from Lyon.")
-        return ChatMessage(
-            role="assistant",
-            blocks=[
-                ToolCallBlock(
-                    tool_call_id=f"call-{len(received)}",
-                    tool_name="lookup_order",
-                    tool_kwargs={
-                        "order": "1234",
-                        "note": "customer asked twice, please hurry " * 6,
-                    },
-                )
-            ],
-        )
+        return _agent_reply(messages, len(received))
 
     limit = 700
     memory = make(session="agent-tools", token_limit=limit)
@@ -262,7 +260,7 @@ def test_a_function_agent_with_tools_receives_a_byte_identical_static_prefix(giv
     """20 turns of a TokenleanFunctionAgent with tools: on every LLM call the first message's
     first block is the system prompt alone (given to the memory or to the agent), byte-identical
     and followed by a CachePoint; what changes comes after it; token_limit still holds."""
-    from llama_index.core.base.llms.types import CachePoint, TextBlock, ToolCallBlock
+    from llama_index.core.base.llms.types import CachePoint, TextBlock
     from llama_index.core.llms.mock import MockFunctionCallingLLM
     from llama_index.core.tools import FunctionTool
     from llama_index.memory.tokenlean import TokenleanFunctionAgent, to_tokenlean
@@ -281,21 +279,7 @@ def test_a_function_agent_with_tools_receives_a_byte_identical_static_prefix(giv
         seen.append(list(messages))
         received.append(count_message_tokens([to_tokenlean(m) for m in messages],
                                              tools=[schema]).total)  # fmt: skip
-        if messages[-1].role.value == "tool":
-            return ChatMessage(role="assistant", content="It is on its way from Lyon.")
-        return ChatMessage(
-            role="assistant",
-            blocks=[
-                ToolCallBlock(
-                    tool_call_id=f"call-{len(received)}",
-                    tool_name="lookup_order",
-                    tool_kwargs={
-                        "order": "1234",
-                        "note": "customer asked twice, please hurry " * 6,
-                    },
-                )
-            ],
-        )
+        return _agent_reply(messages, len(received))
 
     limit = 700
     on_memory = given_to == "memory"
