@@ -2,9 +2,10 @@
 
 Documents are split into sentence-respecting chunks; each chunk is embedded once and its vector
 stored (float16) with its text and provenance. Adding a document with an existing id replaces it;
-deleting removes its chunks. The lexical and vector indexes are rebuilt lazily on the next search
-after a change (well under a second for tens of thousands of chunks). With a ``path`` the index
-lives in a SQLite file and reopens without re-embedding anything.
+deleting removes its chunks. The lexical and vector indexes are brought up to date lazily on the
+next search after a change: new documents are merged in at about the cost of their chunks, a
+replacement or deletion rebuilds them (well under a second for tens of thousands of chunks).
+With a ``path`` the index lives in a SQLite file and reopens without re-embedding anything.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import sqlite3
 import threading
 import uuid
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +27,7 @@ from tokenlean._embeddings import Embedder, as_embedder, default_embedder
 from tokenlean._errors import ConfigurationError, InvalidInputError, StoreError
 from tokenlean._extras import require
 from tokenlean._retrieval.documents import Chunk, Document, SentenceSplitter
-from tokenlean._retrieval.lexical import BM25Index
+from tokenlean._retrieval.lexical import IncrementalBM25
 from tokenlean._sqlite_file import open_database
 
 __all__ = ["HybridIndex"]
@@ -48,11 +50,11 @@ CREATE TABLE chunks (
 
 @dataclass
 class _Built:
-    """The searchable arrays, rebuilt after changes."""
+    """The searchable arrays: chunks in (document id, position) order, updated after changes."""
 
     chunks: list[Chunk]
     vectors: npt.NDArray[np.float32]
-    bm25: BM25Index
+    bm25: IncrementalBM25
 
 
 def _as_document(item: Document | Mapping[str, Any]) -> Document:
@@ -104,6 +106,7 @@ class HybridIndex:
         self._docs: dict[str, Document] = {}
         self._chunks: dict[str, list[tuple[Chunk, npt.NDArray[np.float16]]]] = {}
         self._built: _Built | None = None
+        self._added: list[str] = []  # new documents not yet in self._built
         self._instance = uuid.uuid4().hex[:12]
         self._revision = 0
         self.path = Path(path) if path is not None else None
@@ -219,6 +222,11 @@ class HybridIndex:
         texts = [chunk.text for _, chunks in chunked for chunk in chunks]
         vectors = self.embedder.embed(texts) if texts else np.zeros((0, 1), dtype=np.float32)
         with self._lock:
+            if any(doc.id in self._docs for doc in docs):
+                self._built = None  # a replacement: rebuilt on the next search
+                self._added = []
+            elif self._built is not None:
+                self._added.extend(doc.id for doc in docs)
             row = 0
             for doc, chunks in chunked:
                 self._docs[doc.id] = doc
@@ -227,7 +235,6 @@ class HybridIndex:
                     self._chunks[doc.id].append((chunk, vectors[row].astype(np.float16)))
                     row += 1
             self._revision += 1
-            self._built = None
             self._persist(docs, [])
         return len(texts)
 
@@ -241,6 +248,7 @@ class HybridIndex:
             if removed:
                 self._revision += 1
                 self._built = None
+                self._added = []
                 self._persist([], removed)
             return len(removed)
 
@@ -261,8 +269,12 @@ class HybridIndex:
     # ------------------------------------------------------------------ search support
 
     def built(self) -> _Built:
-        """The searchable arrays, rebuilt if the index changed since the last search."""
+        """The searchable arrays, brought up to date if the index changed since the last
+        search: new documents merged in, a rebuild after a replacement or deletion."""
         with self._lock:
+            if self._built is not None and self._added:
+                self._built = self._merged(self._built, sorted(self._added))
+            self._added = []
             if self._built is None:
                 pairs = [pair for doc_id in sorted(self._chunks) for pair in self._chunks[doc_id]]
                 chunks = [chunk for chunk, _ in pairs]
@@ -271,5 +283,30 @@ class HybridIndex:
                     if pairs
                     else np.zeros((0, self.embedder.dimension), dtype=np.float32)
                 )
-                self._built = _Built(chunks, vectors, BM25Index([c.text for c in chunks]))
+                self._built = _Built(chunks, vectors, IncrementalBM25([c.text for c in chunks]))
             return self._built
+
+    def _merged(self, built: _Built, doc_ids: list[str]) -> _Built:
+        """``built`` with the chunks of the new documents ``doc_ids`` (sorted) inserted in order,
+        at about the cost of those chunks (the arrays are copied, nothing is re-scored)."""
+        pairs = [pair for doc_id in doc_ids for pair in self._chunks.get(doc_id, [])]
+        if not pairs:
+            return built
+        new = [chunk for chunk, _ in pairs]
+        positions = [
+            bisect_left(built.chunks, (c.doc_id, c.position), key=lambda c: (c.doc_id, c.position))
+            for c in new
+        ]
+        rows = np.stack([vector for _, vector in pairs]).astype(np.float32)
+        chunks: list[Chunk] = []
+        vectors = np.empty((len(built.chunks) + len(new), rows.shape[1]), dtype=np.float32)
+        start = 0
+        for row, (position, chunk) in enumerate(zip(positions, new, strict=True)):
+            chunks.extend(built.chunks[start:position])
+            chunks.append(chunk)
+            vectors[start + row : position + row] = built.vectors[start:position]
+            vectors[position + row] = rows[row]
+            start = position
+        chunks.extend(built.chunks[start:])
+        vectors[start + len(new) :] = built.vectors[start:]
+        return _Built(chunks, vectors, built.bm25.inserted(positions, [c.text for c in new]))
