@@ -69,7 +69,28 @@ def test_a_retrieved_turn_comes_with_its_neighbours_in_transcript_order() -> Non
     out = assemble(budget=300, count=COUNT, history=turns(60), user=user(), ranking=["t7"])
     retrieved = [i.sources[0] for i in out.items if i.section == "retrieved"]
     assert retrieved == ["t6", "t7", "t8"]
-    assert "[#7] assistant (1970-01-01): turn 7" in out.messages[0]["content"]
+    text = out.messages[0]["content"]
+    # The date is given once for consecutive lines of the same day.
+    assert "[#6] user (1970-01-01): turn 6" in text
+    assert "[#7] assistant: turn 7" in text
+    assert "[#8] user: turn 8" in text
+
+
+def test_retrieved_lines_give_the_date_only_where_it_changes() -> None:
+    history = [
+        Turn(id=f"t{i}", index=i, role=("user", "assistant")[i % 2], content=f"turn {i} text",
+             timestamp=0.0, metadata={"date": "1:56 pm on 8 May, 2023" if i < 30 else "9 June"})
+        for i in range(60)
+    ]  # fmt: skip
+    ranked = [f"t{i}" for i in range(0, 50, 2)]
+    for budget in (150, 250, 400, 800):
+        out = assemble(budget=budget, count=COUNT, history=history, user=user(), ranking=ranked)
+        assert out.tokens <= budget
+        retrieved = [i for i in out.items if i.section == "retrieved"]
+        at = [int(i.sources[0][1:]) for i in retrieved]
+        changes = [p for k, p in enumerate(at) if k == 0 or (p < 30) != (at[k - 1] < 30)]
+        assert [int(i.sources[0][1:]) for i in retrieved if "(" in i.text] == changes
+        assert retrieved[0].text.startswith(f"[#{at[0]}] user (1:56 pm on 8 May, 2023): turn")
 
 
 def test_summary_items_about_recent_turns_only_are_left_out() -> None:

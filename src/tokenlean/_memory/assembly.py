@@ -218,11 +218,13 @@ def assemble(
     older = len(history) - sum(len(g) for g in recent_groups)
     allowance = int(rest * shares.retrieved) + max(carry, 0)
     retrieved: list[PackItem] = []
+    turns_of: dict[str, Turn] = {}  # the retrieved turns, by id
     if older > 0 and user is not None and user.text and allowance > 0:
         ranked = ranking() if callable(ranking) else ranking
-        retrieved = _retrieved(
+        turns_of = _retrieved(
             history, older, ranked, locate, recent_ids, allowance, shares.neighbours, count
         )
+        retrieved = _compact(turns_of, count)
 
     # 4. Whatever is left extends the recent window further back.
     left = (
@@ -250,6 +252,9 @@ def assemble(
     while total > budget:
         if retrieved:
             retrieved.pop(0)
+            if retrieved and (first := turns_of.get(retrieved[0].sources[0])) is not None:
+                text = retrieved_text(first)  # the new first line gives its date again
+                retrieved[0] = PackItem("retrieved", text, count(text), (first.id,))
         elif summary_items:
             summary_items.pop(0)
         elif recent:
@@ -304,37 +309,72 @@ def _retrieved(
     allowance: int,
     neighbours: int,
     count: Callable[[str], int],
-) -> list[PackItem]:
+) -> dict[str, Turn]:
     """The best-ranked turns among the first ``older`` of ``history`` within ``allowance``, then
-    the neighbours of the top five, in transcript order."""
+    the neighbours of the top five, by id (:func:`_compact` renders them in transcript order).
+
+    A turn is costed with its full label while it is chosen; the compact rendering then frees
+    tokens, and further passes over the ranking fill them (at most three passes)."""
     if locate is None:
         wanted = set(ranked)
         at = {t.id: i for i, t in enumerate(history[:older]) if t.id in wanted}
     else:
         at = dict(locate(ranked))
-    chosen: dict[str, tuple[Turn, PackItem]] = {}
+    chosen: dict[str, Turn] = {}
+    order: list[str] = []
     spent = 0
 
     def take(turn: Turn) -> None:
         nonlocal spent
         if turn.id in chosen or turn.id in recent_ids:
             return
-        text = retrieved_text(turn)
-        tokens = count(text)
+        tokens = count(retrieved_text(turn))
         if spent + tokens + _LINE > allowance:
             return
-        chosen[turn.id] = (turn, PackItem("retrieved", text, tokens, (turn.id,)))
+        chosen[turn.id] = turn
+        order.append(turn.id)
         spent += tokens + _LINE
 
     top = [(p, history[p]) for turn_id in ranked if 0 <= (p := at.get(turn_id, -1)) < older]
-    for _, turn in top:
-        take(turn)
-    for p, _ in top[:5]:
-        for step in range(1, neighbours + 1):
-            for near in (p - step, p + step):
-                if 0 <= near < older:
-                    take(history[near])
-    return [item for _, item in sorted(chosen.values(), key=lambda pair: pair[0].index)]
+
+    def one_pass() -> None:
+        for _, turn in top:
+            take(turn)
+        for p, _ in top[:5]:
+            for step in range(1, neighbours + 1):
+                for near in (p - step, p + step):
+                    if 0 <= near < older:
+                        take(history[near])
+
+    one_pass()
+    items = _compact(chosen, count)
+    for _ in range(3):
+        total = sum(i.tokens + _LINE for i in items)
+        if total >= allowance:
+            break
+        before = len(chosen)
+        spent = total
+        one_pass()
+        if len(chosen) == before:
+            break
+        items = _compact(chosen, count)
+    while items and sum(i.tokens + _LINE for i in items) > allowance:
+        del chosen[order.pop()]  # a later addition moved a date label: the last chosen goes
+        items = _compact(chosen, count)
+    return chosen
+
+
+def _compact(chosen: Mapping[str, Turn], count: Callable[[str], int]) -> list[PackItem]:
+    """The chosen turns in transcript order, each dated only when its date differs from the
+    line before it (turns retrieved from one session share a date: it is said once)."""
+    items: list[PackItem] = []
+    previous: str | None = None
+    for turn in sorted(chosen.values(), key=lambda t: t.index):
+        date = _date(turn)
+        text = retrieved_text(turn, dated=date != previous)
+        previous = date
+        items.append(PackItem("retrieved", text, count(text), (turn.id,)))
+    return items
 
 
 def _groups_backward(history: Sequence[Turn]) -> Iterator[list[Turn]]:
@@ -390,12 +430,19 @@ def turn_text(turn: Turn) -> str:
     return f"{turn.content} [shared an image: {caption}]" if caption else turn.content
 
 
-def retrieved_text(turn: Turn) -> str:
-    """A retrieved turn as one line: ``[#index] speaker (date): content``.
+def retrieved_text(turn: Turn, *, dated: bool = True) -> str:
+    """A retrieved turn as one line: ``[#index] speaker (date): content`` (``dated=False``:
+    ``[#index] speaker: content``, when the line before gives the same date).
 
     The label is the turn's position, not its id: ids can be UUIDs (LangChain message ids cost
     ~30 tokens each). The full id stays in the pack item's sources."""
-    return f"[#{turn.index}] {turn_label(turn)}: {turn_text(turn)}"
+    label = turn_label(turn) if dated else (turn.speaker or turn.role)
+    return f"[#{turn.index}] {label}: {turn_text(turn)}"
+
+
+def _date(turn: Turn) -> str:
+    """The ``(date)`` part of a turn's label."""
+    return turn_label(turn)[len(turn.speaker or turn.role) :]
 
 
 def render(items: Sequence[PackItem], recent: Sequence[Turn]) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 import time
 from bisect import bisect_left
@@ -51,12 +52,15 @@ from tokenlean._memory.summary import (
 from tokenlean._memory.transcript import TranscriptStore, Turn, turn_from_message
 from tokenlean._memory.transcript_memory import MemoryTranscriptStore
 from tokenlean._memory.uri import open_transcript_store
-from tokenlean._retrieval.documents import SentenceSplitter
+from tokenlean._retrieval.documents import SentenceSplitter, key_terms
 from tokenlean._retrieval.hybrid_index import HybridIndex
-from tokenlean._retrieval.search import HybridSearcher
+from tokenlean._retrieval.search import HybridSearcher, ScoredChunk
 from tokenlean._tokens.counting import get_token_counter
 
 if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
     from tokenlean._metrics.collector import MetricsRecorder
 
 __all__ = ["ConversationMemory"]
@@ -586,7 +590,9 @@ class ConversationMemory:
                 searcher = HybridSearcher(
                     self._turn_index(state, tenant, session, end), candidates=60
                 )
-                hits = searcher.search(user or "", k=80)
+                vector = searcher.embed_query(user) if user and user.strip() else None
+                hits = searcher.search(user or "", k=80, query_vector=vector)
+                hits = _expanded(searcher, user or "", hits, k=80, query_vector=vector)
             except Exception as exc:
                 state.index_error = _describe(exc)
                 degraded.append("retrieved")
@@ -729,3 +735,43 @@ def _describe(exc: BaseException) -> str:
     """``Type: message``, the message cut to 300 characters."""
     text = str(exc)
     return f"{type(exc).__name__}: {text[:300]}{'…' if len(text) > 300 else ''}"
+
+
+_LONG_WORD = re.compile(r"[a-z]{5,}")
+
+
+def _expanded(
+    searcher: HybridSearcher,
+    query: str,
+    hits: list[ScoredChunk],
+    *,
+    k: int,
+    query_vector: npt.NDArray[np.float32] | None = None,
+    feedback: int = 5,
+) -> list[ScoredChunk]:
+    """A second retrieval round (pseudo-relevance feedback), for evidence spread over turns
+    that share little with the question: the question plus the rare words (in fewer than one
+    turn in ten, five letters or more, not already in it) that at least two of the
+    ``feedback`` best turns share, searched again (with ``query_vector``, the question's own
+    embedding: the words widen the lexical side only); both rankings fused by reciprocal rank."""
+    base = key_terms(query)
+    counts: dict[str, int] = {}
+    for hit in hits[:feedback]:
+        text = hit.chunk.text.split(": ", 1)[-1]  # the content, without the speaker and date
+        for word in {w for w in _LONG_WORD.findall(text.lower()) if not key_terms(w) & base}:
+            counts[word] = counts.get(word, 0) + 1
+    shared = sorted((w for w in counts if counts[w] >= 2), key=lambda w: (-counts[w], w))
+    if not shared:
+        return hits
+    built = searcher.index.built()
+    rare = [w for w in shared if int((built.bm25.scores(w) > 0).sum()) * 10 < len(built.chunks)]
+    if not rare:
+        return hits
+    second = searcher.search(f"{query} {' '.join(rare[:8])}", k=k, query_vector=query_vector)
+    score: dict[str, float] = {}
+    first: dict[str, ScoredChunk] = {}
+    for ranking in (hits, second):
+        for rank, hit in enumerate(ranking):
+            score[hit.chunk.doc_id] = score.get(hit.chunk.doc_id, 0.0) + 1.0 / (60 + rank + 1)
+            first.setdefault(hit.chunk.doc_id, hit)
+    return [first[i] for i in sorted(score, key=lambda i: -score[i])][:k]
