@@ -93,6 +93,17 @@ class BatchBenchModel(BenchModel, Protocol):
         ...
 
 
+def _parts(content: Any) -> list[str]:
+    """A message's text: one string, or the text of each of its parts."""
+    if isinstance(content, list):
+        return [str(p.get("text") or "") for p in content if isinstance(p, dict)]
+    return [str(content or "")]
+
+
+def _text(content: Any) -> str:
+    return "".join(_parts(content))
+
+
 _NUMBER = re.compile(r"(\d+)")
 _CITY = re.compile(r"(?:deliver my orders to|delivery_city:) ([A-Z][a-z]+)")
 _PURCHASE = re.compile(r"(?:I bought the|purchased_product:) ([A-Z][a-z]+ [a-z]+)")
@@ -136,7 +147,7 @@ class SimulatedModel:
     _seen: set[str] = field(default_factory=set)
 
     def answer(self, messages: list[dict[str, Any]], question: Question) -> str:
-        text = "\n".join(str(m.get("content") or "") for m in messages[:-1])
+        text = "\n".join(_text(m.get("content")) for m in messages[:-1])
         if question.fact == "delivery city":
             cities = _CITY.findall(text)
             return cities[-1] if cities else UNSURE
@@ -165,11 +176,15 @@ class SimulatedModel:
         tokens, cached, running = counted.total, 0, counted.tools
         key = fingerprint(self.model, canonical_json(list(tools)))
         for message in messages[:-1]:
-            key = fingerprint(key, str(message.get("role")), str(message.get("content") or ""))
-            running += count(str(message.get("content") or "")) + 4
-            if key in self._seen and running >= self.min_cached_tokens:
-                cached = running
-            self._seen.add(key)
+            # The provider caches whole messages, and within one, up to a breakpoint after its
+            # first text part (the memory pack's static system prompt): both count as prefixes.
+            parts = _parts(message.get("content"))
+            for number, part in enumerate(parts, 1):
+                key = fingerprint(key, str(message.get("role")), part)
+                running += count(part) + (4 if number == len(parts) else 0)
+                if key in self._seen and running >= self.min_cached_tokens:
+                    cached = running
+                self._seen.add(key)
         return tokens, cached
 
     def _time(self, tokens: int, cached: int) -> float:
