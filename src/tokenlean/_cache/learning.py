@@ -39,7 +39,7 @@ from tokenlean._errors import StoreError
 if TYPE_CHECKING:
     from tokenlean._metrics.collector import MetricsRecorder
 
-__all__ = ["Learning", "Pending"]
+__all__ = ["Learning", "Pending", "acceptance_address"]
 
 logger = logging.getLogger("tokenlean.cache")
 
@@ -57,6 +57,15 @@ class Pending:
     namespace: str
     key: str
     features: npt.NDArray[np.float32]
+
+
+def acceptance_address(secret: bytes, route: str | None, version: str) -> tuple[str, str]:
+    """Where a store with ``secret`` keeps the acceptance state of ``route`` (None: the default
+    policy) at policy ``version``: its (namespace, key)."""
+    return (
+        hash_key(secret, "acceptance-ns"),
+        hash_key(secret, "acceptance", route or "", version),
+    )
 
 
 class Learning:
@@ -130,10 +139,7 @@ class Learning:
             return state
 
     def _address(self, route: str | None, policy: CachePolicy) -> tuple[str, str]:
-        return (
-            hash_key(self._secret, "acceptance-ns"),
-            hash_key(self._secret, "acceptance", route or "", policy.version),
-        )
+        return acceptance_address(self._secret, route, policy.version)
 
     def routes(self) -> list[str | None]:
         """The routes with a state in this process."""

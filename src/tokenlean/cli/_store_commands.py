@@ -20,7 +20,8 @@ from typing import Annotated, Any
 
 import typer
 
-from tokenlean._cache.request import hash_key, hash_tenant
+from tokenlean._cache.learning import acceptance_address
+from tokenlean._cache.request import hash_tenant
 from tokenlean._cache.sqlite_store import SQLiteStore
 from tokenlean._cache.store import Selector, StoredEntry
 from tokenlean._errors import ConfigurationError
@@ -57,9 +58,8 @@ def open_store(path: Path) -> SQLiteStore:
 
 def acceptance_key(secret: bytes, route: str | None, version: str) -> str:
     """The key under which a :class:`CompletionCache` keeps the acceptance state of ``route``
-    (None: the default policy) at policy ``version``, in a store with ``secret``: the same
-    derivation as the cache's learning (``tests/test_cli.py`` checks the two agree)."""
-    return hash_key(secret, "acceptance", route or "", version)
+    (None: the default policy) at policy ``version``, in a store with ``secret``."""
+    return acceptance_address(secret, route, version)[1]
 
 
 def _route_names(secret: bytes, routes: Iterable[str], version: str) -> dict[str, str]:
