@@ -51,6 +51,7 @@ from tokenlean._memory.summary import (
 )
 from tokenlean._memory.transcript import TranscriptStore, Turn, turn_from_message
 from tokenlean._memory.transcript_memory import MemoryTranscriptStore
+from tokenlean._memory.turn_vectors import TurnVectors
 from tokenlean._memory.uri import open_transcript_store
 from tokenlean._retrieval.documents import SentenceSplitter, key_terms
 from tokenlean._retrieval.hybrid_index import HybridIndex
@@ -481,11 +482,27 @@ class ConversationMemory:
                     if t.role in ("user", "assistant") and t.content
                 ]
                 if new:
+                    # Vectors another process (or this one, before a restart) stored are read,
+                    # not embedded again; the ones embedded here are stored for the others.
+                    vectors = TurnVectors(self.store, self.embedder)
+                    known: dict[str, Any] = {}
+
+                    def stored(texts: Sequence[str]) -> dict[str, Any]:
+                        known.update(vectors.load(tenant, session, texts))
+                        return known
+
                     state.index.add(
-                        {"id": t.id, "text": f"{turn_label(t)}: {turn_text(t)}",
-                         "metadata": {"index": t.index}}
-                        for t in new
+                        ({"id": t.id, "text": f"{turn_label(t)}: {turn_text(t)}",
+                          "metadata": {"index": t.index}} for t in new),
+                        vectors=stored if vectors.enabled else None,
                     )  # fmt: skip
+                    if vectors.enabled:
+                        embedded = state.index.vectors_of(t.id for t in new)
+                        vectors.save(
+                            tenant,
+                            session,
+                            {text: v for text, v in embedded.items() if text not in known},
+                        )
                 state.indexed = end
             return state.index
 

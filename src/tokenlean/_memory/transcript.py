@@ -127,6 +127,18 @@ class TranscriptStore(Protocol):
     uses :meth:`count`, ranges of :meth:`turns` and :meth:`find`, whose cost must not grow with
     the session (an index, not a scan), so that ``add()`` costs the same at any length.
 
+    Two optional groups of methods, used when a store has them:
+
+    - ``update_state(tenant, session, name, change)``: replace a state value with
+      ``change(current)`` atomically (no concurrent update lost); without it, state is read,
+      changed and written.
+    - ``get_vectors(tenant, session, keys) -> dict[str, bytes]`` and
+      ``put_vectors(tenant, session, vectors)``: the embeddings of the session's turns, by a key
+      that names the text and the model (see :mod:`tokenlean._memory.turn_vectors`), so that a
+      restart or another replica does not embed a stored turn again. Without them, a process
+      embeds the turns it has not seen. Unknown keys are skipped; storing a key again replaces
+      its value.
+
     ``tokenlean.testing.TranscriptStoreContract`` checks an implementation against this.
     """
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from tokenlean._memory.transcript import Turn, check_continuation, encode_state, encode_turn
@@ -40,6 +40,7 @@ class MemoryTranscriptStore:
         self._turns: dict[tuple[str, str], list[Turn]] = {}
         self._ids: dict[tuple[str, str], dict[str, int]] = {}  # id -> index
         self._state: dict[tuple[str, str, str], str] = {}
+        self._vectors: dict[tuple[str, str], dict[str, bytes]] = {}
 
     def append(self, tenant: str, session: str, turns: Sequence[Turn]) -> None:
         batch = list(turns)
@@ -89,3 +90,15 @@ class MemoryTranscriptStore:
             value = change(json.loads(raw) if raw is not None else None)
             self._state[(tenant, session, name)] = encode_state(value)
         return value
+
+    def get_vectors(self, tenant: str, session: str, keys: Collection[str]) -> dict[str, bytes]:
+        """Stored turn embeddings by key (unknown keys skipped)."""
+        with self._lock:
+            stored = self._vectors.get((tenant, session), {})
+            return {key: stored[key] for key in keys if key in stored}
+
+    def put_vectors(self, tenant: str, session: str, vectors: Mapping[str, bytes]) -> None:
+        """Store turn embeddings by key (replacing a key's previous value)."""
+        values = {str(key): bytes(value) for key, value in vectors.items()}
+        with self._lock:
+            self._vectors.setdefault((tenant, session), {}).update(values)

@@ -6,6 +6,8 @@ Layout, under the key prefix (``tokenlean:`` by default), for each ``(tenant, se
     memory:ids:<session>       a hash: turn id -> index
     memory:state:<session>     a hash: state name -> JSON value
     memory:version:<session>   a hash: state name -> version (bumped by every write)
+    memory:vectors:<session>   a hash: turn embedding key -> float16 vector (768 bytes for
+                               a 384-dimension model)
 
 An append is one Lua script: it checks that the batch starts at the session's length and that
 no id is already in the session, then pushes the whole batch, so several processes appending to
@@ -17,7 +19,7 @@ value with compare-and-set on that version, so concurrent updates are never lost
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from tokenlean._errors import ConfigurationError, InvalidInputError, StoreLockedError
@@ -249,6 +251,25 @@ class RedisTranscriptStore:
             f"Redis server {self.url}: state {name!r} of session {session!r} changed under "
             f"{attempts} attempts to update it"
         )
+
+    def get_vectors(self, tenant: str, session: str, keys: Collection[str]) -> dict[str, bytes]:
+        """Stored turn embeddings by key (unknown keys skipped): one ``HMGET``."""
+        wanted = sorted(set(keys))
+        key = self._key("vectors", tenant, session)
+
+        def run() -> list[Any]:
+            found: list[Any] = self._redis.client.hmget(key, wanted) if wanted else []
+            return found
+
+        found = self._redis.call("read", run)
+        return {name: value for name, value in zip(wanted, found, strict=True) if value is not None}
+
+    def put_vectors(self, tenant: str, session: str, vectors: Mapping[str, bytes]) -> None:
+        """Store turn embeddings by key (replacing a key's previous value): one ``HSET``."""
+        mapping: dict[Any, bytes] = {str(name): bytes(value) for name, value in vectors.items()}
+        key = self._key("vectors", tenant, session)
+        if mapping:
+            self._redis.call("write", lambda: self._redis.client.hset(key, mapping=mapping))
 
     def close(self) -> None:
         """Close the connections; later operations raise :class:`StoreClosedError`."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,15 @@ CREATE TABLE session_state (
     tenant TEXT NOT NULL, session TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL,
     PRIMARY KEY (tenant, session, name)
 );
+"""
+
+# Turn embeddings: made on the first write, so that a file from before them (or a read-only one)
+# opens unchanged; a file without the table simply has no vectors yet.
+_VECTORS_TABLE = """
+CREATE TABLE IF NOT EXISTS turn_vectors (
+    tenant TEXT NOT NULL, session TEXT NOT NULL, key TEXT NOT NULL, vector BLOB NOT NULL,
+    PRIMARY KEY (tenant, session, key)
+)
 """
 
 
@@ -194,6 +203,49 @@ class SQLiteTranscriptStore:
             except sqlite3.Error as exc:
                 raise sqlite_error(self.path, "write", exc) from exc
         return value
+
+    def get_vectors(self, tenant: str, session: str, keys: Collection[str]) -> dict[str, bytes]:
+        """Stored turn embeddings by key (unknown keys skipped)."""
+        wanted = sorted(set(keys))
+        found: dict[str, bytes] = {}
+        with self._lock:
+            try:
+                for at in range(0, len(wanted), _FIND_CHUNK):
+                    chunk = wanted[at : at + _FIND_CHUNK]
+                    found.update(
+                        self._conn.execute(
+                            "SELECT key, vector FROM turn_vectors WHERE tenant = ? AND session = ? "
+                            f"AND key IN ({','.join('?' * len(chunk))})",
+                            (tenant, session, *chunk),
+                        ).fetchall()
+                    )
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):
+                    return {}  # nothing stored in this file yet
+                raise sqlite_error(self.path, "read", exc) from exc
+            except sqlite3.Error as exc:
+                raise sqlite_error(self.path, "read", exc) from exc
+        return found
+
+    def put_vectors(self, tenant: str, session: str, vectors: Mapping[str, bytes]) -> None:
+        """Store turn embeddings by key (replacing a key's previous value), in one transaction."""
+        rows = [(tenant, session, str(key), bytes(value)) for key, value in vectors.items()]
+        if not rows:
+            return
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    self._conn.execute(_VECTORS_TABLE)
+                    self._conn.executemany(
+                        "INSERT OR REPLACE INTO turn_vectors VALUES (?, ?, ?, ?)", rows
+                    )
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    rollback(self._conn)
+                    raise
+            except sqlite3.Error as exc:
+                raise sqlite_error(self.path, "write", exc) from exc
 
     def close(self) -> None:
         with self._lock:

@@ -15,7 +15,7 @@ import sqlite3
 import threading
 import uuid
 from bisect import bisect_left
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -207,10 +207,25 @@ class HybridIndex:
         """Changes with every add or delete; keys the retrieval cache."""
         return f"{self._instance}:{self._revision}"
 
-    def add(self, documents: Iterable[Document | Mapping[str, Any]]) -> int:
+    def add(
+        self,
+        documents: Iterable[Document | Mapping[str, Any]],
+        *,
+        vectors: Mapping[str, npt.ArrayLike]
+        | Callable[[Sequence[str]], Mapping[str, npt.ArrayLike]]
+        | None = None,
+    ) -> int:
         """Index documents (replacing any with the same id); return the number of chunks added.
 
         Nothing is changed if any document is invalid or embedding fails.
+
+        Args:
+            documents: :class:`Document` objects or mappings with ``id``, ``text`` and optional
+                ``metadata``.
+            vectors: embeddings already known, by chunk text (from :meth:`vectors_of` or a
+                store), or a function given the chunk texts that returns those it knows: a
+                chunk whose text is there is not embedded again. A vector of another length
+                than the embedder's is ignored and the chunk embedded.
 
         Raises:
             InvalidInputError: a document without an id or text.
@@ -220,7 +235,8 @@ class HybridIndex:
             raise InvalidInputError("the same document id appears twice in one add()")
         chunked = [(doc, self.splitter.split(doc)) for doc in docs]
         texts = [chunk.text for _, chunks in chunked for chunk in chunks]
-        vectors = self.embedder.embed(texts) if texts else np.zeros((0, 1), dtype=np.float32)
+        known = vectors(texts) if callable(vectors) else vectors
+        embedded = self._embed_unknown(texts, known or {})
         with self._lock:
             if any(doc.id in self._docs for doc in docs):
                 self._built = None  # a replacement: rebuilt on the next search
@@ -232,11 +248,42 @@ class HybridIndex:
                 self._docs[doc.id] = doc
                 self._chunks[doc.id] = []
                 for chunk in chunks:
-                    self._chunks[doc.id].append((chunk, vectors[row].astype(np.float16)))
+                    self._chunks[doc.id].append((chunk, embedded[row].astype(np.float16)))
                     row += 1
             self._revision += 1
             self._persist(docs, [])
         return len(texts)
+
+    def _embed_unknown(
+        self, texts: list[str], known: Mapping[str, npt.ArrayLike]
+    ) -> npt.NDArray[np.float32]:
+        """One row per text: the known vector where there is one of the embedder's length, the
+        embedder's own for the others (one call for all of them)."""
+        if not texts:
+            return np.zeros((0, 1), dtype=np.float32)
+        dimension = self.embedder.dimension
+        out = np.zeros((len(texts), dimension), dtype=np.float32)
+        missing = []
+        for row, text in enumerate(texts):
+            vector = known.get(text)
+            flat = None if vector is None else np.asarray(vector, dtype=np.float32).reshape(-1)
+            if flat is not None and flat.shape == (dimension,):
+                out[row] = flat
+            else:
+                missing.append(row)
+        if missing:
+            out[missing] = self.embedder.embed([texts[row] for row in missing])
+        return out
+
+    def vectors_of(self, doc_ids: Iterable[str]) -> dict[str, npt.NDArray[np.float16]]:
+        """The stored vectors of these documents' chunks, by chunk text (unknown ids are
+        skipped): what :meth:`add` takes back as ``vectors`` without embedding again."""
+        with self._lock:
+            return {
+                chunk.text: vector
+                for doc_id in doc_ids
+                for chunk, vector in self._chunks.get(doc_id, [])
+            }
 
     def delete(self, doc_ids: Iterable[str]) -> int:
         """Remove documents by id; return how many existed."""

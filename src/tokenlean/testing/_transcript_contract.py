@@ -348,6 +348,37 @@ class TranscriptStoreContract:
         reopened.append("acme", "s1", [_turn(2)])  # and the session goes on
         assert [t.index for t in reopened.turns("acme", "s1")] == [0, 1, 2]
 
+    def test_turn_vectors_round_trip_per_session(self) -> None:
+        """Stores with ``get_vectors``/``put_vectors`` give back the bytes stored under a key,
+        skip unknown keys, replace a key written again, and keep sessions and tenants apart
+        (stores without them: skipped)."""
+        store: Any = self.make_store()
+        if not hasattr(store, "get_vectors"):
+            return
+        assert store.get_vectors("acme", "s1", ["k1"]) == {}
+        store.put_vectors("acme", "s1", {"k1": b"\x00\x01" * 4, "k2": b"\xff" * 8})
+        store.put_vectors("acme", "s1", {})  # nothing to write
+        assert store.get_vectors("acme", "s1", ["k1", "k2", "k3"]) == {
+            "k1": b"\x00\x01" * 4,
+            "k2": b"\xff" * 8,
+        }
+        store.put_vectors("acme", "s1", {"k1": b"\x07" * 8})
+        assert store.get_vectors("acme", "s1", ["k1"]) == {"k1": b"\x07" * 8}
+        assert store.get_vectors("acme", "s2", ["k1"]) == {}
+        assert store.get_vectors("other", "s1", ["k1"]) == {}
+        many = {f"key{i}": i.to_bytes(4, "big") for i in range(1_200)}
+        store.put_vectors("acme", "s3", many)
+        assert store.get_vectors("acme", "s3", list(many)) == many
+
+    def test_turn_vectors_survive_a_restart(self) -> None:
+        """Stored vectors are still there after a reopen (persistent stores with vectors)."""
+        store: Any = self.make_store()
+        if not self.persistent or not hasattr(store, "put_vectors"):
+            return
+        store.put_vectors("acme", "s1", {"k1": b"\x01" * 8})
+        reopened: Any = self.reopen(store)
+        assert reopened.get_vectors("acme", "s1", ["k1"]) == {"k1": b"\x01" * 8}
+
     def test_a_closed_store_refuses_work(self) -> None:
         """After close() (stores that have one), every operation raises StoreError."""
         store = self.make_store()
@@ -364,6 +395,12 @@ class TranscriptStoreContract:
             lambda: store.get_state("acme", "s1", "slots"),
             lambda: store.put_state("acme", "s1", "slots", {}),
         ]
+        if hasattr(store, "get_vectors"):
+            vectors: Any = store
+            operations += [
+                lambda: vectors.get_vectors("acme", "s1", ["k1"]),
+                lambda: vectors.put_vectors("acme", "s1", {"k1": b"\x01"}),
+            ]
         for operation in operations:
             try:
                 operation()

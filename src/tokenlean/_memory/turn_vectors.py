@@ -1,0 +1,117 @@
+"""Turn embeddings kept in the transcript store, so a turn is embedded once per deployment.
+
+A session's retrieval index lives in process memory (:mod:`tokenlean._memory.sessions`). Without
+stored vectors, a restart, a replica that serves the session for the first time, or a session
+evicted from the in-process LRU embeds every turn again: seconds of model time for a long
+session. When the store has ``get_vectors``/``put_vectors`` (all three backends do), the
+vectors a process computes are written back, and the next process reads them instead.
+
+A vector's key is a hash of the embedder's identity (its model name, without the folder it was
+loaded from, and its dimension) and the text embedded, so another model never reads them and a
+changed turn rendering simply misses. Vectors are stored as float16, as the index keeps them.
+Reading or writing them never fails a call: on a store fault the turns are embedded, and a
+failed write is logged and forgotten (the vectors are a cache of the model, not data).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from tokenlean._embeddings import Embedder
+from tokenlean._errors import TokenleanError
+
+__all__ = ["TurnVectors"]
+
+_log = logging.getLogger("tokenlean.memory")
+
+
+def embedder_identity(embedder: Embedder) -> str:
+    """What names an embedder's vector space: its model's name (a local folder by its last part,
+    so replicas that install the model in different places agree) and its dimension."""
+    name = str(getattr(embedder, "model_name", None) or type(embedder).__qualname__)
+    if "/" in name or "\\" in name:
+        path = Path(name)
+        name = path.parent.name if path.name == "model" else path.name
+    return f"{name}|{embedder.dimension}"
+
+
+class TurnVectors:
+    """Reads and writes the embeddings of one session's turns in a transcript store.
+
+    Args:
+        store: the transcript store (without ``get_vectors``/``put_vectors``, nothing is read or
+            written and every turn is embedded).
+        embedder: the embedder the vectors come from.
+
+    Example:
+        >>> from tokenlean import MemoryTranscriptStore
+        >>> from tokenlean.testing import HashingEmbedder
+        >>> store = MemoryTranscriptStore()
+        >>> vectors = TurnVectors(store, HashingEmbedder(8))
+        >>> vectors.save("acme", "s1", {"user (2026-01-02): hi": [1.0] * 8})
+        1
+        >>> vectors.load("acme", "s1", ["user (2026-01-02): hi", "never stored"]).keys()
+        dict_keys(['user (2026-01-02): hi'])
+    """
+
+    def __init__(self, store: Any, embedder: Embedder) -> None:
+        self._get = getattr(store, "get_vectors", None)
+        self._put = getattr(store, "put_vectors", None)
+        self._embedder = embedder
+        self._space: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the store keeps vectors."""
+        return self._get is not None and self._put is not None
+
+    def _key(self, text: str) -> str:
+        if self._space is None:
+            self._space = embedder_identity(self._embedder)
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(self._space.encode())
+        digest.update(b"\0")
+        digest.update(text.encode("utf-8", "surrogatepass"))
+        return digest.hexdigest()
+
+    def load(
+        self, tenant: str, session: str, texts: Sequence[str]
+    ) -> dict[str, npt.NDArray[np.float16]]:
+        """The stored vectors of these texts, by text (missing, damaged or unreadable ones
+        are left out: the caller embeds them)."""
+        if self._get is None or not texts:
+            return {}
+        keys = {self._key(text): text for text in texts}
+        try:
+            found = self._get(tenant, session, list(keys))
+        except TokenleanError as exc:
+            _log.warning("turn vectors of session %r not read, embedding instead: %s", session, exc)
+            return {}
+        size = self._embedder.dimension * 2  # float16
+        return {
+            keys[key]: np.frombuffer(raw, dtype=np.float16)
+            for key, raw in found.items()
+            if key in keys and isinstance(raw, bytes) and len(raw) == size
+        }
+
+    def save(self, tenant: str, session: str, vectors: Mapping[str, npt.ArrayLike]) -> int:
+        """Store vectors by text; return how many were written (0 after a logged failure)."""
+        if self._put is None or not vectors:
+            return 0
+        encoded = {
+            self._key(text): np.asarray(vector, dtype=np.float16).tobytes()
+            for text, vector in vectors.items()
+        }
+        try:
+            self._put(tenant, session, encoded)
+        except TokenleanError as exc:
+            _log.warning("turn vectors of session %r not stored: %s", session, exc)
+            return 0
+        return len(encoded)
