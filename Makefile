@@ -35,7 +35,7 @@ test: setup
 	cd integrations/llamaindex && $(abspath $(BIN))/mypy --strict --explicit-package-bases \
 		$(addprefix -p llama_index.,$(LLAMAINDEX_PACKAGES))
 	$(BIN)/mkdocs build --strict --quiet
-	$(BIN)/pytest
+	$(BIN)/python scripts/with_redis.py $(BIN)/pytest
 
 bench: setup
 	@$(BIN)/tokenlean bench tokens

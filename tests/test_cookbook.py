@@ -8,6 +8,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from tests.redis_server import URL
+
 COOKBOOK = Path(__file__).resolve().parent.parent / "cookbook"
 NOTEBOOKS = sorted(COOKBOOK.glob("*.ipynb"))
 
@@ -18,8 +20,10 @@ def test_there_are_notebooks() -> None:
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs(path: Path, tmp_path: Path) -> None:
-    """The notebook runs without error on the fake models and embedded defaults."""
+def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The notebook runs without error on the fake models and embedded defaults (the Redis one
+    on the test server)."""
+    monkeypatch.setenv("TOKENLEAN_REDIS_URL", URL)
     notebook = nbformat.read(path, as_version=4)
     client = NotebookClient(
         notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": tmp_path}}

@@ -86,3 +86,45 @@ def test_set_slots_from_two_memories_on_one_file_loses_no_update(tmp_path: Path)
         runner.join()
     final = memories[0].slots("s").current.model_dump()
     assert final == {f"s{i}": 24 for i in range(8)}
+
+
+class _OtherReplicaFinishesFirst:
+    """A summarizer during whose call another replica stores a summary covering more turns."""
+
+    def __init__(self, store: Any, covered: int) -> None:
+        self.store, self.covered = store, covered
+
+    def summarize(self, previous: Any, turns: Any) -> list[Any]:
+        from tokenlean import RollingSummary, SummaryItem
+
+        theirs = RollingSummary((SummaryItem("theirs", ("t0",), 1.0),), self.covered)
+        self.store.put_state("default", "s1", "summary", theirs.to_json())
+        return [SummaryItem("ours", ("t1",), 1.0)]
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+def test_a_summary_never_moves_back_past_another_replicas(backend: str, tmp_path: Path) -> None:
+    """Two replicas summarizing one session: the summary covering more turns stays, and the
+    replica that lost returns it (its own is dropped, not written over the other's)."""
+    from tokenlean import ConversationMemory
+    from tokenlean.testing import HashingEmbedder
+
+    store: Any = (
+        MemoryTranscriptStore() if backend == "memory" else SQLiteTranscriptStore(tmp_path / "m.db")
+    )
+    memory = ConversationMemory(
+        store, embedder=HashingEmbedder(32), summarizer=_OtherReplicaFinishesFirst(store, 30),
+        keep_recent=2,
+    )  # fmt: skip
+    memory.add("s1", [{"role": "user", "content": f"message {i}"} for i in range(20)])
+    result = memory.update_summary("s1", force=True)
+    assert result.covered == 30
+    assert [item.text for item in result.items] == ["theirs"]
+    assert memory.summary("s1").covered == 30
+
+    # When ours covers more, ours is stored.
+    memory.summarizer = _OtherReplicaFinishesFirst(store, 5)
+    memory.add("s1", [{"role": "user", "content": f"message {i}"} for i in range(20, 40)])
+    result = memory.update_summary("s1", force=True)
+    assert result.covered == 38
+    assert [item.text for item in result.items] == ["ours"]

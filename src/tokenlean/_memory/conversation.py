@@ -418,7 +418,20 @@ class ConversationMemory:
                 raise TypeError(f"{type(summarizer).__name__} returned something other than "
                                 "summary items")  # fmt: skip
             updated = RollingSummary(tuple(items), end)
-            self.store.put_state(tenant, session, "summary", updated.to_json())
+            update = getattr(self.store, "update_state", None)
+            if callable(update):
+                # Another process may have summarized meanwhile: the summary that covers more
+                # turns stays (no replica moves it back).
+                stored = update(
+                    tenant, session, "summary",
+                    lambda current: current
+                    if RollingSummary.from_json(current).covered >= end
+                    else updated.to_json(),
+                )  # fmt: skip
+                updated = RollingSummary.from_json(stored)
+                end = updated.covered
+            else:
+                self.store.put_state(tenant, session, "summary", updated.to_json())
         except Exception as exc:
             state.summary_error = _describe(exc)
             state.retry_tokens = 2 * state.pending_tokens  # try again once it has doubled

@@ -5,7 +5,8 @@ Per session: the locks that order its writes in this process, the retrieval inde
 turns, and the last failure of each step that runs after a turn is stored. All of it can be
 rebuilt from the transcript store, so :class:`SessionStates` keeps at most ``max_sessions`` of
 them and drops the least recently used; a dropped session is rebuilt lazily on its next use
-(its index by re-embedding its turns, its counts by one read of its unsummarized turns).
+(its index from the turn vectors the store keeps, embedding only turns it has none for; its
+counts by one read of its unsummarized turns).
 """
 
 from __future__ import annotations
