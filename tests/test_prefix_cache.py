@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 import tokenlean as tl
+from tokenlean.testing import HashingEmbedder
 
 LONG_POLICY = "Follow the refund policy exactly and cite the clause you apply. " * 120  # ~1.4k
 TOOLS = [
@@ -108,10 +109,88 @@ def test_tools_are_converted_and_can_carry_the_breakpoint() -> None:
 
 
 def test_anthropic_rendering_rejects_unconvertible_history() -> None:
-    """A tool-role message in history is refused with a clear error."""
-    plan = tl.PromptPlan().with_history([{"role": "tool", "content": "x"}]).with_user("hi")
-    with pytest.raises(tl.MalformedRequestError, match="Anthropic takes"):
-        tl.anthropic_request(plan, "claude-sonnet-4-5")
+    """A role Anthropic has no place for, a malformed tool call or an image part is refused
+    with a clear error."""
+    bad = [
+        ([{"role": "function", "content": "x"}], "Anthropic takes"),
+        ([{"role": "tool", "content": "x"}], "needs its id"),
+        (
+            [
+                {
+                    "role": "assistant",
+                    "content": "",
+                    "tool_calls": [
+                        {
+                            "id": "c1",
+                            "type": "function",
+                            "function": {"name": "f", "arguments": "[1]"},
+                        }
+                    ],
+                }
+            ],
+            "not a JSON object",
+        ),
+        (
+            [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}],
+            "only text parts",
+        ),
+        ([{"role": "assistant", "content": ""}], "empty assistant turn"),
+    ]
+    for history, message in bad:
+        plan = tl.PromptPlan().with_history(history).with_user("hi")
+        with pytest.raises(tl.MalformedRequestError, match=message):
+            tl.anthropic_request(plan, "claude-sonnet-4-5")
+
+
+def test_anthropic_rendering_converts_tool_turns() -> None:
+    """OpenAI-shaped tool calls and results become tool_use blocks and one user turn of
+    tool_result blocks; text parts are joined; the history breakpoint still applies."""
+    calls = [
+        {"id": "c1", "type": "function", "function": {"name": "track", "arguments": '{"o": 1}'}},
+        {"id": "c2", "type": "function", "function": {"name": "eta", "arguments": "{}"}},
+    ]
+    history = [
+        {"role": "user", "content": [{"type": "text", "text": "Where is "}, {"type": "text",
+                                                                           "text": "order 1?"}]},
+        {"role": "assistant", "content": "Checking.", "tool_calls": calls},
+        {"role": "tool", "tool_call_id": "c1", "content": "In Lyon."},
+        {"role": "tool", "tool_call_id": "c2", "content": "Tomorrow."},
+        {"role": "assistant", "content": "In Lyon, there tomorrow."},
+    ]  # fmt: skip
+    plan = tl.PromptPlan().with_policy("Be brief. " * 800).with_history(history).with_user("ok")
+    prompt = tl.anthropic_request(plan, "claude-sonnet-4-5")
+    messages = prompt.request["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant", "user"]
+    assert messages[0]["content"][0]["text"] == "Where is order 1?"
+    assert messages[1]["content"][1:] == [
+        {"type": "tool_use", "id": "c1", "name": "track", "input": {"o": 1}},
+        {"type": "tool_use", "id": "c2", "name": "eta", "input": {}},
+    ]
+    assert [b["tool_use_id"] for b in messages[2]["content"]] == ["c1", "c2"]
+    assert messages[2]["content"][1]["content"] == "Tomorrow."
+    assert ("messages", 3) in _markers(prompt.request)
+
+
+def test_a_memory_pack_with_tool_turns_renders_for_anthropic() -> None:
+    """A ConversationMemory pack of a tool-using conversation goes through
+    PromptPlan.from_request to an Anthropic request, its static system prompt marked."""
+    memory = tl.ConversationMemory(embedder=HashingEmbedder(32))
+    call = {"id": "c1", "type": "function", "function": {"name": "track", "arguments": "{}"}}
+    memory.add("s", [
+        {"role": "user", "content": "Where is my order?"},
+        {"role": "assistant", "content": "", "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": "In Lyon."},
+        {"role": "assistant", "content": "It is in Lyon."},
+    ])  # fmt: skip
+    pack = memory.context(
+        "s", budget=4_000, system="Be brief. " * 800, user="And when will it arrive?"
+    )
+    plan = tl.PromptPlan.from_request({"messages": pack.messages})
+    prompt = tl.anthropic_request(plan, "claude-sonnet-4-5")
+    roles = [m["role"] for m in prompt.request["messages"]]
+    assert roles == ["user", "assistant", "user", "assistant", "user"]
+    assert prompt.request["system"][0]["text"] == pack.static_prefix.strip()
+    assert prompt.request["system"][0]["cache_control"] == {"type": "ephemeral"}
 
 
 def test_a_non_anthropic_model_is_a_configuration_error() -> None:

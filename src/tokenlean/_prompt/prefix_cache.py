@@ -15,6 +15,7 @@ approximation of Claude's tokenizer otherwise. The constants live in ``providers
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -81,6 +82,77 @@ class AnthropicPrompt:
         return bool(self.breakpoints)
 
 
+def _content_text(index: int, content: Any) -> str:
+    """A message's text: a string, or the text parts of a list (other parts refused)."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            if not isinstance(part, Mapping) or part.get("type") != "text":
+                kind = part.get("type") if isinstance(part, Mapping) else type(part).__name__
+                raise MalformedRequestError(
+                    f"history message {index}: only text parts are converted, not {kind!r}"
+                )
+            texts.append(str(part.get("text", "")))
+        return "".join(texts)
+    raise MalformedRequestError(f"history message {index}: only text content is converted")
+
+
+def _anthropic_turn(
+    index: int, message: Mapping[str, Any], count: Callable[[str], int]
+) -> tuple[str, list[dict[str, Any]], int]:
+    """One OpenAI-shaped history message as an Anthropic turn: its role, its content blocks and
+    about the tokens they take. An assistant's tool calls become ``tool_use`` blocks and a
+    ``tool`` message a ``tool_result`` block of a user turn, as Anthropic's tool use expects.
+
+    Raises:
+        MalformedRequestError: another role, non-text content, a tool call without an id or a
+            name or whose arguments are not a JSON object, or an empty assistant turn.
+    """
+    role = message.get("role")
+    text = _content_text(index, message.get("content"))
+    if role == "user":
+        return "user", [_text_block(text)], count(text) + 3
+    if role == "tool":
+        call_id = message.get("tool_call_id")
+        if not call_id:
+            raise MalformedRequestError(f"history message {index}: a tool result needs its id")
+        block = {"type": "tool_result", "tool_use_id": str(call_id), "content": text}
+        return "user", [block], count(text) + 3
+    if role != "assistant":
+        raise MalformedRequestError(
+            f"history message {index}: Anthropic takes 'user', 'assistant' and 'tool' turns, "
+            f"not {role!r}"
+        )
+    blocks = [_text_block(text)] if text else []
+    tokens = count(text) + 3
+    for call in message.get("tool_calls") or ():
+        function = call.get("function") if isinstance(call, Mapping) else None
+        if not isinstance(function, Mapping) or not call.get("id") or not function.get("name"):
+            raise MalformedRequestError(
+                f"history message {index}: a tool call needs an id and a function name"
+            )
+        arguments = function.get("arguments") or "{}"
+        try:
+            parsed = json.loads(arguments) if isinstance(arguments, str) else arguments
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, Mapping):
+            raise MalformedRequestError(
+                f"history message {index}: the arguments of tool call {call['id']!r} are not a "
+                "JSON object"
+            )
+        blocks.append(
+            {"type": "tool_use", "id": str(call["id"]), "name": str(function["name"]),
+             "input": dict(parsed)}
+        )  # fmt: skip
+        tokens += count(str(function["name"])) + count(json.dumps(parsed)) + 3
+    if not blocks:
+        raise MalformedRequestError(f"history message {index}: an empty assistant turn")
+    return "assistant", blocks, tokens
+
+
 def _text_block(text: str) -> dict[str, Any]:
     return {"type": "text", "text": text}
 
@@ -97,12 +169,15 @@ def anthropic_request(
     """Render ``plan`` as an Anthropic Messages API request with ``cache_control`` breakpoints.
 
     Policy, retrieved and state segments become ``system`` text blocks (in that order), tools
-    become Anthropic tool definitions, history and the user turn become ``messages``.
+    become Anthropic tool definitions, history and the user turn become ``messages``. History in
+    OpenAI's shape is converted: an assistant's ``tool_calls`` become ``tool_use`` blocks, and
+    ``tool`` messages ``tool_result`` blocks of one user turn.
 
     Raises:
         ConfigurationError: ``model`` has no Anthropic prefix-cache rule and none was given.
-        MalformedRequestError: a history message has a role other than ``user``/``assistant``
-            or non-text content this renderer does not convert.
+        MalformedRequestError: a history message this renderer does not convert: a role other
+            than ``user``, ``assistant`` and ``tool``, content other than text, or a tool call
+            without an id and a name or whose arguments are not a JSON object.
 
     Example:
         >>> plan = PromptPlan().with_policy("Be brief. " * 800).with_user("Hi")
@@ -154,19 +229,19 @@ def anthropic_request(
                 volatile_before_history = True
         elif segment.kind is SegmentKind.HISTORY:
             for index, message in enumerate(segment.items):
-                role = message.get("role")
-                content = message.get("content")
-                if role not in ("user", "assistant"):
-                    raise MalformedRequestError(
-                        f"history message {index}: Anthropic takes 'user' and 'assistant' "
-                        f"turns, not {role!r}"
-                    )
-                if not isinstance(content, str):
-                    raise MalformedRequestError(
-                        f"history message {index}: only text content is converted"
-                    )
-                messages.append({"role": role, "content": [_text_block(content)]})
-                cumulative += count(content) + 3
+                role, blocks, tokens = _anthropic_turn(index, message, count)
+                previous = messages[-1] if messages else None
+                if (
+                    previous is not None
+                    and role == "user"
+                    and previous["role"] == "user"
+                    and blocks[0]["type"] == "tool_result"
+                    and all(b["type"] == "tool_result" for b in previous["content"])
+                ):
+                    previous["content"].extend(blocks)  # one user turn holds the results
+                else:
+                    messages.append({"role": role, "content": blocks})
+                cumulative += tokens
             if segment.items and not volatile_before_history:
                 history_end = CacheBreakpoint(
                     "messages", len(messages) - 1, cumulative, "end of history"
