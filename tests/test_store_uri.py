@@ -44,10 +44,17 @@ def test_redis_uri_opens_a_shared_store_with_prefix_and_bounds(prefixes: Prefixe
     """redis://host:port/db with ?prefix and ?max_entries is a RedisStore on that server; the
     same URI opens its transcript store."""
     prefix = prefixes.new()
-    store = tl.open_store(f"{URL}?prefix={prefix}&max_entries=7&timeout_s=2")
+    store = tl.open_store(f"{URL}?prefix={prefix}&max_entries=7&timeout_s=2&feed_length=500")
     assert isinstance(store, tl.RedisStore)
     assert (store.prefix, store.max_entries, store.url) == (prefix, 7, URL)
+    assert store.feed_length == 500
     store.close()
+    default = tl.open_store(f"{URL}?prefix={prefix}")
+    assert isinstance(default, tl.RedisStore)
+    assert default.feed_length == 100_000
+    default.close()
+    with pytest.raises(tl.ConfigurationError, match="feed_length"):
+        tl.open_store(f"{URL}?prefix={prefix}&feed_length=many")
     transcripts = tl.open_transcript_store(f"{URL}?prefix={prefix}")
     assert isinstance(transcripts, tl.RedisTranscriptStore)
     assert transcripts.prefix == prefix

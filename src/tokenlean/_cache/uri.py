@@ -5,7 +5,7 @@ from __future__ import annotations
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from tokenlean._cache.memory_store import MemoryStore
-from tokenlean._cache.redis_store import RedisStore
+from tokenlean._cache.redis_store import FEED_LENGTH, RedisStore
 from tokenlean._cache.sqlite_store import SQLiteStore
 from tokenlean._cache.store import CacheStore
 from tokenlean._errors import ConfigurationError
@@ -47,8 +47,9 @@ def open_store(uri: str) -> CacheStore:
       a :class:`SQLiteStore` in that file.
     - ``redis://[user:password@]host:port/db`` (``rediss://`` for TLS, ``unix:///path.sock``) —
       a :class:`RedisStore`, shared by every process that opens it; ``?prefix=myapp:`` sets
-      its key prefix (default ``tokenlean:``) and ``?timeout_s=`` its timeout; other options
-      are passed to redis-py.
+      its key prefix (default ``tokenlean:``), ``?timeout_s=`` its timeout and
+      ``?feed_length=`` the records its change feed keeps; other options are passed to
+      redis-py.
 
     Every scheme takes ``?max_entries=`` and ``?max_bytes=``.
 
@@ -79,7 +80,7 @@ def open_store(uri: str) -> CacheStore:
         )
     if scheme in ("redis", "rediss", "unix"):
         options = dict(parse_qsl(parts.query, keep_blank_values=True))
-        names = (*_BOUNDS, "prefix", "timeout_s")
+        names = (*_BOUNDS, "prefix", "timeout_s", "feed_length")
         ours = {name: options.pop(name) for name in names if name in options}
         server = urlunsplit(parts._replace(query=urlencode(options)))
         timeout = _number(uri, "timeout_s", ours.get("timeout_s"), float)
@@ -89,6 +90,7 @@ def open_store(uri: str) -> CacheStore:
             max_entries=_int(uri, "max_entries", ours.get("max_entries")),
             max_bytes=_int(uri, "max_bytes", ours.get("max_bytes")),
             timeout_s=1.0 if timeout is None else timeout,
+            feed_length=_int(uri, "feed_length", ours.get("feed_length")) or FEED_LENGTH,
         )
     raise ConfigurationError(
         f"not a cache store URI: {uri!r}; the accepted forms are memory://, "
