@@ -79,3 +79,17 @@ def test_bad_options_are_configuration_errors() -> None:
             tl.open_store(uri)
     with pytest.raises(tl.ConfigurationError, match="no options"):
         tl.open_transcript_store("memory://?prefix=a")
+
+
+def test_retrieval_caches_share_results_through_a_store_uri(
+    prefixes: Prefixes, tmp_path: Path
+) -> None:
+    """Two RetrievalCaches opened from one URI (two replicas) share their results, on SQLite
+    and on Redis; another index version still misses."""
+    for uri in (f"sqlite:///{tmp_path / 'r.db'}", f"{URL}?prefix={prefixes.new()}"):
+        first, second = tl.RetrievalCache(uri), tl.RetrievalCache(uri)
+        first.put("Refund policy", ["doc-3", "doc-1"], index_version="v7")
+        assert second.get("refund   POLICY", index_version="v7") == ["doc-3", "doc-1"]
+        assert second.get("refund policy", index_version="v8") is None
+        for cache in (first, second):
+            cache.store_backend.close()

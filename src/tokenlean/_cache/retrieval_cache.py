@@ -21,6 +21,7 @@ from tokenlean._cache.request import hash_key, hash_tenant
 from tokenlean._cache.stats import CacheStats, StatsRecorder
 from tokenlean._cache.store import CacheStore, Selector, StoredEntry
 from tokenlean._cache.store_faults import FaultReporter, GuardedStore
+from tokenlean._cache.uri import open_store
 from tokenlean._canonical import canonical_json, canonicalize_text
 from tokenlean._errors import ConfigurationError, InvalidInputError, StoreError
 
@@ -48,7 +49,9 @@ class RetrievalCache:
     :meth:`invalidate_index` frees the space the old version's entries take.
 
     Args:
-        store: where entries live (default: an unbounded :class:`MemoryStore`).
+        store: where entries live (default: an unbounded :class:`MemoryStore`), or a store URI
+            (``sqlite:///retrieval.db``, ``redis://host:6379/0``: see :func:`open_store`), so
+            replicas that search the same index version share its results.
         ttl_s: seconds an entry lives (None: until evicted or invalidated).
         clock: time source for TTLs.
         collector: records every lookup, and every store fault the cache went on without.
@@ -64,7 +67,7 @@ class RetrievalCache:
 
     def __init__(
         self,
-        store: CacheStore | None = None,
+        store: CacheStore | str | None = None,
         *,
         ttl_s: float | None = None,
         clock: Callable[[], float] = time.time,
@@ -73,6 +76,8 @@ class RetrievalCache:
         self.collector = collector
         if ttl_s is not None and ttl_s <= 0:
             raise ConfigurationError("ttl_s must be positive or None")
+        if isinstance(store, str):
+            store = open_store(store)
         self.store_backend: CacheStore = store if store is not None else MemoryStore()
         self._store = GuardedStore(self.store_backend)
         self.ttl_s = ttl_s
