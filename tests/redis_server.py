@@ -11,12 +11,10 @@ import contextlib
 import os
 import secrets
 import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 
 import pytest
+from scripts.with_redis import start_server
 
 URL = os.environ.get("TOKENLEAN_REDIS_URL", "redis://127.0.0.1:6379/0")
 START = (
@@ -80,20 +78,8 @@ def own_server() -> Iterator[str]:
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.fail(f"redis-server is not installed; {START}", pytrace=False)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
+    process, url = start_server(binary)
     try:
-        for _ in range(200):
-            with socket.socket() as client:
-                if client.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.01)
         yield url
     finally:
         process.terminate()

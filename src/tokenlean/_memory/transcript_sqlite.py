@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -182,27 +183,33 @@ class SQLiteTranscriptStore:
                 written).
             StoreError: the file could not be read or written (nothing is written).
         """
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT value FROM session_state WHERE tenant = ? AND session = ? AND name = ?",
+                (tenant, session, name),
+            ).fetchone()
+            value = change(json.loads(row[0]) if row else None)
+            conn.execute(
+                "INSERT OR REPLACE INTO session_state VALUES (?, ?, ?, ?)",
+                (tenant, session, name, encode_state(value)),
+            )
+        return value
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction under the store's lock: committed when the block ends, rolled
+        back if it raises; SQLite's errors become :class:`StoreError` naming the file."""
         with self._lock:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
                 try:
-                    row = self._conn.execute(
-                        "SELECT value FROM session_state "
-                        "WHERE tenant = ? AND session = ? AND name = ?",
-                        (tenant, session, name),
-                    ).fetchone()
-                    value = change(json.loads(row[0]) if row else None)
-                    self._conn.execute(
-                        "INSERT OR REPLACE INTO session_state VALUES (?, ?, ?, ?)",
-                        (tenant, session, name, encode_state(value)),
-                    )
+                    yield self._conn
                     self._conn.execute("COMMIT")
                 except BaseException:
                     rollback(self._conn)
                     raise
             except sqlite3.Error as exc:
                 raise sqlite_error(self.path, "write", exc) from exc
-        return value
 
     def get_vectors(self, tenant: str, session: str, keys: Collection[str]) -> dict[str, bytes]:
         """Stored turn embeddings by key (unknown keys skipped)."""
@@ -232,20 +239,9 @@ class SQLiteTranscriptStore:
         rows = [(tenant, session, str(key), bytes(value)) for key, value in vectors.items()]
         if not rows:
             return
-        with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                try:
-                    self._conn.execute(_VECTORS_TABLE)
-                    self._conn.executemany(
-                        "INSERT OR REPLACE INTO turn_vectors VALUES (?, ?, ?, ?)", rows
-                    )
-                    self._conn.execute("COMMIT")
-                except BaseException:
-                    rollback(self._conn)
-                    raise
-            except sqlite3.Error as exc:
-                raise sqlite_error(self.path, "write", exc) from exc
+        with self._write() as conn:
+            conn.execute(_VECTORS_TABLE)
+            conn.executemany("INSERT OR REPLACE INTO turn_vectors VALUES (?, ?, ?, ?)", rows)
 
     def close(self) -> None:
         with self._lock:
