@@ -169,10 +169,15 @@ class _Run:
         job.sources = tuple(packed.doc_ids)
         docs = f"Documentation:\n{packed.text}"
         if not self.variant.static_first:
-            room = self.budget
-            system = f"{self.workload.policy}\nCurrent time: {now}\n\n{docs}"
-            pack = self.memory.context(session.user, budget=room, user=question.text, system=system)
-            job.messages = pack.messages
+            # The memory pack's own layout: the policy is its static system prompt (the first
+            # part of its system message, byte-identical from call to call, so the provider
+            # caches it); the time and the retrieved documents follow in a message of their own.
+            volatile = {"role": "system", "content": f"Current time: {now}\n\n{docs}"}
+            room = self.budget - count_message_tokens([volatile], counter=self.count).total
+            pack = self.memory.context(
+                session.user, budget=room, user=question.text, system=self.workload.policy
+            )
+            job.messages = [pack.messages[0], volatile, *pack.messages[1:]]
             return
         # Static to volatile: the policy alone first (a cacheable prefix), then the retrieved
         # documentation, the time, and the memory's context.

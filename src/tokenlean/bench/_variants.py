@@ -24,7 +24,10 @@ class Variant:
         volatile: without memory, what the prompt plan does with volatile values (the
             timestamp): ``keep`` them in place or ``move`` them after the static prefix.
         static_first: with memory, the policy alone in a first message (a cacheable prefix),
-            then the retrieved documents, the time and the memory's context.
+            then the retrieved documents, the time and the memory's context. Without it, the
+            policy is the memory pack's static system prompt (also a cacheable prefix, the
+            first part of the pack's system message), and the time and the documents follow in
+            a message of their own.
         cache: the completion cache: ``none``, ``exact`` (keyed on the canonical prompt) or
             ``semantic`` (the question compared, product-fact route only, invalidated when a
             document it used changes).
