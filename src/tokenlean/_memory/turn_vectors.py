@@ -6,11 +6,13 @@ evicted from the in-process LRU embeds every turn again: seconds of model time f
 session. When the store has ``get_vectors``/``put_vectors`` (all three backends do), the
 vectors a process computes are written back, and the next process reads them instead.
 
-A vector's key is a hash of the embedder's identity (its model name, without the folder it was
-loaded from, and its dimension) and the text embedded, so another model never reads them and a
-changed turn rendering simply misses. Vectors are stored as float16, as the index keeps them.
-Reading or writing them never fails a call: on a store fault the turns are embedded, and a
-failed write is logged and forgotten (the vectors are a cache of the model, not data).
+A vector's key is a hash of the embedder's identity (its ``model_name``, without the folder it
+was loaded from, and its dimension) and the text embedded, so another model never reads them and
+a changed turn rendering simply misses. An embedder without a ``model_name`` cannot be told from
+another model of the same dimension: its vectors are neither stored nor read. Vectors are stored
+as float16, as the index keeps them. Reading or writing them never fails a call: on a store
+fault the turns are embedded, and a failed write is logged and forgotten (the vectors are a
+cache of the model, not data).
 """
 
 from __future__ import annotations
@@ -30,12 +32,17 @@ from tokenlean._errors import TokenleanError
 __all__ = ["TurnVectors"]
 
 _log = logging.getLogger("tokenlean.memory")
+_unnamed: set[type] = set()  # embedder types already logged as having no model_name
 
 
-def embedder_identity(embedder: Embedder) -> str:
-    """What names an embedder's vector space: its model's name (a local folder by its last part,
-    so replicas that install the model in different places agree) and its dimension."""
-    name = str(getattr(embedder, "model_name", None) or type(embedder).__qualname__)
+def embedder_identity(embedder: Embedder) -> str | None:
+    """What names an embedder's vector space: its ``model_name`` (a local folder by its last
+    part, so replicas that install the model in different places agree) and its dimension.
+    None for an embedder without a ``model_name``: its vectors cannot be told from another
+    model's, so they are neither stored nor read."""
+    name = getattr(embedder, "model_name", None)
+    if not isinstance(name, str) or not name:
+        return None
     if "/" in name or "\\" in name:
         path = Path(name)
         name = path.parent.name if path.name == "model" else path.name
@@ -62,21 +69,28 @@ class TurnVectors:
     """
 
     def __init__(self, store: Any, embedder: Embedder) -> None:
-        self._get = getattr(store, "get_vectors", None)
-        self._put = getattr(store, "put_vectors", None)
+        self._space = embedder_identity(embedder)
+        known = self._space is not None
+        self._get = getattr(store, "get_vectors", None) if known else None
+        self._put = getattr(store, "put_vectors", None) if known else None
         self._embedder = embedder
-        self._space: str | None = None
+        if not known and hasattr(store, "get_vectors") and type(embedder) not in _unnamed:
+            _unnamed.add(type(embedder))
+            _log.info(
+                "%s has no model_name: turn vectors are not stored or read for it (give it a "
+                "model_name naming its model to reuse them across processes)",
+                type(embedder).__qualname__,
+            )
 
     @property
     def enabled(self) -> bool:
-        """Whether the store keeps vectors."""
+        """Whether vectors are read and written: the store keeps them and the embedder names
+        its model."""
         return self._get is not None and self._put is not None
 
     def _key(self, text: str) -> str:
-        if self._space is None:
-            self._space = embedder_identity(self._embedder)
         digest = hashlib.blake2b(digest_size=16)
-        digest.update(self._space.encode())
+        digest.update(str(self._space).encode())
         digest.update(b"\0")
         digest.update(text.encode("utf-8", "surrogatepass"))
         return digest.hexdigest()
