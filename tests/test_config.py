@@ -34,6 +34,15 @@ def test_invalid_environment_value_is_a_configuration_error(
         load_settings()
 
 
+def test_an_empty_variable_means_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`TOKENLEAN_OFFLINE=` (as compose files write it) is the default, not an error."""
+    monkeypatch.setenv("TOKENLEAN_OFFLINE", "")
+    monkeypatch.setenv("TOKENLEAN_TOKEN_CACHE_SIZE", "")
+    settings = load_settings()
+    assert settings.offline is False
+    assert settings.token_cache_size == TokenleanSettings().token_cache_size
+
+
 def test_unknown_override_is_rejected() -> None:
     """Settings forbid fields they do not define."""
     with pytest.raises(ConfigurationError):

@@ -31,7 +31,10 @@ class TokenleanSettings(BaseSettings):
         True
     """
 
-    model_config = SettingsConfigDict(env_prefix="TOKENLEAN_", frozen=True, extra="forbid")
+    # An empty variable (`TOKENLEAN_OFFLINE=` in a compose file) means unset, not invalid.
+    model_config = SettingsConfigDict(
+        env_prefix="TOKENLEAN_", frozen=True, extra="forbid", env_ignore_empty=True
+    )
 
     encoding: str | None = Field(
         default=None,
