@@ -45,11 +45,18 @@ def answers(url: str) -> str | None:
     return None
 
 
-def start_server(binary: str) -> tuple[subprocess.Popen[bytes], str]:
-    """A throwaway redis-server on a free loopback port, once it accepts connections."""
+def free_port() -> int:
+    """A loopback port nothing listens on now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def start_server(binary: str, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """A throwaway redis-server on ``port`` (default: a free loopback port), once it accepts
+    connections."""
+    port = port or free_port()
     process = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,

@@ -72,13 +72,13 @@ def prefixes() -> Iterator[Prefixes]:
 
 
 @contextlib.contextmanager
-def own_server() -> Iterator[str]:
-    """A throwaway redis-server on a free port, stopped on exit (to lose a server on purpose);
-    yields its URL."""
+def own_server(port: int | None = None) -> Iterator[str]:
+    """A throwaway redis-server on ``port`` (default: a free one), stopped on exit (to lose a
+    server on purpose); yields its URL."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.fail(f"redis-server is not installed; {START}", pytrace=False)
-    process, url = start_server(binary)
+    process, url = start_server(binary, port)
     try:
         yield url
     finally:

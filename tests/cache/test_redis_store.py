@@ -115,12 +115,43 @@ def test_a_prefix_isolates_applications_on_one_server(prefixes: Prefixes) -> Non
 
 
 def test_an_unreachable_server_is_a_typed_error_naming_it() -> None:
-    """No server at the URL: opening raises StoreBackendError naming the server and saying how
-    to start one, with redis-py's error as the cause."""
-    with pytest.raises(tl.StoreBackendError, match=r"redis://127\.0\.0\.1:1/0") as caught:
-        RedisStore(DEAD_URL, timeout_s=0.2)
-    assert "redis-server" in str(caught.value)
-    assert type(caught.value.__cause__).__module__.startswith("redis")
+    """No server at the URL: the store opens (it reads nothing yet), and its first use raises
+    StoreBackendError naming the server and saying how to start one, with redis-py's error as
+    the cause."""
+    store = RedisStore(DEAD_URL, timeout_s=0.2)
+    for use in (lambda: store.secret, lambda: store.get("ns", "k")):
+        with pytest.raises(tl.StoreBackendError, match=r"redis://127\.0\.0\.1:1/0") as caught:
+            use()
+        assert "redis-server" in str(caught.value)
+        assert type(caught.value.__cause__).__module__.startswith("redis")
+
+
+def test_caches_start_while_the_server_is_down_and_work_once_it_is_up() -> None:
+    """A replica starting before Redis: its completion and retrieval caches open, miss and drop
+    writes (counted) while the server is down, and hit once it answers, with no restart."""
+    from scripts.with_redis import free_port
+
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    cache = tl.CompletionCache(f"{url}?timeout_s=0.3", clock=FakeClock())
+    retrieval = tl.RetrievalCache(f"{url}?timeout_s=0.3")
+    request = tl.CacheRequest.from_openai(
+        {"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0}
+    )
+    lookup = cache.lookup(request)
+    assert not lookup.hit
+    assert "store failed" in lookup.reason
+    assert cache.lookup_many([request])[0].hit is False
+    assert not cache.store(request, "hello")
+    assert cache.stats().store_errors >= 3
+    assert retrieval.get("refunds", index_version="v1") is None
+    retrieval.put("refunds", ["d1"], index_version="v1")  # dropped, no exception
+    assert retrieval.stats().store_errors >= 2
+    with own_server(port):
+        assert cache.store(request, "hello")
+        assert cache.lookup(request).value == "hello"
+        retrieval.put("refunds", ["d1"], index_version="v1")
+        assert retrieval.get("refunds", index_version="v1") == ["d1"]
 
 
 def test_a_lost_server_makes_cache_lookups_misses_and_writes_dropped() -> None:

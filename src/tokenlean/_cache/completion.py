@@ -155,14 +155,13 @@ class CompletionCache:
         self._partitions = Partitions(
             self._store, clock=clock, hnsw_threshold=hnsw_threshold, feed=feed
         )
-        self._secret = self.store_backend.secret
         self._stats = StatsRecorder()
         self._faults = FaultReporter(self._store.name, self._stats, collector)
         self._recent_lock = threading.Lock()  # the embeddings memo
         self._recent: OrderedDict[str, npt.NDArray[np.float32]] = OrderedDict()
         self._learning = Learning(
             store=self._store,
-            secret=self._secret,
+            secret=lambda: self._secret,
             put=self._partitions.put,
             judge=lambda: self.judge,
             stats=self._stats,
@@ -206,6 +205,12 @@ class CompletionCache:
         if self._embedder is None:
             self._embedder = default_embedder()
         return self._embedder
+
+    @property
+    def _secret(self) -> bytes:
+        """The store's key secret (a Redis store reads it on first use: until its server
+        answers, this raises its typed StoreError, which lookups and stores fail open on)."""
+        return self._store.secret
 
     def _tenant(self, tenant: str) -> str:
         return hash_tenant(self._secret, tenant)
@@ -280,7 +285,10 @@ class CompletionCache:
         """
         policy = self.policy_for(route)
         if policy.mode == "semantic":
-            tenant_id = self._tenant(tenant)
+            try:
+                tenant_id = self._tenant(tenant)
+            except StoreError:  # each lookup below is then a counted miss
+                return [self.lookup(request, tenant=tenant, route=route) for request in requests]
             queries = {
                 self._query_digest(semantic.query): semantic.query
                 for request in requests
@@ -314,9 +322,9 @@ class CompletionCache:
             self._stats.count(bypassed=1)
             return CacheLookup(False, reason=f"bypass: {reason}")
         start = time.perf_counter()
-        tenant_id = self._tenant(tenant)
-        namespace, key = self._exact_address(request, tenant_id, policy)
         try:
+            tenant_id = self._tenant(tenant)
+            namespace, key = self._exact_address(request, tenant_id, policy)
             entry = self._partitions.live(namespace, key)
         except StoreError as exc:
             return self._store_fault("exact", exc, start)
@@ -625,7 +633,11 @@ class CompletionCache:
             raise NotSerializableError(f"cannot cache this value: {exc}") from exc
         if isinstance(tags, str):
             tags = (tags,)
-        tenant_id = self._tenant(tenant)
+        try:
+            tenant_id = self._tenant(tenant)
+        except StoreError as exc:  # the key secret could not be read
+            self._faults.report("exact", "the write was dropped", exc)
+            return False
         now = self.clock()
         ttl_s = options.ttl_s if options and options.ttl_s is not None else policy.ttl_s
         expires = now + ttl_s if ttl_s else None

@@ -73,7 +73,8 @@ class Learning:
 
     Args:
         store: where the evidence is saved (the cache's own store, layer ``acceptance``).
-        secret: the store's secret, for the evidence's keys.
+        secret: gives the store's secret, for the evidence's keys (read when first needed:
+            it may raise the store's error).
         put: writes an entry to the store (the cache's write path, which keeps its indexes in
             step with evictions).
         judge: gives the judge on first use.
@@ -89,7 +90,7 @@ class Learning:
         self,
         *,
         store: CacheStore,
-        secret: bytes,
+        secret: Callable[[], bytes],
         put: Callable[[StoredEntry], None],
         judge: Callable[[], AnswerJudge],
         stats: StatsRecorder,
@@ -139,7 +140,7 @@ class Learning:
             return state
 
     def _address(self, route: str | None, policy: CachePolicy) -> tuple[str, str]:
-        return acceptance_address(self._secret, route, policy.version)
+        return acceptance_address(self._secret(), route, policy.version)
 
     def routes(self) -> list[str | None]:
         """The routes with a state in this process."""

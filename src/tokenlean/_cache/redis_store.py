@@ -377,7 +377,9 @@ class RedisStore:
         self._lock = threading.Lock()
         # address -> server recency of lookups not yet written (see TOUCH_LIMIT)
         self._touched: OrderedDict[str, int] = OrderedDict()
-        self._secret = self._redis.call("opening the cache store", self._load_secret)
+        # Read on first use, not here: a replica starting while Redis is down still starts, and
+        # its caches fail open (misses, dropped writes) until the server answers.
+        self._secret: bytes | None = None
 
     def _key(self, name: str) -> str:
         return f"{self.prefix}cache:{name}"
@@ -398,6 +400,17 @@ class RedisStore:
 
     @property
     def secret(self) -> bytes:
+        """The deployment's key secret, created once on the server (``SET NX``) and read on
+        first use.
+
+        Raises:
+            StoreError: the server cannot be reached (the next use tries again).
+            CorruptedStoreError: the stored secret is not valid.
+        """
+        if self._secret is None:
+            with self._lock:
+                if self._secret is None:
+                    self._secret = self._redis.call("reading the key secret", self._load_secret)
         return self._secret
 
     def get(self, namespace: str, key: str) -> StoredEntry | None:

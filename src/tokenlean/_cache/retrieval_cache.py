@@ -82,11 +82,15 @@ class RetrievalCache:
         self._store = GuardedStore(self.store_backend)
         self.ttl_s = ttl_s
         self.clock = clock
-        self._secret = self.store_backend.secret
         self._stats = StatsRecorder()
         self._faults = FaultReporter(self._store.name, self._stats, collector)
         self._expired_lock = threading.Lock()
         self._expired: dict[tuple[str, str], float] = {}  # met by lookups: deleted by a put
+
+    @property
+    def _secret(self) -> bytes:
+        """The store's key secret (read on first use by a Redis store: may raise StoreError)."""
+        return self._store.secret
 
     def _address(
         self, query: str, index_version: str, tenant: str, params: Mapping[str, Any]
@@ -116,9 +120,11 @@ class RetrievalCache:
         """The cached ranking for ``query``, or None (also when the store failed). Reads only:
         an expired entry is deleted by the next :meth:`put`."""
         start = time.perf_counter()
-        namespace, key, _ = self._address(query, index_version, tenant, params or {})
+        if not isinstance(query, str):
+            raise InvalidInputError("a retrieval query must be a string")
         result: list[Any] | None = None
         try:
+            namespace, key, _ = self._address(query, index_version, tenant, params or {})
             entry = self._store.get(namespace, key)
             if entry is not None and entry.expired(now := self.clock()):
                 with self._expired_lock:
@@ -157,7 +163,11 @@ class RetrievalCache:
         """
         if isinstance(ranking, str | bytes):
             raise InvalidInputError("a ranking is a list of document ids, not a single string")
-        namespace, key, tenant_id = self._address(query, index_version, tenant, params or {})
+        try:
+            namespace, key, tenant_id = self._address(query, index_version, tenant, params or {})
+        except StoreError as exc:  # the key secret could not be read
+            self._faults.report("retrieval", "the write was dropped", exc)
+            return
         payload = canonical_json(list(ranking)).encode("utf-8")
         now = self.clock()
         entry = StoredEntry(
