@@ -93,3 +93,14 @@ def test_retrieval_caches_share_results_through_a_store_uri(
         assert second.get("refund policy", index_version="v8") is None
         for cache in (first, second):
             cache.store_backend.close()
+
+
+@pytest.mark.parametrize("opener", [tl.open_store, tl.open_transcript_store])
+def test_a_misspelt_redis_option_fails_at_open_naming_it(opener: object) -> None:
+    """An option neither tokenlean nor redis-py takes (a typo) is a ConfigurationError when the
+    store is opened, not a TypeError at its first use; no server is needed to tell."""
+    assert callable(opener)
+    with pytest.raises(tl.ConfigurationError, match="prefx"):
+        opener("redis://127.0.0.1:1/0?prefx=myapp:")
+    with pytest.raises(tl.ConfigurationError, match="socket_timeout"):
+        opener("redis://127.0.0.1:1/0?socket_timeout=soon")

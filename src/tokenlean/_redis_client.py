@@ -75,12 +75,21 @@ class RedisConnection:
             )
         except ValueError as exc:  # redis-py's message for a URL it cannot read
             raise ConfigurationError(f"not a Redis URL: {exc}") from exc
-        kwargs = self.client.connection_pool.connection_kwargs
+        pool = self.client.connection_pool
+        kwargs = pool.connection_kwargs
         if "path" in kwargs:
             self.name = f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"
         else:
             host, port, db = kwargs.get("host"), kwargs.get("port"), kwargs.get("db", 0)
             self.name = f"redis://{host}:{port}/{db}"
+        # redis-py passes a URL's unknown options to its connections, and fails only when the
+        # first one is made: make one now (it does not connect), so a typo fails at start.
+        try:
+            pool.release(pool.make_connection())
+        except TypeError as exc:
+            raise ConfigurationError(
+                f"{self.name}: the URL has an option neither tokenlean nor redis-py takes ({exc})"
+            ) from None
         self._errors: Any = importlib.import_module("redis.exceptions")
         self.closed = False
 
