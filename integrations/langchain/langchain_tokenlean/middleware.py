@@ -2,8 +2,10 @@
 
 The middleware plugs into ``create_agent``: before each model call it records the conversation's
 new messages in a :class:`~tokenlean.ConversationMemory` (keyed by the run's ``thread_id``) and
-replaces the request's messages with the memory's budgeted :class:`~tokenlean.ContextPack`. The
-agent's checkpointer still keeps the full history; only what reaches the model is compressed.
+replaces the request's messages with the memory's budgeted :class:`~tokenlean.ContextPack`; when
+the run ends it records what the run added after the last model call (the final reply, tool
+results), so the transcript holds every turn when ``invoke`` returns. The agent's checkpointer
+still keeps the full history; only what reaches the model is compressed.
 
 LangChain's agents (the ``langchain`` package, which runs on LangGraph) come with the ``agents``
 extra, ``pip install 'langchain-tokenlean[agents]'``; the rest of ``langchain_tokenlean`` needs
@@ -29,7 +31,13 @@ from tokenlean import (
 )
 
 try:
-    from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
+    from langchain.agents.middleware import (
+        AgentMiddleware,
+        AgentState,
+        ModelRequest,
+        ModelResponse,
+    )
+    from langgraph.runtime import Runtime  # langchain's agents run on LangGraph
 except ImportError as exc:
     _error = MissingDependencyError("langchain", "agents", "TokenleanMemoryMiddleware")
     # The error's own command names the core's extras; this one belongs to the adapter.
@@ -81,6 +89,29 @@ class TokenleanMemoryMiddleware(AgentMiddleware):
     The system message's content is a list of text blocks: the system prompt alone first, then
     what changes from call to call (state, summary, retrieved turns), so a provider's prefix
     cache hits on the system prompt across calls.
+
+    Every message of the thread is recorded once (messages carry ids; the memory skips ids it
+    holds): the thread's new messages before each model call, and at the end of each run
+    (``after_agent``) the rest, the final reply included. Recording happens there rather than
+    right after each model call because other middleware's ``after_model`` hooks may still
+    rewrite the reply under the same id (``PIIMiddleware(apply_to_output=True)`` redacts it);
+    by the next model call, or the run's end, the thread holds its final version. A run
+    interrupted for a human decision records its pending reply when it is resumed.
+
+    Example:
+        >>> from langchain.agents import create_agent
+        >>> from langchain_core.language_models import FakeListChatModel
+        >>> from langgraph.checkpoint.memory import InMemorySaver
+        >>> from tokenlean import ConversationMemory
+        >>> from tokenlean.testing import HashingEmbedder
+        >>> memory = ConversationMemory(embedder=HashingEmbedder())
+        >>> agent = create_agent(FakeListChatModel(responses=["Order 1234 left Lyon."]),
+        ...                      middleware=[TokenleanMemoryMiddleware(memory, budget=500)],
+        ...                      checkpointer=InMemorySaver())
+        >>> _ = agent.invoke({"messages": [("user", "Where is order 1234?")]},
+        ...                  {"configurable": {"thread_id": "ticket-42"}})
+        >>> [t.role for t in memory.turns("ticket-42")]
+        ['user', 'assistant']
     """
 
     def __init__(
@@ -109,6 +140,10 @@ class TokenleanMemoryMiddleware(AgentMiddleware):
         batch = [to_tokenlean(m) for m in messages if m.type != "system"]
         if batch:
             self.memory.add(session, batch, tenant=self.tenant)
+
+    def _record(self, state: AgentState[Any]) -> None:
+        """Record the thread's messages not recorded yet (at the end of a run)."""
+        self._sync(_thread_id(self.session), state["messages"])
 
     def _rewrite(self, request: ModelRequest) -> ModelRequest:
         session = _thread_id(self.session)
@@ -153,3 +188,15 @@ class TokenleanMemoryMiddleware(AgentMiddleware):
 
         rewritten = await asyncio.to_thread(self._rewrite, request)
         return await handler(rewritten)
+
+    def after_agent(self, state: AgentState[Any], runtime: Runtime[Any]) -> dict[str, Any] | None:
+        self._record(state)
+        return None
+
+    async def aafter_agent(
+        self, state: AgentState[Any], runtime: Runtime[Any]
+    ) -> dict[str, Any] | None:
+        import asyncio
+
+        await asyncio.to_thread(self._record, state)
+        return None

@@ -52,7 +52,7 @@ def test_the_agent_model_sees_a_budgeted_context_while_the_checkpointer_keeps_ev
         )
     state = agent.get_state(config).values["messages"]
     assert len(state) == 50  # the checkpointer keeps the full history
-    assert len(memory.turns("customer-42")) == 50 - 1  # the last answer is recorded next call
+    assert len(memory.turns("customer-42")) == 50  # the last answer too, when invoke returns
     last = model.seen[-1]
     assert _tokens(last) <= 300
     assert _tokens(last) < _tokens(state)
@@ -72,7 +72,7 @@ def test_the_middleware_works_with_ainvoke() -> None:
     for i in range(3):
         asyncio.run(agent.ainvoke({"messages": [HumanMessage(f"hello {i}")]}, config))
     assert model.seen[-1][-1].text == "hello 2"
-    assert len(memory.turns("t")) == 5
+    assert len(memory.turns("t")) == 6  # three questions, three answers
 
 
 def test_the_chat_history_returns_the_budgeted_context() -> None:
@@ -156,7 +156,7 @@ def test_the_middleware_refuses_runs_without_a_conversation_and_records_each_mes
     config = {"configurable": {"thread_id": "t"}}
     agent.invoke({"messages": [SystemMessage("Be brief."), HumanMessage("I am Ada")]}, config)
     agent.invoke({"messages": [HumanMessage("who am I?")]}, config)
-    assert [t.content for t in memory.turns("t")] == ["I am Ada", "ok 0", "who am I?"]
+    assert [t.content for t in memory.turns("t")] == ["I am Ada", "ok 0", "who am I?", "ok 1"]
 
 
 class ToolCallingModel(FakeMessagesListChatModel):
