@@ -39,11 +39,17 @@ from llama_index.core.bridge.pydantic import Field, PrivateAttr, SerializeAsAny
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import LLM, ToolSelection
+from llama_index.llms.tokenlean.store_uri import (
+    cache_store_uri,
+    refuse_masked,
+    type_name,
+)
 
 from tokenlean import (
     CacheLookup,
     CachePolicy,
     CacheRequest,
+    CacheStore,
     CallOptions,
     CompletionCache,
     ConfigurationError,
@@ -120,16 +126,15 @@ def _llm_class(name: str) -> type[LLM]:
 
 
 def _cache_config(cache: CompletionCache) -> dict[str, Any]:
+    """The cache's configuration: its store as the URI that reopens it (password masked), or,
+    for a store of another kind, its type (``from_dict`` then needs ``cache=``)."""
     store = cache.store_backend
-    if isinstance(store, SQLiteStore):
-        location: dict[str, Any] = {"kind": "sqlite", "path": str(store.path)}
-    elif isinstance(store, MemoryStore):
-        location = {"kind": "memory"}
-    else:
-        raise ConfigurationError(
-            f"CachedLLM.to_dict cannot describe a {type(store).__name__} store; rebuild the "
-            "cache yourself and pass it to from_dict(data, cache=...)"
-        )
+    uri = cache_store_uri(store)
+    location: dict[str, Any] = (
+        {"kind": "custom", "type": type_name(store)}
+        if uri is None
+        else {"kind": uri.split(":", 1)[0], "uri": uri}
+    )
     return {
         "store": location,
         "policy": cache.policy.model_dump(mode="json"),
@@ -137,14 +142,36 @@ def _cache_config(cache: CompletionCache) -> dict[str, Any]:
     }
 
 
-def _cache_from_config(config: dict[str, Any]) -> CompletionCache:
+_REMEDY = (
+    "pass the cache to CachedLLM.from_dict(data, cache=...): a store URI with its credentials "
+    "(the serialized policy and routes are kept) or a CompletionCache"
+)
+
+
+def _cache_from_config(config: dict[str, Any], store: CacheStore | None = None) -> CompletionCache:
+    """The cache ``config`` describes, on ``store`` when given (a URI's credentials restored).
+
+    Raises:
+        ConfigurationError: the store is not described (a custom one) or its URI's password
+            was masked, and no ``store`` is given.
+    """
     location = config.get("store") or {"kind": "memory"}
-    if location.get("kind") == "sqlite":
-        store: Any = SQLiteStore(location["path"])
-    elif location.get("kind") == "memory":
-        store = MemoryStore()
-    else:
-        raise ConfigurationError(f"unknown cache store in CachedLLM data: {location!r}")
+    if store is None:
+        if location.get("kind") == "custom":
+            raise ConfigurationError(
+                f"CachedLLM.from_dict: the cache's {location.get('type')} store is not "
+                f"serialized; {_REMEDY}"
+            )
+        if "uri" in location:
+            uri = str(location["uri"])
+            refuse_masked(uri, owner="CachedLLM.from_dict", remedy=_REMEDY)
+            store = open_store(uri)
+        elif location.get("kind") == "sqlite":  # data written before store URIs
+            store = SQLiteStore(location["path"])
+        elif location.get("kind") == "memory":
+            store = MemoryStore()
+        else:
+            raise ConfigurationError(f"unknown cache store in CachedLLM data: {location!r}")
     return CompletionCache(
         store,
         policy=CachePolicy.model_validate(config.get("policy") or {}),
@@ -244,6 +271,7 @@ class CachedLLM(FunctionCallingLLM):
         kwargs.update(llm=llm, tenant=tenant, route=route)
         super().__init__(**kwargs)
         if isinstance(cache, str):  # a store URI: memory://, sqlite:///path, redis://host/db
+            refuse_masked(cache, owner="CachedLLM", remedy="give the URI with its password")
             cache = CompletionCache(open_store(cache))
         self._cache = cache or CompletionCache()
 
@@ -264,8 +292,14 @@ class CachedLLM(FunctionCallingLLM):
 
     def to_dict(self, **kwargs: Any) -> dict[str, Any]:
         """This LLM's data: the wrapped LLM's own ``to_dict`` (with its class name) and the
-        cache's configuration (store location, policy, routes; not its entries, which stay in
-        the store). A custom ``compare`` splitter or judge is not serialized."""
+        cache's configuration (policy, routes, and its store as the URI that reopens it,
+        ``memory://``, ``sqlite:///…`` or ``redis://…?prefix=…``; not its entries, which stay
+        in the store).
+
+        Credentials are never written: a Redis password is masked (``redis://user:***@…``).
+        A custom store is recorded by its type only, and a custom ``compare`` splitter or judge
+        is not serialized: :meth:`from_dict` then needs ``cache=``.
+        """
         data = super().to_dict(**kwargs)
         data["llm"] = self.llm.to_dict(**kwargs)
         data["tokenlean_cache"] = _cache_config(self._cache)
@@ -274,11 +308,22 @@ class CachedLLM(FunctionCallingLLM):
     @classmethod
     def from_dict(cls, data: dict[str, Any], **kwargs: Any) -> CachedLLM:
         """Rebuild from :meth:`to_dict`'s data: the wrapped LLM's class must be imported.
-        ``cache=`` overrides the described cache.
+
+        ``cache=`` gives the cache back where the data cannot: a store URI with its credentials
+        (``cache="redis://user:password@host:6379/0?prefix=app:"``; the serialized policy and
+        routes are kept), a store, or a whole :class:`~tokenlean.CompletionCache` (used as is).
 
         Raises:
-            ConfigurationError: the wrapped LLM's class is not imported, or the cache cannot
-                be rebuilt.
+            ConfigurationError: the wrapped LLM's class is not imported; or the cache's store
+                was custom, or its password was masked, and no ``cache=`` is given.
+
+        Example:
+            >>> from llama_index.core.llms import MockLLM
+            >>> data = CachedLLM(MockLLM(), "memory://?max_entries=100").to_dict()
+            >>> data["tokenlean_cache"]["store"]["uri"]
+            'memory://?max_entries=100'
+            >>> CachedLLM.from_dict(data).cache.store_backend.max_entries
+            100
         """
         data = {**data, **kwargs}
         data.pop("class_name", None)
@@ -286,9 +331,14 @@ class CachedLLM(FunctionCallingLLM):
         if isinstance(inner, dict):
             inner = _llm_class(str(inner.get("class_name"))).from_dict(inner)
         cache = data.pop("cache", None)
-        config = data.pop("tokenlean_cache", None)
-        if cache is None and config is not None:
-            cache = _cache_from_config(config)
+        config = data.pop("tokenlean_cache", None) or {}
+        if isinstance(cache, str):
+            refuse_masked(
+                cache, owner="CachedLLM.from_dict", remedy="give the URI with its password"
+            )
+            cache = open_store(cache)
+        if not isinstance(cache, CompletionCache):
+            cache = _cache_from_config(config, cache)
         return cls(inner, cache, **data)
 
     # ------------------------------------------------------------------ tool calling

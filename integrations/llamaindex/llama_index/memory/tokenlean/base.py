@@ -4,7 +4,8 @@
 ``get``/``aget`` return the budgeted context (system, state, summary, retrieved and recent turns)
 instead of the whole history; ``get_all`` returns every turn. It works with ``FunctionAgent`` /
 ``AgentWorkflow`` and with chat engines. Serialized (as a workflow context does), it keeps its
-settings; with ``store_path`` set, a deserialized memory reopens the same SQLite transcript.
+settings and its transcript store's URI (a password masked), so a deserialized memory reopens the
+same SQLite file or Redis keys.
 """
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ from llama_index.core.base.llms.types import (
 )
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.memory.types import BaseMemory
+from llama_index.llms.tokenlean.store_uri import (
+    refuse_masked,
+    transcript_store_uri,
+    type_name,
+)
 
 from tokenlean import (
     ConfigurationError,
@@ -110,6 +116,12 @@ def _tool_schema(tool: Any) -> dict[str, Any]:
     return dict(tool)
 
 
+_REMEDY = (
+    "pass the store to TokenleanMemory.from_dict(data, store=...) as a URI with its "
+    "credentials, or the whole memory as from_dict(data, memory=ConversationMemory(...))"
+)
+
+
 class TokenleanMemory(BaseMemory):
     """LlamaIndex memory that sends the model a budgeted context.
 
@@ -121,11 +133,27 @@ class TokenleanMemory(BaseMemory):
         system: a system prompt to pin (default: the transcript's system turns).
         store_path: SQLite transcript file (None: in memory, or the ``memory`` given).
         store: a transcript store URI instead (``sqlite:///path.db``, ``redis://host:port/db``),
-            so that replicas share the conversation; kept when serialized.
+            so that replicas share the conversation. After construction it holds the URI of
+            the transcript store in use (``memory``'s included), its password masked.
         cache_point: put a ``CachePoint`` after the static prefix (the system prompt, the
             first block of the first message), for LLMs that cache up to explicit breakpoints
             (``llama-index-llms-anthropic``); off by default.
         memory: an existing :class:`ConversationMemory` to use.
+
+    Serialized (``to_dict``, a workflow context), it keeps its settings and its transcript
+    store's URI, never a password: ``from_dict`` reopens a SQLite or Redis transcript, turns
+    included; an in-process (``memory://``) transcript starts empty. The
+    :class:`ConversationMemory`'s own collaborators (embedder, summarizer, slots) are not
+    serialized. ``from_dict(data, store=uri)`` gives back a Redis password;
+    ``from_dict(data, memory=...)`` a whole memory (required for a custom transcript store).
+
+    Raises:
+        ConfigurationError: ``store`` is a serialized URI whose password was masked.
+
+    Example:
+        >>> memory = TokenleanMemory(session="s1", store="memory://", token_limit=500)
+        >>> memory.to_dict()["store"]
+        'memory://'
     """
 
     session: str = Field(default="default")
@@ -146,13 +174,49 @@ class TokenleanMemory(BaseMemory):
             )
             data.setdefault("token_limit", data.pop("budget"))
         super().__init__(**data)
+        describe = memory is not None or self.store is not None or self.store_path is None
         if memory is None:
             if self.store is not None:
+                refuse_masked(self.store, owner="TokenleanMemory", remedy=_REMEDY)
                 memory = ConversationMemory(self.store)
             else:
                 path = self.store_path
                 memory = ConversationMemory(SQLiteTranscriptStore(path) if path else None)
         self._memory = memory
+        if describe:  # the store in use, without its password (None: a custom store)
+            self.store = transcript_store_uri(memory.store)
+
+    def to_dict(self, **kwargs: Any) -> dict[str, Any]:
+        """Its settings and its transcript store's URI (a password masked; see the class).
+        A custom transcript store is recorded by its type: ``from_dict`` then needs
+        ``memory=``."""
+        data = super().to_dict(**kwargs)
+        if data.get("store") is None and self.store_path is None:
+            store = self._memory.store
+            if transcript_store_uri(store) is None:
+                data["custom_store"] = type_name(store)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], **kwargs: Any) -> TokenleanMemory:
+        """Rebuild from :meth:`to_dict`'s data, reopening its transcript store.
+
+        ``store=`` (a URI with its credentials) or ``memory=`` (a whole
+        :class:`ConversationMemory`) gives back what the data cannot hold.
+
+        Raises:
+            ConfigurationError: the transcript store was custom and no ``memory=`` is given,
+                or its password was masked and neither ``store=`` nor ``memory=`` is given.
+        """
+        data = {**data, **kwargs}
+        data.pop("class_name", None)
+        custom = data.pop("custom_store", None)
+        if custom is not None and data.get("memory") is None and "store" not in kwargs:
+            raise ConfigurationError(
+                f"TokenleanMemory.from_dict: the {custom} transcript store is not "
+                f"serialized; {_REMEDY}"
+            )
+        return cls(**data)
 
     @classmethod
     def class_name(cls) -> str:
