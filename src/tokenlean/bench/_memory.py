@@ -5,10 +5,19 @@ question of categories 1 to 4, the context is assembled at the budget and scored
 the question's evidence turns (the turn's text, or an item derived from that turn and naming it
 as its source)? Reported, in the same run, for tokenlean, the full transcript, a recent-turns
 window at the same budget, and the dense top turns at the same budget.
+
+An item derived from a turn may leave the answer out: ``answer_terms_kept`` (tokenlean only) is
+the share of the evidence turns in the pack, among those whose text holds some of the answer's
+key terms, that an item naming them says with all of those terms.
+
+The questions are split in two halves, ``tune`` and ``held_out`` (:func:`split_questions`), and
+every variant's figures are also given for each half (``split``): mechanisms are judged on the
+tuning half, and the held-out half says whether a gain carries over to questions not looked at.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import statistics
 import time
@@ -21,15 +30,17 @@ import numpy as np
 from tokenlean._embeddings import Embedder, default_embedder
 from tokenlean._errors import InvalidInputError
 from tokenlean._input import describe_value, read_json_file
+from tokenlean._memory.assembly import PackItem, turn_text
 from tokenlean._memory.conversation import ConversationMemory
 from tokenlean._memory.summary import turn_label
 from tokenlean._memory.transcript import Turn
+from tokenlean._retrieval.documents import key_terms
 from tokenlean._stats import p95
 from tokenlean._tokens.counting import get_token_counter
 from tokenlean._tokens.messages import count_message_tokens
 from tokenlean.bench._memory_prefix import static_prefix_figures
 
-__all__ = ["load_locomo", "memory_bench"]
+__all__ = ["load_locomo", "memory_bench", "split_questions"]
 
 _SESSION = re.compile(r"^session_(\d+)$")
 
@@ -118,6 +129,29 @@ def _evidence(question: dict[str, Any]) -> set[str]:
     return ids
 
 
+SPLITS = ("tune", "held_out")
+
+
+def split_questions(questions: Sequence[dict[str, Any]]) -> list[str]:
+    """The half of each question, ``"tune"`` or ``"held_out"``, stratified by category.
+
+    Within each category the questions are ordered by the SHA-256 of their text (ties, the same
+    text twice, by position) and alternate between the halves, the first going to ``tune``: a
+    deterministic split that depends on nothing but the questions, keeps every category's
+    share equal in both halves, and puts a question in the same half whatever else the file
+    holds of other categories.
+    """
+    halves = [""] * len(questions)
+    by_category: dict[Any, list[tuple[str, int]]] = {}
+    for position, question in enumerate(questions):
+        digest = hashlib.sha256(str(question.get("question", "")).encode()).hexdigest()
+        by_category.setdefault(question.get("category"), []).append((digest, position))
+    for members in by_category.values():
+        for rank, (_, position) in enumerate(sorted(members)):
+            halves[position] = SPLITS[rank % 2]
+    return halves
+
+
 def _line(turn: Turn) -> str:
     return f"[{turn.id}] {turn_label(turn)}: {turn.content}"
 
@@ -155,6 +189,7 @@ def memory_bench(
             memory.add(session, [message])
             add_times.append((time.perf_counter() - start) * 1000)
         turns = memory.turns(session)
+        by_id = {t.id: t for t in turns}
         lines = [_line(t) for t in turns]
         line_tokens = [count(line) + 1 for line in lines]
         transcript = system + "\n" + "\n".join(lines)
@@ -162,7 +197,7 @@ def memory_bench(
             [{"role": "system", "content": transcript}, {"role": "user", "content": "x"}]
         ).total
         vectors = embedder.embed([f"{turn_label(t)}: {t.content}" for t in turns])
-        for question in questions:
+        for question, half in zip(questions, split_questions(questions), strict=True):
             evidence = _evidence(question)
             if not evidence:
                 continue
@@ -173,7 +208,8 @@ def memory_bench(
             pack = memory.context(session, budget=budget, system=system, user=text)
             elapsed = (time.perf_counter() - start) * 1000
             rows["tokenlean"].append(
-                _row(question, evidence, pack.sources(), pack.tokens, elapsed, full_tokens)
+                _row(question, evidence, pack.sources(), pack.tokens, elapsed, full_tokens, half)
+                | {"kept": _answer_kept(question, evidence, pack.items, by_id)}
             )
             # full transcript
             rows["full_transcript"].append(
@@ -184,6 +220,7 @@ def memory_bench(
                     full_tokens + count(text),
                     0.0,
                     full_tokens,
+                    half,
                 )
             )
             # recent window
@@ -196,7 +233,7 @@ def memory_bench(
                 room -= cost
             elapsed = (time.perf_counter() - start) * 1000
             rows["recent_window"].append(
-                _row(question, evidence, chosen, budget - room, elapsed, full_tokens)
+                _row(question, evidence, chosen, budget - room, elapsed, full_tokens, half)
             )
             # dense top turns
             start = time.perf_counter()
@@ -211,7 +248,7 @@ def memory_bench(
                     break
             elapsed = (time.perf_counter() - start) * 1000
             rows["dense_top_turns"].append(
-                _row(question, evidence, chosen, budget - room, elapsed, full_tokens)
+                _row(question, evidence, chosen, budget - room, elapsed, full_tokens, half)
             )
     if not rows["tokenlean"]:
         raise InvalidInputError("no questions with evidence in the given files")
@@ -275,15 +312,43 @@ def _latency(
 
 
 def _row(question: dict[str, Any], evidence: set[str], present: set[str], tokens: int,
-         ms: float, full: int) -> dict[str, Any]:  # fmt: skip
+         ms: float, full: int, half: str) -> dict[str, Any]:  # fmt: skip
     share = len(evidence & present) / len(evidence)
     return {"category": question["category"], "all": share == 1.0, "any": share,
-            "tokens": tokens, "ms": ms, "full": full}  # fmt: skip
+            "tokens": tokens, "ms": ms, "full": full, "split": half}  # fmt: skip
+
+
+def _answer_kept(
+    question: dict[str, Any], evidence: set[str], items: Sequence[PackItem],
+    turns: dict[str, Turn],
+) -> list[bool]:  # fmt: skip
+    """For each evidence turn in the pack whose text holds some of the answer's key terms,
+    whether an item naming it as a source still holds all of those terms: an item derived
+    from a turn (a summary sentence, any shortened rendering) names it, yet may have left the
+    answer out."""
+    answer = key_terms(str(question.get("answer", "")))
+    kept: dict[str, bool] = {}
+    for item in items:
+        terms = key_terms(item.text)
+        for source in item.sources:
+            turn = turns.get(source)
+            if source not in evidence or turn is None or not answer:
+                continue
+            needed = key_terms(turn_text(turn)) & answer
+            if needed:
+                kept[source] = kept.get(source, False) or needed <= terms
+    return list(kept.values())
 
 
 def _figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
     ms = [r["ms"] for r in rows]
     tokens = statistics.fmean(r["tokens"] for r in rows)
+    kept = [k for r in rows for k in r.get("kept", ())]
+    answers = (
+        {"answer_terms_kept": round(statistics.fmean(kept), 4) if kept else None}
+        if any("kept" in r for r in rows)
+        else {}
+    )
     return {
         "questions": len(rows),
         "evidence_recall_all": round(statistics.fmean(1.0 if r["all"] else 0.0 for r in rows), 4),
@@ -294,15 +359,25 @@ def _figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
         else 0.0,
         "assembly_ms_p50": round(statistics.median(ms), 3),
         "assembly_ms_p95": round(p95(ms), 3),
+        **answers,
     }
 
 
-def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def _by_category(rows: list[dict[str, Any]]) -> dict[str, Any]:
     by_category = {
         str(c): _figures([r for r in rows if r["category"] == c])
         for c in sorted({r["category"] for r in rows})
     }
     return {**_figures(rows), "by_category": by_category}
+
+
+def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The figures of all the questions, and of each half (``split``; a half without
+    questions is left out)."""
+    halves = {
+        h: _by_category(part) for h in SPLITS if (part := [r for r in rows if r["split"] == h])
+    }
+    return {**_by_category(rows), "split": halves}
 
 
 def print_report(result: dict[str, Any], emit: Callable[[str], None] = print) -> None:
@@ -320,8 +395,13 @@ def print_report(result: dict[str, Any], emit: Callable[[str], None] = print) ->
     for name in ("tokenlean", "full_transcript", "recent_window", "dense_top_turns"):
         r = result[name]
         cats = " ".join(f"c{c}={v['evidence_recall_all']:.2f}" for c, v in r["by_category"].items())
+        halves = " ".join(
+            f"{h}={v['evidence_recall_all']:.3f}" for h, v in r.get("split", {}).items()
+        )
+        kept = r.get("answer_terms_kept")
+        halves += f"  answer terms kept={kept:.3f}" if kept is not None else ""
         emit(
             f"{name:16} all={r['evidence_recall_all']:.3f} any={r['evidence_recall_any']:.3f} "
             f"tokens={r['mean_context_tokens']:.0f} x{r['compression']} "
-            f"p50={r['assembly_ms_p50']:.1f}ms p95={r['assembly_ms_p95']:.1f}ms  {cats}"
+            f"p50={r['assembly_ms_p50']:.1f}ms p95={r['assembly_ms_p95']:.1f}ms  {cats}  {halves}"
         )
