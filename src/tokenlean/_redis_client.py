@@ -10,13 +10,19 @@ redis-py exception is mapped to the :class:`StoreError` tree in one place, namin
 - a read-only replica: :class:`StoreReadOnlyError`;
 - ``maxmemory`` reached under the ``noeviction`` policy: :class:`StoreFullError`;
 - anything else redis-py raises: :class:`StoreError`.
+
+It also keeps the URL it was given with any password masked as :data:`MASK` (in the user part
+and in ``password``-like options), so a store can describe itself by the URI that reopens it
+(its ``uri``) without ever writing a credential; :func:`refuse_masked_password` is how the store
+openers refuse such a URI given back without its password.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import unquote, urlencode, urlsplit
 
 from tokenlean._errors import (
     ConfigurationError,
@@ -31,11 +37,98 @@ from tokenlean._extras import require
 if TYPE_CHECKING:
     import redis
 
-__all__ = ["DEFAULT_PREFIX", "DEFAULT_URL", "RedisConnection"]
+__all__ = [
+    "DEFAULT_PREFIX",
+    "DEFAULT_URL",
+    "MASK",
+    "RedisConnection",
+    "has_masked_password",
+    "mask_password",
+    "refuse_masked_password",
+]
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_PREFIX = "tokenlean:"
 _MESSAGE_CHARS = 300  # of redis-py's own message, in ours
+
+MASK = "***"
+"""What a store's ``uri`` holds in place of a password."""
+
+_SAFE = ":/*"  # left readable in query values (prefixes such as ``app:``, the mask)
+
+
+def _secret(option: str) -> bool:
+    return "password" in unquote(option).lower()
+
+
+def mask_password(url: str) -> str:
+    """``url`` with its password (in the user part, or a ``password``-like option such as
+    ``?password=`` or ``?ssl_password=``) replaced by :data:`MASK`; the rest is kept as written.
+
+    Example:
+        >>> mask_password("rediss://app:S3cret@cache.internal:6380/2?ssl_cert_reqs=none")
+        'rediss://app:***@cache.internal:6380/2?ssl_cert_reqs=none'
+        >>> mask_password("redis://cache.internal:6379/0?password=S3cret")
+        'redis://cache.internal:6379/0?password=***'
+    """
+    # as redis-py reads it: urllib drops tabs and line breaks, and leading blanks
+    url = "".join(c for c in url if c not in "\t\r\n").lstrip("".join(map(chr, range(33))))
+    parts = urlsplit(url)
+    if parts.password:  # an empty one is no password (redis-py sends none)
+        userinfo, host = parts.netloc.rsplit("@", 1)
+        masked = f"{userinfo.split(':', 1)[0]}:{MASK}@{host}"
+        url = url.replace(f"//{parts.netloc}", f"//{masked}", 1)
+    head, question, query = url.partition("?")
+    fields = []
+    for field in query.split("&") if query else []:
+        name, equals, _ = field.partition("=")
+        fields.append(f"{name}={MASK}" if equals and _secret(name) else field)
+    return head + question + "&".join(fields)
+
+
+def has_masked_password(url: str) -> bool:
+    """Whether ``url`` holds :data:`MASK` in place of a password (a store's ``uri`` whose
+    password was removed).
+
+    Example:
+        >>> has_masked_password("redis://app:***@cache.internal:6379/0")
+        True
+        >>> has_masked_password("redis://app:S3cret@cache.internal:6379/0")
+        False
+    """
+    parts = urlsplit(url)
+    if "@" in parts.netloc:
+        userinfo = parts.netloc.rsplit("@", 1)[0]
+        if ":" in userinfo and unquote(userinfo.split(":", 1)[1]) == MASK:
+            return True
+    for field in parts.query.split("&") if parts.query else []:
+        name, equals, value = field.partition("=")
+        if equals and _secret(name) and unquote(value) == MASK:
+            return True
+    return False
+
+
+def refuse_masked_password(uri: str) -> None:
+    """Raise unless ``uri`` carries a real password (or none).
+
+    Raises:
+        ConfigurationError: ``uri`` holds :data:`MASK` in place of a password; the message
+            names ``uri`` (any other password in it masked too) and says to give the password
+            back.
+    """
+    if has_masked_password(uri):
+        raise ConfigurationError(
+            f"{mask_password(uri)}: the password was removed (replaced by {MASK}) when this "
+            "store URI was serialized; give the URI back with its real password"
+        )
+
+
+def _query(options: Sequence[tuple[str, object]]) -> str:
+    """``options`` as a URI query (``?name=value&…``, or ``""`` when there are none), leaving
+    ``:``, ``/`` and ``*`` readable; an option whose value is None is left out."""
+    query = urlencode([(n, str(v)) for n, v in options if v is not None], safe=_SAFE)
+    return f"?{query}" if query else ""
+
 
 _T = TypeVar("_T")
 
@@ -90,8 +183,21 @@ class RedisConnection:
             raise ConfigurationError(
                 f"{self.name}: the URL has an option neither tokenlean nor redis-py takes ({exc})"
             ) from None
+        self.timeout_s = float(timeout_s)  # as a URI gives it back
+        self._masked_url = mask_password(url.partition("#")[0])
         self._errors: Any = importlib.import_module("redis.exceptions")
         self.closed = False
+
+    def uri(self, options: Sequence[tuple[str, object]]) -> str:
+        """The URI that reopens a store on this server: the URL as given (scheme, user, host,
+        port, db and redis-py options), its password masked, with the store's ``options``
+        (``prefix``, bounds…; None values left out) first in the query."""
+        head, _, given = self._masked_url.partition("?")
+        ours = [*options, ("timeout_s", self.timeout_s)]
+        query = _query(ours)
+        if given:
+            query = f"{query}&{given}" if query else f"?{given}"
+        return head + query
 
     def call(self, what: str, fn: Callable[[], _T]) -> _T:
         """Run ``fn`` (which talks to the server), mapping redis-py's errors to ours.

@@ -20,6 +20,7 @@ from llama_index.llms.tokenlean import CachedLLM
 from llama_index.llms.tokenlean import store_uri as store_uri_module
 from llama_index.llms.tokenlean.store_uri import (
     MASK,
+    cache_store_uri,
     has_masked_credentials,
     mask_credentials,
     transcript_store_uri,
@@ -110,6 +111,33 @@ def test_a_tls_redis_store_is_described_with_its_scheme_user_and_options() -> No
     assert "ssl_cert_reqs=none" in described
     assert SECRET not in described
     store.close()
+
+
+def test_a_built_in_store_is_described_by_its_own_uri(tmp_path: Path) -> None:
+    """The description of a built-in store is the core's ``uri`` (password masked there)."""
+    sqlite = tl.SQLiteStore(tmp_path / "c.db", max_entries=3)
+    redis = tl.RedisStore(f"redis://app:{SECRET}@127.0.0.1:1/0", prefix="p:")
+    for store in (tl.MemoryStore(max_bytes=10), sqlite, redis):
+        assert cache_store_uri(store) == store.uri
+    transcripts = tl.RedisTranscriptStore(f"redis://app:{SECRET}@127.0.0.1:1/0", prefix="p:")
+    assert transcript_store_uri(transcripts) == transcripts.uri
+    assert SECRET not in str(transcripts.uri)
+    for opened in (sqlite, redis, transcripts):
+        opened.close()
+
+
+def test_a_subclass_of_a_built_in_store_is_not_described() -> None:
+    """A subclass of a built-in store (which may keep its data elsewhere) has no description,
+    like any custom store, even though it inherits ``uri``."""
+
+    class Subclass(tl.MemoryStore):
+        pass
+
+    class TranscriptSubclass(tl.MemoryTranscriptStore):
+        pass
+
+    assert cache_store_uri(Subclass()) is None
+    assert transcript_store_uri(TranscriptSubclass()) is None
 
 
 # ------------------------------------------------------------------ CachedLLM

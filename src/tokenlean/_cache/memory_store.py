@@ -6,6 +6,7 @@ import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
+from urllib.parse import urlencode
 
 from tokenlean._cache.store import Selector, StoredEntry
 from tokenlean._errors import ConfigurationError, StoreError
@@ -42,6 +43,22 @@ class MemoryStore:
     @property
     def secret(self) -> bytes:
         return self._secret
+
+    @property
+    def uri(self) -> str:
+        """The URI :func:`tokenlean.open_store` opens a store like this one from: ``memory://``
+        with its bounds. The entries live in this process only: the store it opens is a new,
+        empty one.
+
+        Example:
+            >>> MemoryStore(max_entries=100).uri
+            'memory://?max_entries=100'
+            >>> MemoryStore().uri
+            'memory://'
+        """
+        bounds = (("max_entries", self.max_entries), ("max_bytes", self.max_bytes))
+        query = urlencode([(name, value) for name, value in bounds if value is not None])
+        return "memory://" + (f"?{query}" if query else "")
 
     def _check(self) -> None:
         if self._closed:

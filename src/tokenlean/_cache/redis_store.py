@@ -381,6 +381,27 @@ class RedisStore:
         # its caches fail open (misses, dropped writes) until the server answers.
         self._secret: bytes | None = None
 
+    @property
+    def uri(self) -> str:
+        """The URI :func:`tokenlean.open_store` reopens this store from: the server's URL as
+        given (scheme, user, host, port, db and redis-py options) with the prefix, bounds,
+        timeout and feed length as options. A password is masked as ``***`` (in the user part
+        and in ``password``-like options), so the URI is safe to log or serialize; give the
+        password back before opening it (a masked URI is refused).
+
+        Example:
+            >>> RedisStore("redis://app:S3cret@127.0.0.1:6379/0", prefix="app:").uri
+            'redis://app:***@127.0.0.1:6379/0?prefix=app:&feed_length=100000&timeout_s=1.0'
+        """
+        return self._redis.uri(
+            [
+                ("prefix", self.prefix),
+                ("max_entries", self.max_entries),
+                ("max_bytes", self.max_bytes),
+                ("feed_length", self.feed_length),
+            ]
+        )
+
     def _key(self, name: str) -> str:
         return f"{self.prefix}cache:{name}"
 

@@ -24,6 +24,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from tokenlean._cache.store import Selector, StoredEntry
 from tokenlean._errors import ConfigurationError, CorruptedStoreError, StoreClosedError
@@ -125,6 +126,9 @@ class SQLiteStore:
         if lock_timeout_s < 0:
             raise ConfigurationError(f"lock_timeout_s must be >= 0, got {lock_timeout_s}")
         self.path = Path(path)
+        absolute = str(self.path.absolute())  # before the working folder can change
+        unsafe = any(c in absolute for c in "?#\t\r\n")  # a URI cannot carry these
+        self._location = None if unsafe else f"sqlite:///{absolute}"
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self.lock_timeout_s = lock_timeout_s
@@ -168,6 +172,27 @@ class SQLiteStore:
     @property
     def secret(self) -> bytes:
         return self._secret
+
+    @property
+    def uri(self) -> str | None:
+        """The URI :func:`tokenlean.open_store` reopens this store from:
+        ``sqlite:////absolute/path.db`` with its bounds (the path made absolute when the store
+        was opened), or None for a path holding ``?``, ``#``, a tab or a line break, which a
+        URI cannot carry.
+
+        Example:
+            >>> import tempfile, os
+            >>> path = os.path.join(tempfile.mkdtemp(), "cache.db")
+            >>> store = SQLiteStore(path, max_entries=100)
+            >>> store.uri == f"sqlite:///{path}?max_entries=100"
+            True
+            >>> store.close()
+        """
+        if self._location is None:
+            return None
+        bounds = (("max_entries", self.max_entries), ("max_bytes", self.max_bytes))
+        query = urlencode([(name, value) for name, value in bounds if value is not None])
+        return self._location + (f"?{query}" if query else "")
 
     def _run(self, what: str, fn: Any) -> Any:
         with self._lock:

@@ -9,7 +9,7 @@ from tokenlean._cache.redis_store import FEED_LENGTH, RedisStore
 from tokenlean._cache.sqlite_store import SQLiteStore
 from tokenlean._cache.store import CacheStore
 from tokenlean._errors import ConfigurationError
-from tokenlean._redis_client import DEFAULT_PREFIX
+from tokenlean._redis_client import DEFAULT_PREFIX, refuse_masked_password
 
 __all__ = ["SCHEMES", "open_store"]
 
@@ -51,11 +51,13 @@ def open_store(uri: str) -> CacheStore:
       ``?feed_length=`` the records its change feed keeps; other options are passed to
       redis-py.
 
-    Every scheme takes ``?max_entries=`` and ``?max_bytes=``.
+    Every scheme takes ``?max_entries=`` and ``?max_bytes=``. A store's ``uri`` is the URI
+    that reopens it, its password masked as ``***``.
 
     Raises:
         ConfigurationError: an unknown scheme (the message lists the accepted ones), an
-            unknown option or a bad value.
+            unknown option or a bad value; or a password masked as ``***`` (a store's ``uri``
+            as serialized), before any connection: give the URI back with its password.
         MissingDependencyError: a ``redis://`` URI without redis-py (``tokenlean[redis]``).
         StoreError: the store cannot be opened (see each store).
 
@@ -63,6 +65,7 @@ def open_store(uri: str) -> CacheStore:
         >>> open_store("memory://?max_entries=100").max_entries
         100
     """
+    refuse_masked_password(uri)
     parts = urlsplit(uri)
     scheme = parts.scheme.lower()
     if scheme == "memory" and not parts.netloc and parts.path in ("", "/"):

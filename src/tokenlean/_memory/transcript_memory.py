@@ -42,6 +42,18 @@ class MemoryTranscriptStore:
         self._state: dict[tuple[str, str, str], str] = {}
         self._vectors: dict[tuple[str, str], dict[str, bytes]] = {}
 
+    @property
+    def uri(self) -> str:
+        """The URI :func:`tokenlean.open_transcript_store` opens a store like this one from:
+        ``memory://``. The transcripts live in this process only: the store it opens is a new,
+        empty one.
+
+        Example:
+            >>> MemoryTranscriptStore().uri
+            'memory://'
+        """
+        return "memory://"
+
     def append(self, tenant: str, session: str, turns: Sequence[Turn]) -> None:
         batch = list(turns)
         for turn in batch:

@@ -125,6 +125,20 @@ class RedisTranscriptStore:
         self._append = self._redis.client.register_script(_APPEND)
         self._compare_and_set = self._redis.client.register_script(_COMPARE_AND_SET)
 
+    @property
+    def uri(self) -> str:
+        """The URI :func:`tokenlean.open_transcript_store` reopens this store from: the
+        server's URL as given (scheme, user, host, port, db and redis-py options) with the
+        prefix and timeout as options. A password is masked as ``***`` (in the user part and
+        in ``password``-like options), so the URI is safe to log or serialize; give the
+        password back before opening it (a masked URI is refused).
+
+        Example:
+            >>> RedisTranscriptStore("rediss://app:S3cret@127.0.0.1:6380/2", prefix="app:").uri
+            'rediss://app:***@127.0.0.1:6380/2?prefix=app:&timeout_s=1.0'
+        """
+        return self._redis.uri([("prefix", self.prefix)])
+
     def _key(self, kind: str, tenant: str, session: str) -> str:
         return f"{self.prefix}memory:{kind}:{_session(tenant, session)}"
 

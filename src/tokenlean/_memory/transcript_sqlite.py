@@ -80,10 +80,29 @@ class SQLiteTranscriptStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        absolute = str(self.path.absolute())  # before the working folder can change
+        unsafe = any(c in absolute for c in "?#\t\r\n")  # a URI cannot carry these
+        self._location = None if unsafe else f"sqlite:///{absolute}"
         self._conn, _ = open_database(
             self.path, fmt="tokenlean-memory", schema_version=1, schema=_SCHEMA
         )
         self._lock = threading.Lock()
+
+    @property
+    def uri(self) -> str | None:
+        """The URI :func:`tokenlean.open_transcript_store` reopens this store from:
+        ``sqlite:////absolute/path.db`` (the path made absolute when the store was opened), or
+        None for a path holding ``?``, ``#``, a tab or a line break, which a URI cannot carry.
+
+        Example:
+            >>> import tempfile, os
+            >>> path = os.path.join(tempfile.mkdtemp(), "memory.db")
+            >>> store = SQLiteTranscriptStore(path)
+            >>> store.uri == f"sqlite:///{path}"
+            True
+            >>> store.close()
+        """
+        return self._location
 
     def append(self, tenant: str, session: str, turns: Sequence[Turn]) -> None:
         batch = list(turns)

@@ -9,7 +9,7 @@ from tokenlean._memory.transcript import TranscriptStore
 from tokenlean._memory.transcript_memory import MemoryTranscriptStore
 from tokenlean._memory.transcript_redis import RedisTranscriptStore
 from tokenlean._memory.transcript_sqlite import SQLiteTranscriptStore
-from tokenlean._redis_client import DEFAULT_PREFIX
+from tokenlean._redis_client import DEFAULT_PREFIX, refuse_masked_password
 
 __all__ = ["open_transcript_store"]
 
@@ -25,9 +25,13 @@ def open_transcript_store(uri: str) -> TranscriptStore:
       sets its key prefix (default ``tokenlean:``) and ``?timeout_s=`` its timeout; other
       options are passed to redis-py.
 
+    A store's ``uri`` is the URI that reopens it, its password masked as ``***``.
+
     Raises:
         ConfigurationError: an unknown scheme (the message lists the accepted ones), or an
-            option the scheme does not take.
+            option the scheme does not take; or a password masked as ``***`` (a store's
+            ``uri`` as serialized), before any connection: give the URI back with its
+            password.
         MissingDependencyError: a ``redis://`` URI without redis-py (``tokenlean[redis]``).
         StoreError: the store cannot be opened (see each store).
 
@@ -35,6 +39,7 @@ def open_transcript_store(uri: str) -> TranscriptStore:
         >>> type(open_transcript_store("memory://")).__name__
         'MemoryTranscriptStore'
     """
+    refuse_masked_password(uri)
     parts = urlsplit(uri)
     scheme = parts.scheme.lower()
     if scheme in ("memory", "sqlite") and parts.query:

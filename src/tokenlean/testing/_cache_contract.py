@@ -4,11 +4,27 @@ from __future__ import annotations
 
 import threading
 from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from tokenlean._cache.store import CacheStore, Selector, StoredEntry
+from tokenlean._cache.uri import open_store
 from tokenlean._errors import StoreError
+from tokenlean._redis_client import MASK
 
-__all__ = ["CacheStoreContract"]
+__all__ = ["CacheStoreContract", "assert_no_password"]
+
+
+def assert_no_password(uri: str) -> None:
+    """Fail unless every password ``uri`` holds (in its user part or a ``password``-like
+    option) is the ``***`` mask."""
+    parts = urlsplit(uri)
+    if "@" in parts.netloc:
+        userinfo = parts.netloc.rsplit("@", 1)[0]
+        password = unquote(userinfo.partition(":")[2])
+        assert password in ("", MASK), f"{uri} holds a password"
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if "password" in name.lower():
+            assert value == MASK, f"{uri} holds a password in {name}"
 
 
 def _entry(key: str, **fields: Any) -> StoredEntry:
@@ -24,7 +40,9 @@ def _entry(key: str, **fields: Any) -> StoredEntry:
 
 class CacheStoreContract:
     """Behaviour every :class:`CacheStore` must have. Subclass as ``Test…`` and implement
-    :meth:`make_store`; persistent stores also implement :meth:`reopen`."""
+    :meth:`make_store`; persistent stores also implement :meth:`reopen`. A store with a ``uri``
+    must be reopened from it by :meth:`open_uri` (:func:`tokenlean.open_store` unless
+    overridden), and its ``uri`` must never hold a password."""
 
     persistent = False
 
@@ -35,6 +53,11 @@ class CacheStoreContract:
     def reopen(self, store: CacheStore) -> CacheStore:
         """Close ``store`` and open the same storage again (persistent stores only)."""
         raise NotImplementedError
+
+    def open_uri(self, uri: str) -> CacheStore:
+        """The store a ``uri`` names (for stores with a ``uri``; override for URIs that
+        :func:`tokenlean.open_store` does not read)."""
+        return open_store(uri)
 
     def test_secret_is_random_and_long_enough(self) -> None:
         """Each store has its own secret of at least 16 bytes."""
@@ -152,3 +175,32 @@ class CacheStoreContract:
         assert reopened.get("ns", "k") == entry
         assert reopened.secret == secret
         assert reopened.usage() == (1, entry.size)
+
+    def test_the_uri_reopens_the_store(self) -> None:
+        """A store's ``uri`` (stores that have one) opens a store with the same ``uri`` (the
+        same bounds); a persistent one holds the same entries and secret."""
+        store = self.make_store(max_entries=50, max_bytes=100_000)
+        uri = getattr(store, "uri", None)
+        if uri is None:
+            return
+        assert isinstance(uri, str)
+        entry = _entry("k", tags=("t",), vector=b"\x01" * 4, features="{}")
+        store.put(entry)
+        again = self.open_uri(uri)
+        try:
+            assert getattr(again, "uri", None) == uri
+            for bound in ("max_entries", "max_bytes"):
+                assert getattr(again, bound, None) == getattr(store, bound, None), bound
+            if self.persistent:
+                assert again.get("ns", "k") == entry
+                assert again.secret == store.secret
+                assert again.usage() == (1, entry.size)
+        finally:
+            again.close()
+
+    def test_the_uri_never_holds_a_password(self) -> None:
+        """A store's ``uri`` (stores that have one) holds ``***`` wherever a password would
+        be: it is safe to log or serialize."""
+        uri = getattr(self.make_store(), "uri", None)
+        if uri is not None:
+            assert_no_password(uri)

@@ -9,6 +9,8 @@ from typing import Any
 
 from tokenlean._errors import InvalidInputError, NotSerializableError, StoreError
 from tokenlean._memory.transcript import TranscriptStore, Turn
+from tokenlean._memory.uri import open_transcript_store
+from tokenlean.testing._cache_contract import assert_no_password
 
 __all__ = ["TranscriptStoreContract"]
 
@@ -28,7 +30,10 @@ def _turn(index: int, turn_id: str | None = None, **fields: Any) -> Turn:
 class TranscriptStoreContract:
     """Behaviour every :class:`~tokenlean.TranscriptStore` must have. Subclass as ``Test…``
     and implement :meth:`make_store`; persistent stores also set ``persistent = True`` and
-    implement :meth:`reopen`. A store with a ``close()`` method must refuse work once closed."""
+    implement :meth:`reopen`. A store with a ``close()`` method must refuse work once closed.
+    A store with a ``uri`` must be reopened from it by :meth:`open_uri`
+    (:func:`tokenlean.open_transcript_store` unless overridden), and its ``uri`` must never
+    hold a password."""
 
     persistent = False
 
@@ -39,6 +44,11 @@ class TranscriptStoreContract:
     def reopen(self, store: TranscriptStore) -> TranscriptStore:
         """Close ``store`` and open the same storage again (persistent stores only)."""
         raise NotImplementedError
+
+    def open_uri(self, uri: str) -> TranscriptStore:
+        """The store a ``uri`` names (for stores with a ``uri``; override for URIs that
+        :func:`tokenlean.open_transcript_store` does not read)."""
+        return open_transcript_store(uri)
 
     def test_is_a_transcript_store(self) -> None:
         """The store implements the protocol."""
@@ -407,3 +417,32 @@ class TranscriptStoreContract:
             except StoreError:
                 continue
             raise AssertionError("a closed store answered")
+
+    def test_the_uri_reopens_the_store(self) -> None:
+        """A store's ``uri`` (stores that have one) opens a store with the same ``uri``; a
+        persistent one holds the same turns and state."""
+        store = self.make_store()
+        uri = getattr(store, "uri", None)
+        if uri is None:
+            return
+        assert isinstance(uri, str)
+        turns = [_turn(0), _turn(1, role="assistant", content="héllo")]
+        store.append("acme", "s1", turns)
+        store.put_state("acme", "s1", "summary", {"covered": 2})
+        again = self.open_uri(uri)
+        try:
+            assert getattr(again, "uri", None) == uri
+            if self.persistent:
+                assert again.turns("acme", "s1") == turns
+                assert again.get_state("acme", "s1", "summary") == {"covered": 2}
+        finally:
+            close: Callable[[], object] | None = getattr(again, "close", None)
+            if close is not None:
+                close()
+
+    def test_the_uri_never_holds_a_password(self) -> None:
+        """A store's ``uri`` (stores that have one) holds ``***`` wherever a password would
+        be: it is safe to log or serialize."""
+        uri = getattr(self.make_store(), "uri", None)
+        if uri is not None:
+            assert_no_password(uri)

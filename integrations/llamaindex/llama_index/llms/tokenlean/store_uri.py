@@ -6,18 +6,17 @@ credential: a password becomes ``***`` (``redis://default:***@host:6379/0?prefix
 A URI holding that mask is refused where a store would be opened, and the message says how to
 give the credentials back (``from_dict(data, cache=...)``, ``from_dict(data, store=...)``).
 
-The built-in stores are described by the URI forms :func:`tokenlean.open_store` and
-:func:`tokenlean.open_transcript_store` read: ``memory://``, ``sqlite:////absolute/path.db``
-and ``redis://`` / ``rediss://`` / ``unix://`` with the key prefix, bounds and timeout as
-query options. Any other store, a subclass of a built-in one included, has no description
-(None): the caller says so instead of dropping it.
+A built-in store is described by its own ``uri``: the URI :func:`tokenlean.open_store` or
+:func:`tokenlean.open_transcript_store` reopens it from (``memory://``,
+``sqlite:////absolute/path.db``, ``redis://`` / ``rediss://`` / ``unix://`` with the key
+prefix, bounds and timeout as query options), its password already masked by the core. Any
+other store, a subclass of a built-in one included, has no description (None): the caller
+says so instead of dropping it.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from tokenlean import (
     ConfigurationError,
@@ -43,22 +42,8 @@ MASK = "***"
 """What a serialized URI holds in place of a password."""
 
 _SAFE = ":/*"  # left readable in query values (prefixes such as ``app:``, the mask)
-# redis-py's connection settings that the URI's own parts (or tokenlean) give, not its options
-_NOT_OPTIONS = frozenset(
-    {
-        "host",
-        "port",
-        "db",
-        "path",
-        "username",
-        "password",
-        "socket_timeout",
-        "socket_connect_timeout",
-        "decode_responses",
-        "retry",
-        "connection_class",
-    }
-)
+_CACHE_STORES = (MemoryStore, SQLiteStore, RedisStore)
+_TRANSCRIPT_STORES = (MemoryTranscriptStore, SQLiteTranscriptStore, RedisTranscriptStore)
 
 
 def _secret(option: str) -> bool:
@@ -111,93 +96,30 @@ def refuse_masked(uri: str, *, owner: str, remedy: str) -> None:
         )
 
 
-def _bounds(store: MemoryStore | SQLiteStore | RedisStore) -> list[tuple[str, str]]:
-    return [
-        (name, str(value))
-        for name, value in (("max_entries", store.max_entries), ("max_bytes", store.max_bytes))
-        if value is not None
-    ]
-
-
-def _sqlite(path: Path, options: list[tuple[str, str]]) -> str | None:
-    text = str(path.absolute())
-    if "?" in text or "#" in text:  # not expressible in a sqlite:/// URI
-        return None
-    query = urlencode(options, safe=_SAFE)
-    return f"sqlite:///{text}" + (f"?{query}" if query else "")
-
-
-def _redis(store: RedisStore | RedisTranscriptStore, options: list[tuple[str, str]]) -> str | None:
-    """The server's URI (scheme, user, masked password, host, port, db and redis-py options)
-    with ``options`` added, or None when the connection settings cannot be read."""
-    # The stores expose only ``url`` (host, port and db, nothing about TLS, the user or a
-    # password); those are read from redis-py's connection settings, so that a described URI
-    # never reconnects without TLS or silently without the password.
-    client = getattr(getattr(store, "_redis", None), "client", None)
-    pool = getattr(client, "connection_pool", None)
-    if pool is None:
-        return None
-    settings: dict[str, Any] = dict(pool.connection_kwargs)
-    user, password = settings.get("username"), settings.get("password")
-    userinfo = quote(str(user or ""), safe="") + (f":{MASK}" if password else "")
-    userinfo += "@" if userinfo else ""
-    query: list[tuple[str, str]] = []
-    if "path" in settings:
-        base = f"unix://{userinfo}{settings['path']}"
-        query.append(("db", str(settings.get("db", 0))))
-    else:
-        tls = any(cls.__name__ == "SSLConnection" for cls in pool.connection_class.__mro__)
-        host = str(settings.get("host", "127.0.0.1"))
-        host = f"[{host}]" if ":" in host else host
-        base = (
-            f"{'rediss' if tls else 'redis'}://{userinfo}{host}:{settings.get('port', 6379)}"
-            f"/{settings.get('db', 0)}"
-        )
-    ours = {name for name, _ in options}
-    for name, value in settings.items():
-        if name in _NOT_OPTIONS or name in ours or name.startswith("orig_"):
-            continue
-        if isinstance(value, bool | int | float | str):
-            query.append((name, MASK if _secret(name) else str(value)))
-    timeout = settings.get("socket_timeout")
-    if isinstance(timeout, int | float):
-        options = [*options, ("timeout_s", str(float(timeout)))]
-    return f"{base}?{urlencode([*options, *query], safe=_SAFE)}"
-
-
 def cache_store_uri(store: object) -> str | None:
-    """The URI that reopens a built-in cache store with :func:`tokenlean.open_store` (the
-    password masked), or None for any other store.
+    """The URI that reopens a built-in cache store with :func:`tokenlean.open_store` (its
+    ``uri``: the password masked), or None for any other store.
 
     Example:
         >>> cache_store_uri(MemoryStore(max_entries=100))
         'memory://?max_entries=100'
     """
-    if type(store) is MemoryStore:
-        query = urlencode(_bounds(store), safe=_SAFE)
-        return "memory://" + (f"?{query}" if query else "")
-    if type(store) is SQLiteStore:
-        return _sqlite(store.path, _bounds(store))
-    if type(store) is RedisStore:
-        options = [("prefix", store.prefix), *_bounds(store)]
-        return _redis(store, [*options, ("feed_length", str(store.feed_length))])
+    if isinstance(store, _CACHE_STORES) and type(store) in _CACHE_STORES:
+        return store.uri
     return None
 
 
 def transcript_store_uri(store: object) -> str | None:
     """The URI that reopens a built-in transcript store with
-    :func:`tokenlean.open_transcript_store` (the password masked), or None for any other store.
+    :func:`tokenlean.open_transcript_store` (its ``uri``: the password masked), or None for
+    any other store.
 
     Example:
         >>> transcript_store_uri(MemoryTranscriptStore())
         'memory://'
     """
-    if type(store) is MemoryTranscriptStore:
-        return "memory://"
-    if type(store) is SQLiteTranscriptStore:
-        return _sqlite(store.path, [])
-    if type(store) is RedisTranscriptStore:
-        return _redis(store, [("prefix", store.prefix)])
+    if isinstance(store, _TRANSCRIPT_STORES) and type(store) in _TRANSCRIPT_STORES:
+        return store.uri
     return None
 
 
