@@ -15,7 +15,9 @@ Lookups never write to the store: an expired entry a lookup meets leaves the ind
 is deleted from the store by the next write. Lookups never wait for an index rebuild either:
 rebuilds (the switch to HNSW, compaction) run after the write that made them due has released
 every lock here, and build aside while the old index keeps answering (see
-:meth:`VectorIndex.maintain`).
+:meth:`VectorIndex.maintain`). A partition loaded past the HNSW threshold (a replica joining, or
+rebuilding from a scan) is built in a background thread: its exact index answers at once, an
+interim inverted file index within seconds, HNSW when it is built.
 """
 
 from __future__ import annotations
@@ -86,6 +88,8 @@ class Partitions:
         feed: the store's change feed, when other processes share the store (None: the store
             is read once, on first use).
         feed_interval_s: least seconds between two reads of the feed.
+        interim_min: least entries at which a partition's switch to HNSW goes through an
+            interim index (see :class:`VectorIndex`; None: never).
     """
 
     def __init__(
@@ -96,9 +100,10 @@ class Partitions:
         hnsw_threshold: int,
         feed: ChangeFeed | None = None,
         feed_interval_s: float = FEED_INTERVAL_S,
+        interim_min: int | None = 10_000,
     ) -> None:
         self.store, self.clock, self.hnsw_threshold = store, clock, hnsw_threshold
-        self.feed, self.feed_interval_s = feed, feed_interval_s
+        self.feed, self.feed_interval_s, self.interim_min = feed, feed_interval_s, interim_min
         self.lock = threading.RLock()  # writes and the indexes' membership; never a rebuild
         self._indexes: dict[str, VectorIndex] | None = None
         self._position: str | None = None  # in the feed: changes up to here are applied
@@ -110,9 +115,15 @@ class Partitions:
         self.rebuilds = 0  # rebuilds from a scan after the feed was trimmed past our position
         self._due: set[str] = set()  # partitions whose index has a rebuild due
         self._expired: dict[tuple[str, str], float] = {}  # met by lookups: delete on next write
+        self._background: threading.Thread | None = None  # see maintain_in_background
 
     def _new_index(self, dimension: int) -> VectorIndex:
-        return VectorIndex(dimension, hnsw_threshold=self.hnsw_threshold, maintain_inline=False)
+        return VectorIndex(
+            dimension,
+            hnsw_threshold=self.hnsw_threshold,
+            interim_min=self.interim_min,
+            maintain_inline=False,
+        )
 
     def _loaded(self) -> dict[str, VectorIndex]:
         """The indexes, loaded from the store on first use (as exact indexes: any switch to
@@ -185,12 +196,12 @@ class Partitions:
                 with self.lock:
                     if self._indexes is None:
                         self._loaded()
-                        return
+                        break
                     result = self.feed.changes_since(self._position)
                     if result is not None:
                         changes, self._position = result
                         self._apply(changes, self._indexes)
-                        return
+                        break
                 indexes, position = self._build()  # trimmed: the old indexes answer meanwhile
                 with self.lock:
                     self._indexes, self._position = indexes, position
@@ -198,6 +209,10 @@ class Partitions:
                     self.rebuilds += 1
         finally:
             self._reading.release()
+        with self.lock:
+            due = bool(self._due)
+        if due:  # another replica's changes (or a rebuild) made a rebuild due: run it aside
+            self.maintain_in_background()
 
     def _apply(self, changes: Sequence[FeedChange], indexes: dict[str, VectorIndex]) -> None:
         """Apply feed changes, in order, to ``indexes``. Call with ``lock`` held."""
@@ -224,12 +239,16 @@ class Partitions:
             index.add(change.key, vector)
             self._mark(change.namespace, index)
 
-    def kinds(self) -> dict[str, int]:
-        """Partitions loaded in this process, by index kind (``flat``, ``hnsw``)."""
+    def loaded(self) -> dict[str, VectorIndex]:
+        """The indexes loaded in this process, by partition (a copy: loads nothing)."""
         with self.lock:
-            indexes = list((self._indexes or {}).values())
+            return dict(self._indexes or {})
+
+    def kinds(self) -> dict[str, int]:
+        """Partitions loaded in this process, by index kind (``flat``; ``ivf``, the interim
+        index of a large partition while its HNSW index is built; ``hnsw``)."""
         out: dict[str, int] = {}
-        for index in indexes:
+        for index in self.loaded().values():
             out[index.kind] = out.get(index.kind, 0) + 1
         return dict(sorted(out.items()))
 
@@ -260,11 +279,16 @@ class Partitions:
             self._forget(removed)
 
     def maintain_in_background(self) -> threading.Thread:
-        """:meth:`maintain` in a daemon thread: a replica that loaded (or rebuilt from a scan)
-        a partition past the HNSW threshold gets its HNSW index without waiting for a write."""
-        thread = threading.Thread(target=self.maintain, name="tokenlean-index-build", daemon=True)
-        thread.start()
-        return thread
+        """:meth:`maintain` in a daemon thread (the one already running, if any): a replica
+        that loaded a partition past the HNSW threshold, rebuilt it from a scan or grew it
+        through the feed gets its HNSW index without waiting for a write of its own."""
+        with self.lock:
+            if self._background is None or not self._background.is_alive():
+                self._background = threading.Thread(
+                    target=self.maintain, name="tokenlean-index-build", daemon=True
+                )
+                self._background.start()
+            return self._background
 
     def maintain(self) -> None:
         """Run the index rebuilds that are due, holding no lock of ours: the calling write

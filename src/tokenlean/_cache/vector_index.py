@@ -6,6 +6,16 @@ under a millisecond at 100,000 entries. Removals are tombstones, filtered out of
 bitmap selector keeps them out of searches) and compacted away when they pass a quarter of the
 index.
 
+Building HNSW takes a while (25 to 31 s for 100,000 vectors of 384 dimensions on two busy
+cores), and an exact search of that many takes tens of milliseconds. So a partition of at least
+``interim_min`` vectors goes through an *interim* index first: an inverted file
+(``IndexIVFFlat``) with about sqrt(n) lists, trained on a sample in a few seconds at most, whose
+probe count is the least power of two reaching :data:`INTERIM_RECALL` recall@1 against exact
+search, measured on the index's own data (:func:`calibrate`). It serves until HNSW is swapped
+in. Its scores are exact inner products of the stored vectors, so the caller's threshold
+and checks apply unchanged: approximation can only cost a miss (or a lesser candidate that
+passes them all), never a hit the exact index would refuse.
+
 Both rebuilds, the switch to HNSW and compaction, are *maintenance*, run by
 :meth:`VectorIndex.maintain` and never inside an add, a removal or a search: it copies the live
 vectors in short locked steps, builds the new index holding no lock while searches, adds and
@@ -17,6 +27,7 @@ cores).
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -26,16 +37,26 @@ import numpy.typing as npt
 
 from tokenlean._errors import ConfigurationError, MissingDependencyError
 
-__all__ = ["VectorIndex", "load_faiss"]
+__all__ = ["CALIBRATION_COSINE", "INTERIM_RECALL", "VectorIndex", "calibrate", "load_faiss"]
 
 _COPY_ROWS = 8192
 """Vectors copied per locked step of a rebuild's snapshot."""
 _REPLAY_UNDER_LOCK = 16
 """Changes made during a build that the swap replays under the lock, at most: longer backlogs
 are replayed into the new index first, with no lock held."""
-_ROUNDS = 3
+_ROUNDS = 4
 """Rebuilds one :meth:`VectorIndex.maintain` call runs at most (a rebuild can leave another due:
-removals during a long build)."""
+the interim index, then HNSW, then a compaction after removals during a long build)."""
+
+INTERIM_RECALL = 0.99
+"""Recall@1 against exact search the interim index's probe count is chosen for."""
+CALIBRATION_COSINE = 0.8
+"""The calibration's paraphrases are this similar to their stored vector, and the nearest
+neighbours it counts at least this similar (see :func:`calibrate`): under the thresholds a
+semantic cache serves at."""
+_CALIBRATION_QUERIES = 128
+_TRAIN_PER_LIST = 64  # training sample: vectors per inverted list
+_TRAIN_ITERATIONS = 8  # k-means rounds
 
 _Change = tuple[str, "npt.NDArray[np.float32] | None"]  # (key, row added) or (key, None): removed
 
@@ -47,6 +68,52 @@ def load_faiss() -> Any:
     except ImportError as exc:
         raise MissingDependencyError("faiss-cpu", "semantic", "The semantic cache") from exc
     return faiss
+
+
+def _kind(faiss: Any, index: Any) -> str:
+    if isinstance(index, faiss.IndexHNSWFlat):
+        return "hnsw"
+    return "ivf" if isinstance(index, faiss.IndexIVFFlat) else "flat"
+
+
+def calibrate(
+    faiss: Any, index: Any, vectors: npt.NDArray[np.float32], rng: np.random.Generator
+) -> tuple[int, float]:
+    """The least power-of-two probe count (up to every list) at which the inverted file
+    ``index`` over ``vectors`` reaches :data:`INTERIM_RECALL` recall@1 against exact search, and
+    the recall@1 measured at it.
+
+    The queries come from a sample of the stored vectors: each moved to cosine
+    :data:`CALIBRATION_COSINE` in a random direction (a paraphrase), to find the best match;
+    and each as it is, to find its nearest *other* stored vector, counted when that one is at
+    least :data:`CALIBRATION_COSINE` similar (a neighbour a cache might serve; in data without
+    near neighbours, an IVF index needs every list to find the nearest one, which matters to
+    no lookup). A query is found when the index's score equals the exact one (equal vectors
+    are ties, not misses).
+    """
+    picks = rng.choice(len(vectors), min(len(vectors), _CALIBRATION_QUERIES), replace=False)
+    base = vectors[picks]
+    noise = rng.standard_normal(base.shape).astype(np.float32)
+    noise -= np.sum(noise * base, axis=1, keepdims=True) * base  # orthogonal to a unit base
+    noise /= np.maximum(np.linalg.norm(noise, axis=1, keepdims=True), 1e-12)
+    moved = CALIBRATION_COSINE * base + np.sqrt(1 - CALIBRATION_COSINE**2) * noise
+    queries = np.ascontiguousarray(np.concatenate([moved, base]), dtype=np.float32)
+    best = np.full((len(queries), 2), -np.inf, dtype=np.float32)
+    for start in range(0, len(vectors), 65_536):  # exact top two scores, a block at a time
+        block = np.concatenate([best, queries @ vectors[start : start + 65_536].T], axis=1)
+        best = -np.sort(-np.partition(block, block.shape[1] - 2, axis=1)[:, -2:], axis=1)
+    count = len(base)
+    counted = np.concatenate([np.ones(count, dtype=bool), best[count:, 1] >= CALIBRATION_COSINE])
+    nprobe = 1
+    while True:
+        scores, _ = index.search(queries, 2, params=faiss.SearchParametersIVF(nprobe=nprobe))
+        moved_found = scores[:count, 0] >= best[:count, 0] - 1e-4
+        other_found = scores[count:, 1] >= best[count:, 1] - 1e-4
+        found = np.concatenate([moved_found, other_found])
+        recall = float(np.mean(found[counted]))
+        if recall >= INTERIM_RECALL or nprobe >= index.nlist:
+            return nprobe, recall
+        nprobe = min(2 * nprobe, index.nlist)
 
 
 def _grown(live: npt.NDArray[np.bool_], size: int) -> npt.NDArray[np.bool_]:
@@ -92,6 +159,8 @@ class VectorIndex:
         hnsw_threshold: size past which the index becomes HNSW.
         hnsw_m: HNSW graph degree.
         ef_search: HNSW search breadth (recall against speed).
+        interim_min: least size at which the switch to HNSW goes through the interim inverted
+            file index (None: never; the exact index serves until HNSW is built).
         maintain_inline: run :meth:`maintain` at the end of each :meth:`add` and :meth:`remove`
             (after its lock is released). False leaves it to the owner, which calls it when it
             holds no lock of its own (the cache's partitions do, from the write that made it
@@ -105,6 +174,7 @@ class VectorIndex:
         hnsw_threshold: int = 20_000,
         hnsw_m: int = 32,
         ef_search: int = 64,
+        interim_min: int | None = 10_000,
         maintain_inline: bool = True,
     ) -> None:
         if dimension < 1:
@@ -114,7 +184,14 @@ class VectorIndex:
         self.hnsw_threshold = hnsw_threshold
         self.hnsw_m = hnsw_m
         self.ef_search = ef_search
+        self.interim_min = interim_min
         self.maintain_inline = maintain_inline
+        # the last interim index's probe count, lists and the recall@1 it measured (None: no
+        # interim index swapped in yet)
+        self.nprobe = 1
+        self.interim_lists: int | None = None
+        self.interim_recall: float | None = None
+        self._built_recall: float | None = None  # of an interim index built, not swapped in
         self._lock = threading.Lock()  # the fields below; held for microseconds at a time
         self._maintaining = threading.Lock()  # one rebuild at a time
         self._index: Any = self.faiss.IndexFlatIP(dimension)
@@ -127,9 +204,9 @@ class VectorIndex:
 
     @property
     def kind(self) -> str:
-        """``"flat"`` or ``"hnsw"`` (the index searches use; a rebuild in progress does not
-        count until it is swapped in)."""
-        return "hnsw" if isinstance(self._index, self.faiss.IndexHNSWFlat) else "flat"
+        """``"flat"``, ``"ivf"`` (the interim index) or ``"hnsw"``: the index searches use (a
+        rebuild in progress does not count until it is swapped in)."""
+        return _kind(self.faiss, self._index)
 
     def __len__(self) -> int:
         with self._lock:
@@ -175,11 +252,15 @@ class VectorIndex:
 
     def _due(self) -> str | None:
         """The kind of index a rebuild due now would make, or None. Call with the lock held."""
-        if self.kind == "flat" and len(self._positions) > self.hnsw_threshold:
+        kind, size = self.kind, len(self._positions)
+        if kind == "ivf":  # interim only: HNSW is due, and compacts too
             return "hnsw"
+        if kind == "flat" and size > self.hnsw_threshold:
+            staged = self.interim_min is not None and size >= self.interim_min
+            return "ivf" if staged else "hnsw"
         removed = len(self._keys) - len(self._positions)
         if removed > max(64, len(self._keys) // 4):  # compaction
-            return self.kind
+            return kind
         return None
 
     @property
@@ -196,11 +277,30 @@ class VectorIndex:
         index.hnsw.efConstruction = 64
         return index
 
-    def _build(self, vectors: npt.NDArray[np.float32], hnsw: bool) -> Any:
-        """A new FAISS index holding ``vectors`` (the slow step; runs with no lock held)."""
-        index = self._new_hnsw() if hnsw else self.faiss.IndexFlatIP(self.dimension)
+    def _build(self, vectors: npt.NDArray[np.float32], kind: str) -> Any:
+        """A new FAISS index of ``kind`` holding ``vectors`` (the slow step; runs with no lock
+        held)."""
+        if kind == "ivf" and len(vectors):
+            return self._build_interim(vectors)
+        index = self._new_hnsw() if kind == "hnsw" else self.faiss.IndexFlatIP(self.dimension)
         if len(vectors):
             index.add(vectors)
+        return index
+
+    def _build_interim(self, vectors: npt.NDArray[np.float32]) -> Any:
+        """The interim inverted file index over ``vectors``: about sqrt(n) lists trained on a
+        sample, its probe count set for :data:`INTERIM_RECALL` (see :func:`calibrate`)."""
+        faiss, rng = self.faiss, np.random.default_rng(0)
+        lists = max(1, min(math.isqrt(len(vectors)), len(vectors) // 39))
+        index = faiss.IndexIVFFlat(
+            faiss.IndexFlatIP(self.dimension), self.dimension, lists, faiss.METRIC_INNER_PRODUCT
+        )
+        index.cp.niter = _TRAIN_ITERATIONS
+        index.cp.max_points_per_centroid = _TRAIN_PER_LIST
+        sample = min(len(vectors), lists * _TRAIN_PER_LIST)
+        index.train(vectors[np.sort(rng.choice(len(vectors), sample, replace=False))])
+        index.add(vectors)
+        index.nprobe, self._built_recall = calibrate(faiss, index, vectors, rng)
         return index
 
     def _snapshot(self) -> tuple[str, list[str], npt.NDArray[np.float32]] | None:
@@ -247,6 +347,9 @@ class VectorIndex:
                 positions,
                 live,
             )
+            if _kind(self.faiss, index) == "ivf":
+                self.nprobe, self.interim_lists = index.nprobe, index.nlist
+                self.interim_recall = self._built_recall
             self._changes = None
 
     def maintain(self) -> bool:
@@ -263,7 +366,7 @@ class VectorIndex:
                 if plan is None:
                     break
                 target, keys, vectors = plan
-                self._swap(self._build(vectors, hnsw=target == "hnsw"), keys)
+                self._swap(self._build(vectors, target), keys)
                 swapped = True
             return swapped
         finally:
@@ -288,6 +391,8 @@ class VectorIndex:
                 selector = self.faiss.IDSelectorBitmap(len(self._keys), self.faiss.swig_ptr(bits))
                 if self.kind == "hnsw":
                     params = self.faiss.SearchParametersHNSW(sel=selector, efSearch=self.ef_search)
+                elif self.kind == "ivf":
+                    params = self.faiss.SearchParametersIVF(sel=selector, nprobe=self.nprobe)
                 else:
                     params = self.faiss.SearchParameters(sel=selector)
             scores, positions = self._index.search(query, fetch, params=params)
@@ -299,9 +404,13 @@ class VectorIndex:
             return out
 
     def bytes_used(self) -> int:
-        """Approximate memory of the index: vectors plus HNSW links."""
+        """Approximate memory of the index: vectors plus HNSW links, or the interim index's
+        lists."""
         with self._lock:
-            per_vector = 4 * self.dimension
+            per_vector, fixed = 4 * self.dimension, 0
             if self.kind == "hnsw":
                 per_vector += 2 * self.hnsw_m * 4 + 8  # level-0 links, ~ upper levels
-            return per_vector * len(self._keys)
+            elif self.kind == "ivf":
+                per_vector += 8  # its id in its list
+                fixed = 4 * self.dimension * self._index.nlist  # the lists' centroids
+            return per_vector * len(self._keys) + fixed

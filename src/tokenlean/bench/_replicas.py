@@ -4,8 +4,10 @@ Each process (spawned, so nothing is inherited) opens the same cache store and t
 and, until the deadline, runs a mix of exact and semantic lookups and stores, probes (a semantic
 entry it stores and the others look up as a paraphrase, to time visibility), transcript appends
 to shared sessions and slot updates on shared keys (compare-and-set where the store has it).
-The parent then checks what was acknowledged against what is there, and times a new replica
-joining a store of many semantic entries. Embeddings come from
+The parent then checks what was acknowledged against what is there (including the entries
+bound, ``max_entries``, counted on the store), and times a new replica joining a store of many
+semantic entries: its lookups right after joining, on the interim index while HNSW is built
+(with that index's recall@1 against exact search), and on HNSW. Embeddings come from
 :class:`~tokenlean.testing.HashingEmbedder`, so no model loads.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import multiprocessing
 import secrets
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,7 +31,7 @@ from tokenlean.testing import HashingEmbedder
 
 __all__ = ["replicas_bench"]
 
-MAX_ENTRIES = 2_000  # the cache's bound, for every process
+MAX_ENTRIES = 2_000  # the cache's bound, for every process (default of --max-entries)
 _DIMENSION = 384
 _QUESTIONS = 200  # shared exact and semantic questions
 _SESSIONS = 2  # shared transcript sessions
@@ -86,22 +89,23 @@ def _cache(uri: str, embedder: _TimedEmbedder) -> tl.CompletionCache:
     )
 
 
-def _uris(uri: str, tag: str) -> tuple[str, str, str]:
-    """(scheme, cache URI, transcript URI) for one run, apart from any other run's data."""
+def _uris(uri: str, tag: str, max_entries: int = MAX_ENTRIES) -> tuple[str, str, str]:
+    """(scheme, cache URI bounded at ``max_entries``, transcript URI) for one run, apart from
+    any other run's data."""
     parts = urlsplit(uri)
     scheme = parts.scheme.lower()
     if scheme in ("redis", "rediss", "unix"):
         options = dict(parse_qsl(parts.query))
         options["prefix"] = f"{options.get('prefix', 'tokenlean:')}bench-{tag}:"
         memory = urlunsplit(parts._replace(query=urlencode(options)))
-        options["max_entries"] = str(MAX_ENTRIES)
+        options["max_entries"] = str(max_entries)
         return "redis", urlunsplit(parts._replace(query=urlencode(options))), memory
     if scheme == "sqlite" and parts.path[1:]:
         path = Path(parts.path[1:])
         base = path.with_name(f"{path.stem}-{tag}")
         return (
             "sqlite",
-            f"sqlite:///{base}.db?max_entries={MAX_ENTRIES}",
+            f"sqlite:///{base}.db?max_entries={max_entries}",
             f"sqlite:///{base}-memory.db",
         )
     raise tl.ConfigurationError(
@@ -128,6 +132,7 @@ def _worker(
     out: dict[str, Any] = {
         "lookups": 0, "exact_ms": [], "semantic_ms": [], "visibility_ms": [], "probes": 0,
         "turns": [], "slots": [0] * _SLOTS, "conflicts": 0, "errors": 0, "max_entries_seen": 0,
+        "stored": set(),
     }  # fmt: skip
     seen = [0] * len(probe_seq)
     barrier.wait()
@@ -141,6 +146,7 @@ def _worker(
             next_probe = now + _PROBE_EVERY_S
             out["probes"] += 1
             cache.store(_request(f"probe w{me} n{out['probes']} zeta kappa"), out["probes"])
+            out["stored"].add(f"probe {me} {out['probes']}")
             with probe_seq.get_lock():
                 probe_time[me], probe_seq[me] = time.time(), out["probes"]
         for other in range(len(probe_seq)):  # the others' latest probes
@@ -158,6 +164,7 @@ def _worker(
         start = time.perf_counter()
         if not cache.lookup(exact, route="exact").hit:
             cache.store(exact, question, route="exact")
+            out["stored"].add(f"exact {question}")
         else:
             out["exact_ms"].append((time.perf_counter() - start) * 1000)
         words = ["semantic", "question", "number", str(question), "about", "parcels"]
@@ -167,6 +174,7 @@ def _worker(
         out["semantic_ms"].append(((time.perf_counter() - start) - (embedder.spent - spent)) * 1000)
         if not lookup.hit:
             cache.store(_request(" ".join(sorted(words))), question)
+            out["stored"].add(f"semantic {question}")
         out["lookups"] += 3
         if n % 4 == 0:
             session = f"shared-{n % _SESSIONS}"
@@ -223,56 +231,138 @@ def _run_processes(cache_uri: str, memory_uri: str, processes: int, seconds: flo
     return outs
 
 
+class _KindWatch:
+    """Seconds from ``start`` until each index kind was first seen serving ``index``."""
+
+    def __init__(self, index: Any, start: float) -> None:
+        self.index, self.start = index, start
+        self.first: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.first.setdefault(self.index.kind, time.perf_counter() - self.start)
+            if self.index.kind == "hnsw":
+                return
+            self._stop.wait(0.005)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _wait(predicate: Callable[[], bool], limit_s: float = 300) -> float:
+    start = time.perf_counter()
+    while not predicate() and time.perf_counter() - start < limit_s:
+        time.sleep(0.01)
+    return time.perf_counter() - start
+
+
 def _catch_up(cache_uri: str, entries: int) -> dict[str, Any]:
     """Fill a store with ``entries`` semantic entries, then time a new replica joining it."""
+
+    def stored(i: int) -> str:
+        return f"stored entry {i} about topic {i % 97} and {i % 89}"
+
+    def paraphrase(i: int) -> str:
+        return f"and {i % 89} topic {i % 97} about entry {i} stored"
+
     filler = _cache(cache_uri, _TimedEmbedder())
     start = time.perf_counter()
     for i in range(entries):
-        filler.store(_request(f"stored entry {i} about topic {i % 97} and {i % 89}"), i)
+        filler.store(_request(stored(i)), i)
     fill_s = time.perf_counter() - start
     embedder = _TimedEmbedder()
     replica = _cache(cache_uri, embedder)
     start = time.perf_counter()
     replica.lookup(_request("topic 3 about stored entry 5 and 5"))  # loads its indexes
-    catch_up_s = time.perf_counter() - start
+    joined = time.perf_counter()
+    catch_up_s = joined - start
+    index = max(replica._partitions.loaded().values(), key=len)
+    watch = _KindWatch(index, joined)
 
-    def semantic_ms(count: int) -> float:
+    def semantic_ms(count: int, offset: int = 0, kind: str | None = None) -> list[float]:
+        """Lookup times (excluding embedding); with ``kind``, only those that the index of
+        that kind served from start to end."""
         times = []
-        for i in range(count):
-            request = _request(f"and {i % 89} topic {i % 97} about entry {i} stored")
+        for i in range(offset, offset + count):
+            request = _request(paraphrase(i))
+            before = index.kind
             spent, begin = embedder.spent, time.perf_counter()
             replica.lookup(request)
-            times.append((time.perf_counter() - begin - (embedder.spent - spent)) * 1000)
-        return round(_pct(times, 0.5), 3)
+            ms = (time.perf_counter() - begin - (embedder.spent - spent)) * 1000
+            if kind is None or before == index.kind == kind:
+                times.append(ms)
+        return times
 
-    before = semantic_ms(200)
-    # The partition loaded as an exact index; its HNSW index is built in the background. Wait
-    # for it (lookups went on meanwhile), then measure again.
-    built = time.perf_counter()
+    at_catch_up = semantic_ms(200)
+    # The partition loaded as an exact index; an interim index (large partitions only) and
+    # then HNSW are built in the background while lookups go on. Time lookups on the
+    # interim index, and its recall@1 against exact search on those lookups' vectors.
     large = entries >= HNSW_THRESHOLD  # only then is an HNSW index due
-    while large and "flat" in replica.stats().indexes and time.perf_counter() - built < 300:
-        time.sleep(0.1)
-    build_s = time.perf_counter() - built
-    after = semantic_ms(200)
+    _wait(lambda: not large or index.kind != "flat")
+    joining: list[float] = []
+    interim_top: list[tuple[int, float]] = []
+    if index.kind == "ivf":
+        joining = semantic_ms(200, offset=1000, kind="ivf")
+        for i in range(2000, 2200):
+            entry = i * 7919 % entries
+            vector = embedder.inner.embed([paraphrase(entry)])[0]
+            found = index.search(vector, 1)
+            if found and index.kind == "ivf":  # still the interim index that answered
+                interim_top.append((entry, found[0][1]))
+    # Wait for the HNSW index (lookups went on meanwhile), then measure again.
+    _wait(lambda: not large or index.kind == "hnsw")
+    build_s = time.perf_counter() - joined
+    watch.stop()
+    after = semantic_ms(200, offset=3000)
     kinds = replica.stats().indexes
     for cache in (filler, replica):
         cache.close()
+    recall = _recall_at_1(interim_top, [stored(i) for i in range(entries)], paraphrase)
     return {
         "catch_up_entries": entries,
         "catch_up_fill_s": round(fill_s, 2),
         "catch_up_s": round(catch_up_s, 3),
-        "semantic_ms_p50_at_catch_up": before,
+        "semantic_ms_p50_at_catch_up": round(_pct(at_catch_up, 0.5), 3),
+        "interim_index_s": round(watch.first["ivf"], 2) if "ivf" in watch.first else None,
+        "semantic_ms_p50_joining": round(_pct(joining, 0.5), 3) if joining else None,
+        "semantic_ms_p95_joining": round(_pct(joining, 0.95), 3) if joining else None,
+        "interim_lists": index.interim_lists,
+        "interim_nprobe": index.nprobe if index.interim_recall is not None else None,
+        "interim_recall_at_1_calibration": index.interim_recall,
+        "interim_recall_at_1": recall,
         "index_build_s": round(build_s, 2),
-        "semantic_ms_p50_after_index_build": after,
+        "semantic_ms_p50_after_index_build": round(_pct(after, 0.5), 3),
         "index_kinds_after_build": kinds,
     }
 
 
+def _recall_at_1(
+    found: Sequence[tuple[int, float]], texts: Sequence[str], paraphrase: Callable[[int], str]
+) -> float | None:
+    """Recall@1 of the interim index against exact search: the share of ``found`` (entry, best
+    score the interim index gave its paraphrase) whose score equals the best over every stored
+    text (as stored: float16 vectors). Ties between equal vectors count as found."""
+    if not found:
+        return None
+    embedder = HashingEmbedder(_DIMENSION)
+    queries = embedder.embed([paraphrase(entry) for entry, _ in found])
+    best = np.full(len(found), -np.inf, dtype=np.float32)
+    for start in range(0, len(texts), 10_000):
+        block = embedder.embed(texts[start : start + 10_000]).astype(np.float16)
+        best = np.maximum(best, np.max(queries @ block.astype(np.float32).T, axis=1))
+    scores = np.array([score for _, score in found], dtype=np.float32)
+    return round(float(np.mean(scores >= best - 1e-4)), 4)
+
+
 def _one_store(
-    uri: str, *, processes: int, seconds: float, catch_up_entries: int
+    uri: str, *, processes: int, seconds: float, catch_up_entries: int, max_entries: int
 ) -> tuple[str, dict[str, Any]]:
     tag = secrets.token_hex(4)
-    scheme, cache_uri, memory_uri = _uris(uri, tag)
+    scheme, cache_uri, memory_uri = _uris(uri, tag, max_entries)
     outs = _run_processes(cache_uri, memory_uri, processes, seconds)
     memory = tl.open_transcript_store(memory_uri)
     try:
@@ -314,13 +404,16 @@ def _one_store(
         "slot_updates_acknowledged": acked_slots,
         "append_conflicts": sum(out["conflicts"] for out in outs),
         "errors": sum(out["errors"] for out in outs),
-        "max_entries": MAX_ENTRIES,
+        "max_entries": max_entries,
+        # entries above the bound: on the store at the end, or in any process's count of it
+        # during the run (SQLite's is its own, in memory)
         "entries_over_bound": max(
-            0, max([entries, *(out["max_entries_seen"] for out in outs)]) - MAX_ENTRIES
+            0, max([entries, *(out["max_entries_seen"] for out in outs)]) - max_entries
         ),
+        "entries_at_end": entries,
+        "entries_stored_distinct": len(set().union(*(out["stored"] for out in outs))),
     }
-    _, catch_uri, _ = _uris(uri, tag + "-catch-up")
-    catch_uri = catch_uri.replace(f"max_entries={MAX_ENTRIES}", "max_entries=100000000")
+    _, catch_uri, _ = _uris(uri, tag + "-catch-up", max_entries=100_000_000)
     result |= _catch_up(catch_uri, catch_up_entries)
     _cleanup(scheme, [cache_uri, catch_uri])
     return scheme, result
@@ -350,21 +443,25 @@ def replicas_bench(
     processes: int = 4,
     seconds: float = 10.0,
     catch_up_entries: int = 100_000,
+    max_entries: int = MAX_ENTRIES,
 ) -> dict[str, Any]:
     """Run the replicas benchmark on each store URI; one result per scheme (``redis``,
-    ``sqlite``).
+    ``sqlite``). Every process's cache is bounded at ``max_entries`` entries.
 
     Raises:
         ConfigurationError: a URI several processes cannot share, or a bad count.
     """
     if processes < 2:
         raise tl.ConfigurationError(f"--processes must be at least 2, not {processes}")
-    if seconds <= 0 or catch_up_entries < 1:
-        raise tl.ConfigurationError("--seconds and --catch-up-entries must be positive")
+    if seconds <= 0 or catch_up_entries < 1 or max_entries < 1:
+        raise tl.ConfigurationError(
+            "--seconds, --catch-up-entries and --max-entries must be positive"
+        )
     out: dict[str, Any] = {}
     for uri in stores:
         scheme, result = _one_store(
-            uri, processes=processes, seconds=seconds, catch_up_entries=catch_up_entries
-        )
+            uri, processes=processes, seconds=seconds, catch_up_entries=catch_up_entries,
+            max_entries=max_entries,
+        )  # fmt: skip
         out[scheme] = result
     return out

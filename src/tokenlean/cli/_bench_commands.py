@@ -277,6 +277,13 @@ def bench_replicas(
     catch_up_entries: Annotated[
         int, typer.Option(help="Semantic entries a new replica catches up on.")
     ] = 100_000,
+    max_entries: Annotated[
+        int,
+        typer.Option(
+            help="The shared cache's entry bound (max_entries) for every process; below the "
+            "entries the run stores, it shows whether the bound holds deployment-wide."
+        ),
+    ] = 2_000,
     as_json: JsonOpt = False,
 ) -> None:
     """Several processes sharing one store: throughput, visibility, lost updates, bounds, and
@@ -285,8 +292,9 @@ def bench_replicas(
 
     stores = store or ["redis://127.0.0.1:6379/0", "sqlite:///tokenlean-replicas.db"]
     result = replicas_bench(
-        stores, processes=processes, seconds=seconds, catch_up_entries=catch_up_entries
-    )
+        stores, processes=processes, seconds=seconds, catch_up_entries=catch_up_entries,
+        max_entries=max_entries,
+    )  # fmt: skip
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
@@ -295,6 +303,10 @@ def bench_replicas(
             f"{scheme}: {r['lookups_per_s']} lookups/s, exact p50 {r['exact_ms_p50']} ms, "
             f"semantic p50 {r['semantic_ms_p50']} ms, visibility p50/p95 "
             f"{r['visibility_ms_p50']}/{r['visibility_ms_p95']} ms, lost updates "
-            f"{r['lost_updates']}, errors {r['errors']}, over bound {r['entries_over_bound']}, "
-            f"catch-up of {r['catch_up_entries']} entries {r['catch_up_s']} s"
+            f"{r['lost_updates']}, errors {r['errors']}, over bound {r['entries_over_bound']} "
+            f"(of {r['max_entries']}; {r['entries_stored_distinct']} stored), catch-up of "
+            f"{r['catch_up_entries']} entries {r['catch_up_s']} s, semantic p50 then "
+            f"{r['semantic_ms_p50_at_catch_up']} ms, on the interim index "
+            f"{r['semantic_ms_p50_joining']} ms (recall@1 {r['interim_recall_at_1']}), on HNSW "
+            f"{r['semantic_ms_p50_after_index_build']} ms"
         )
