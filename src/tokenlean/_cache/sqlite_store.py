@@ -145,6 +145,7 @@ class SQLiteStore:
             self._conn.close()
             raise sqlite_error(self.path, "opening the cache store", exc) from exc
         self._count, self._bytes, self._tick = int(count), int(size), int(accessed)
+        self._data_version = self._conn.execute("PRAGMA data_version").fetchone()[0]
 
     # ------------------------------------------------------------------ opening
 
@@ -205,6 +206,21 @@ class SQLiteStore:
             except sqlite3.Error as exc:
                 raise sqlite_error(self.path, f"cache store {what}", exc) from exc
 
+    def _sync(self, conn: sqlite3.Connection) -> None:
+        """Bring the entry count, the byte total and the recency clock up to date when another
+        connection (another process sharing the file) committed since this one last looked:
+        inside a write transaction, so the bounds hold for the file, not per process. A store
+        no other connection writes to never recounts."""
+        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._data_version:
+            count, size, accessed = conn.execute(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(MAX(accessed), 0) "
+                "FROM tokenlean_entries"
+            ).fetchone()
+            self._count, self._bytes = int(count), int(size)
+            self._tick = max(self._tick, int(accessed))
+            self._data_version = version
+
     def _write_touches(self, conn: sqlite3.Connection) -> None:
         """Write the recency of the lookups since the last write (inside its transaction)."""
         if self._touched:
@@ -236,6 +252,7 @@ class SQLiteStore:
         def run(conn: sqlite3.Connection) -> list[tuple[str, str]]:
             conn.execute("BEGIN IMMEDIATE")
             try:
+                self._sync(conn)
                 self._write_touches(conn)
                 old = conn.execute(
                     "SELECT size FROM tokenlean_entries WHERE namespace = ? AND key = ?",
@@ -318,6 +335,7 @@ class SQLiteStore:
         def run(conn: sqlite3.Connection) -> list[tuple[str, str]]:
             conn.execute("BEGIN IMMEDIATE")
             try:
+                self._sync(conn)
                 rows = conn.execute(
                     f"SELECT namespace, key, size FROM tokenlean_entries WHERE {where}", params
                 ).fetchall()
@@ -347,8 +365,12 @@ class SQLiteStore:
         yield from entries
 
     def usage(self) -> tuple[int, int]:
-        with self._lock:
+        def run(conn: sqlite3.Connection) -> tuple[int, int]:
+            self._sync(conn)  # what other processes sharing the file wrote counts too
             return self._count, self._bytes
+
+        result: tuple[int, int] = self._run("usage", run)
+        return result
 
     def close(self) -> None:
         with self._lock:
