@@ -46,8 +46,9 @@ class CacheStats:
     verdicts that became evidence, ``feedback`` the verdicts users gave, and ``acceptance`` what
     each error-bounded route has learned (by route name, ``""`` for the default policy).
     ``indexes`` counts the semantic partitions loaded in this process by vector-index kind
-    (``flat`` or ``hnsw``). ``store_errors`` counts the store faults the cache went on without
-    (each lookup that met one is also counted as a miss; each write that met one was dropped).
+    (``flat``, ``ivf`` while an interim index serves, or ``hnsw``). ``store_errors`` counts the
+    store faults the cache went on without (each lookup that met one is also counted as a miss;
+    each write that met one was dropped).
     """
 
     layers: dict[str, LayerStats]
