@@ -180,11 +180,42 @@ def _load_model(model: str, device: str, local_only: bool) -> tuple[Any, threadi
         return _models[key]
 
 
+@contextlib.contextmanager
+def _intra_op_threads(threads: int | None) -> Iterator[None]:
+    """Run torch's operators with ``threads`` threads in this block (``None``: as configured).
+
+    One short text (a query) is a forward pass of a few dozen tokens: each operator has too
+    little work to split, so with several intra-op threads every one of its few hundred
+    operators ends in a barrier where the threads spin, then sleep, and wait to be scheduled
+    again. On a machine whose cores are shared (with other processes, or with numpy's BLAS
+    threads) that waiting, not the arithmetic, sets the latency. With the OpenMP runtime of
+    torch's CPU builds the count is the calling thread's: threads already running torch keep
+    theirs (only one making its first torch call inside the block would start with this one).
+    """
+    if threads is None:
+        yield
+        return
+    import torch
+
+    configured = torch.get_num_threads()
+    if configured <= threads:
+        yield
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(configured)
+
+
 class SentenceTransformerEmbedder:
     """Embeds with a sentence-transformers model, loaded lazily once per process.
 
     Thread-safe: encoding is serialized per loaded model (the model is shared, and a tokenizer is
     not safe to use from several threads at once); pass a whole batch per call for throughput.
+    A single text (a query, on the latency path) is embedded on one intra-op thread: it has too
+    little work per operator to gain from more, and loses much to their synchronization when
+    the cores are busy.
 
     Args:
         model: a model name or local path; default ``TOKENLEAN_EMBEDDING_MODEL`` or the bundled
@@ -247,7 +278,7 @@ class SentenceTransformerEmbedder:
         if not all(isinstance(t, str) for t in texts):
             raise InvalidInputError("embed() takes strings only")
         try:
-            with lock:
+            with lock, _intra_op_threads(1 if len(texts) == 1 else None):
                 vectors = model.encode(
                     list(texts),
                     batch_size=self.batch_size,
