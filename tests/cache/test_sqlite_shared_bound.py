@@ -4,10 +4,10 @@ every handle reports the file's usage, not only its own writes."""
 from __future__ import annotations
 
 import sqlite3
-import threading
 from pathlib import Path
 
 import tokenlean as tl
+from tests.threads import run_workers
 
 
 def _entry(i: int, who: str) -> tl.StoredEntry:
@@ -36,22 +36,13 @@ def test_two_handles_keep_one_bound_for_the_file(tmp_path: Path) -> None:
 def test_concurrent_writers_never_leave_the_file_over_its_bound(tmp_path: Path) -> None:
     path = tmp_path / "cache.db"
     stores = [tl.SQLiteStore(path, max_entries=25) for _ in range(4)]
-    errors: list[BaseException] = []
 
     def work(n: int) -> None:
-        try:
-            for i in range(60):
-                stores[n].put(_entry(i, f"w{n}"))
-        except BaseException as exc:
-            errors.append(exc)
+        for i in range(60):
+            stores[n].put(_entry(i, f"w{n}"))
 
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
     try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert errors == []
+        assert run_workers(work, 4) == []
         assert all(store.usage()[0] == 25 for store in stores)
         assert len(list(stores[0].scan())) == 25
     finally:

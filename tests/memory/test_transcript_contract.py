@@ -3,13 +3,13 @@ safely by two handles on one file."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import tokenlean as tl
+from tests.threads import run_workers
 from tokenlean.testing import TranscriptStoreContract
 
 
@@ -48,32 +48,23 @@ def test_two_handles_on_one_file_keep_every_turn_exactly_once(tmp_path: Path) ->
     retrying when the other took the index: every turn once, indexes without gaps."""
     path = tmp_path / "shared.db"
     stores = [tl.SQLiteTranscriptStore(path), tl.SQLiteTranscriptStore(path)]
-    errors: list[BaseException] = []
 
     def work(worker: int) -> None:
         store = stores[worker % 2]
-        try:
-            for i in range(20):
-                for _attempt in range(10_000):
-                    start = len(store.turns("acme", "s1"))
-                    turn = tl.Turn(f"w{worker}-{i}", start, "user", f"{worker}/{i}", 0.0)
-                    try:
-                        store.append("acme", "s1", [turn])
-                        break
-                    except tl.InvalidInputError:
-                        continue  # the other handle appended first
-                else:
-                    raise AssertionError("never got to append")
-        except BaseException as exc:
-            errors.append(exc)
+        for i in range(20):
+            for _attempt in range(10_000):
+                start = len(store.turns("acme", "s1"))
+                turn = tl.Turn(f"w{worker}-{i}", start, "user", f"{worker}/{i}", 0.0)
+                try:
+                    store.append("acme", "s1", [turn])
+                    break
+                except tl.InvalidInputError:
+                    continue  # the other handle appended first
+            else:
+                raise AssertionError("never got to append")
 
-    threads = [threading.Thread(target=work, args=(w,)) for w in range(4)]
     try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert errors == []
+        assert run_workers(work, 4) == []
         turns = stores[0].turns("acme", "s1")
         assert [t.index for t in turns] == list(range(80))
         expected = sorted(f"w{w}-{i}" for w in range(4) for i in range(20))

@@ -18,6 +18,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 import tokenlean as tl
+from tests.threads import run_workers
 from tokenlean.testing import FakeClock, HashingEmbedder
 
 
@@ -444,25 +445,15 @@ def test_two_memories_on_one_sqlite_file_lose_and_duplicate_no_turn(tmp_path: Pa
     path = tmp_path / "memory.db"
     stores = [tl.SQLiteTranscriptStore(path), tl.SQLiteTranscriptStore(path)]
     memories = [memory(store=store) for store in stores]
-    errors: list[BaseException] = []
 
     def work(worker: int) -> None:
-        mem = memories[worker % 2]
-        try:
-            for i in range(25):
-                batch = [{"role": "user", "content": f"worker {worker} says {i}"},
-                         {"role": "assistant", "content": f"reply {worker}/{i}"}]  # fmt: skip
-                mem.add("s1", batch)
-        except BaseException as exc:
-            errors.append(exc)
+        for i in range(25):
+            batch = [{"role": "user", "content": f"worker {worker} says {i}"},
+                     {"role": "assistant", "content": f"reply {worker}/{i}"}]  # fmt: skip
+            memories[worker % 2].add("s1", batch)
 
-    threads = [threading.Thread(target=work, args=(w,)) for w in range(4)]
     try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert errors == []
+        assert run_workers(work, 4) == []
         turns = stores[0].turns("default", "s1")
         assert [t.index for t in turns] == list(range(200))
         assert sorted(t.content for t in turns if t.role == "user") == sorted(
