@@ -30,3 +30,20 @@ def test_bench_replicas_reports_the_figures_per_scheme(capsys: pytest.CaptureFix
     assert redis["lost_updates"] == redis["errors"] == redis["entries_over_bound"] == 0
     assert redis["probe_hits_in_other_processes"] > 0
     assert redis["catch_up_entries"] == 200
+
+
+def test_bench_replicas_times_a_replica_joining_a_long_session() -> None:
+    """With join_turns, each store also reports a replica joining a session: it embeds only the
+    question with the stored turn vectors, every turn without them."""
+    from tokenlean.bench._replicas import replicas_bench
+    from tokenlean.testing import HashingEmbedder
+
+    require_server()
+    result = replicas_bench(
+        [URL], processes=2, seconds=0.5, catch_up_entries=50, join_turns=40,
+        embedder=HashingEmbedder(32),
+    )  # fmt: skip
+    join = result["redis"]["session_join"]
+    assert join["turns"] == 40
+    assert join["join_embedded_texts"] == 1
+    assert join["join_embedded_texts_embedding"] == 40 + 1

@@ -444,18 +444,24 @@ def replicas_bench(
     seconds: float = 10.0,
     catch_up_entries: int = 100_000,
     max_entries: int = MAX_ENTRIES,
+    join_turns: int = 0,
+    embedder: Any = None,
 ) -> dict[str, Any]:
     """Run the replicas benchmark on each store URI; one result per scheme (``redis``,
-    ``sqlite``). Every process's cache is bounded at ``max_entries`` entries.
+    ``sqlite``). Every process's cache is bounded at ``max_entries`` entries. With
+    ``join_turns``, also a replica joining a session of that many turns (``session_join``: its
+    first context with the stored turn vectors and without them; ``embedder``, default the
+    bundled model, is loaded for it).
 
     Raises:
         ConfigurationError: a URI several processes cannot share, or a bad count.
     """
     if processes < 2:
         raise tl.ConfigurationError(f"--processes must be at least 2, not {processes}")
-    if seconds <= 0 or catch_up_entries < 1 or max_entries < 1:
+    if seconds <= 0 or catch_up_entries < 1 or max_entries < 1 or join_turns < 0:
         raise tl.ConfigurationError(
-            "--seconds, --catch-up-entries and --max-entries must be positive"
+            "--seconds, --catch-up-entries and --max-entries must be positive, --join-turns "
+            "not negative"
         )
     out: dict[str, Any] = {}
     for uri in stores:
@@ -463,5 +469,19 @@ def replicas_bench(
             uri, processes=processes, seconds=seconds, catch_up_entries=catch_up_entries,
             max_entries=max_entries,
         )  # fmt: skip
+        if join_turns:
+            result["session_join"] = _session_join(uri, join_turns, embedder)
         out[scheme] = result
     return out
+
+
+def _session_join(uri: str, turns: int, embedder: Any) -> dict[str, Any]:
+    """:func:`session_join_bench` on a transcript store of its own beside ``uri``."""
+    from tokenlean._embeddings import default_embedder
+    from tokenlean.bench._session_join import session_join_bench
+
+    scheme, _, memory_uri = _uris(uri, f"join-{secrets.token_hex(4)}")
+    try:
+        return session_join_bench(memory_uri, turns=turns, embedder=embedder or default_embedder())
+    finally:
+        _cleanup(scheme, [memory_uri])

@@ -284,6 +284,13 @@ def bench_replicas(
             "entries the run stores, it shows whether the bound holds deployment-wide."
         ),
     ] = 2_000,
+    join_turns: Annotated[
+        int,
+        typer.Option(
+            help="Also time a replica joining a session of this many turns, with the stored "
+            "turn vectors and without them (loads the bundled model; 0: skip)."
+        ),
+    ] = 0,
     as_json: JsonOpt = False,
 ) -> None:
     """Several processes sharing one store: throughput, visibility, lost updates, bounds, and
@@ -293,7 +300,7 @@ def bench_replicas(
     stores = store or ["redis://127.0.0.1:6379/0", "sqlite:///tokenlean-replicas.db"]
     result = replicas_bench(
         stores, processes=processes, seconds=seconds, catch_up_entries=catch_up_entries,
-        max_entries=max_entries,
+        max_entries=max_entries, join_turns=join_turns,
     )  # fmt: skip
     if as_json:
         typer.echo(json.dumps(result, indent=2))
@@ -310,3 +317,11 @@ def bench_replicas(
             f"{r['semantic_ms_p50_joining']} ms (recall@1 {r['interim_recall_at_1']}), on HNSW "
             f"{r['semantic_ms_p50_after_index_build']} ms"
         )
+        if "session_join" in r:
+            j = r["session_join"]
+            typer.echo(
+                f"{scheme}: a replica joining a {j['turns']}-turn session: first context "
+                f"{j['join_context_ms']} ms with the stored turn vectors "
+                f"({j['join_embedded_texts']} text embedded), {j['join_context_ms_embedding']} "
+                f"ms embedding every turn ({j['join_embedded_texts_embedding']} texts)"
+            )
