@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import tokenlean as tl
-from tests.threads import run_workers
+from tokenlean.testing._workers import run_workers
 
 
 def _entry(i: int, who: str) -> tl.StoredEntry:

@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tokenlean import MemoryTranscriptStore, NotSerializableError, SQLiteTranscriptStore
+from tokenlean.testing._workers import run_workers
 
 
 def _increments(stores: list[Any], threads: int = 8, each: int = 40) -> None:
-    def work(store: Any) -> None:
+    def work(worker: int) -> None:
         for _ in range(each):
-            store.update_state("t", "s", "counter", lambda value: (value or 0) + 1)
+            stores[worker % len(stores)].update_state(
+                "t", "s", "counter", lambda value: (value or 0) + 1
+            )
 
-    runners = [
-        threading.Thread(target=work, args=(stores[i % len(stores)],)) for i in range(threads)
-    ]
-    for runner in runners:
-        runner.start()
-    for runner in runners:
-        runner.join()
+    assert run_workers(work, threads) == []
 
 
 def test_sqlite_handles_on_one_file_lose_no_update(tmp_path: Path) -> None:
@@ -79,11 +75,7 @@ def test_set_slots_from_two_memories_on_one_file_loses_no_update(tmp_path: Path)
         for value in range(25):
             memories[i % 2].set_slots("s", {f"s{i}": value})
 
-    runners = [threading.Thread(target=work, args=(i,)) for i in range(8)]
-    for runner in runners:
-        runner.start()
-    for runner in runners:
-        runner.join()
+    assert run_workers(work, 8) == []
     final = memories[0].slots("s").current.model_dump()
     assert final == {f"s{i}": 24 for i in range(8)}
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 import tokenlean as tl
-from tests.threads import run_workers
 from tokenlean.testing import TranscriptStoreContract
+from tokenlean.testing._workers import run_workers
 
 
 class TestMemoryTranscriptStore(TranscriptStoreContract):

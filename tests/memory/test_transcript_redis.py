@@ -3,7 +3,6 @@ two handles as by two replicas, and never loses a concurrent state update."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,6 +11,7 @@ import pytest
 import tokenlean as tl
 from tests.redis_server import URL, Prefixes, own_server, prefixes
 from tokenlean.testing import TranscriptStoreContract
+from tokenlean.testing._workers import run_workers
 
 __all__ = ["prefixes"]  # the fixture, imported for pytest
 
@@ -50,28 +50,19 @@ def test_two_handles_as_two_replicas_keep_every_turn_exactly_once(prefixes: Pref
     index: every turn once, indexes without gaps, each worker's turns in its order."""
     prefix = prefixes.new()
     stores = [tl.RedisTranscriptStore(URL, prefix=prefix) for _ in range(2)]
-    errors: list[BaseException] = []
 
     def work(worker: int) -> None:
         store = stores[worker % 2]
-        try:
-            for i in range(30):
-                while True:
-                    try:
-                        start = store.count("acme", "s1")
-                        store.append("acme", "s1", [_turn(start, f"{worker}-{i}")])
-                        break
-                    except tl.InvalidInputError:
-                        continue
-        except BaseException as exc:
-            errors.append(exc)
+        for i in range(30):
+            while True:
+                try:
+                    start = store.count("acme", "s1")
+                    store.append("acme", "s1", [_turn(start, f"{worker}-{i}")])
+                    break
+                except tl.InvalidInputError:
+                    continue
 
-    threads = [threading.Thread(target=work, args=(w,)) for w in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    assert run_workers(work, 4) == []
     turns = stores[0].turns("acme", "s1")
     assert [t.index for t in turns] == list(range(120))
     assert sorted(t.id for t in turns) == sorted(f"{w}-{i}" for w in range(4) for i in range(30))
@@ -84,25 +75,16 @@ def test_concurrent_state_updates_are_never_lost(prefixes: Prefixes) -> None:
     all 200 are there (compare-and-set retries the losers)."""
     prefix = prefixes.new()
     stores = [tl.RedisTranscriptStore(URL, prefix=prefix) for _ in range(2)]
-    errors: list[BaseException] = []
 
     def work(worker: int) -> None:
-        try:
-            for i in range(25):
+        for i in range(25):
 
-                def add(slots: Any, key: str = f"{worker}-{i}") -> Any:
-                    return {**(slots or {}), key: worker}
+            def add(slots: Any, key: str = f"{worker}-{i}") -> Any:
+                return {**(slots or {}), key: worker}
 
-                stores[worker % 2].update_state("acme", "s1", "slots", add, attempts=1_000)
-        except BaseException as exc:
-            errors.append(exc)
+            stores[worker % 2].update_state("acme", "s1", "slots", add, attempts=1_000)
 
-    threads = [threading.Thread(target=work, args=(w,)) for w in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    assert run_workers(work, 8) == []
     assert len(stores[0].get_state("acme", "s1", "slots")) == 200
     for store in stores:
         store.close()

@@ -18,8 +18,8 @@ import pytest
 from pydantic import BaseModel, Field
 
 import tokenlean as tl
-from tests.threads import run_workers
 from tokenlean.testing import FakeClock, HashingEmbedder
+from tokenlean.testing._workers import run_workers
 
 
 class Ticket(BaseModel):

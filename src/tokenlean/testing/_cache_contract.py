@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -10,6 +9,7 @@ from tokenlean._cache.store import CacheStore, Selector, StoredEntry
 from tokenlean._cache.uri import open_store
 from tokenlean._errors import StoreError
 from tokenlean._redis_client import MASK
+from tokenlean.testing._workers import run_workers
 
 __all__ = ["CacheStoreContract", "assert_no_password"]
 
@@ -135,22 +135,13 @@ class CacheStoreContract:
     def test_concurrent_writers_lose_nothing(self) -> None:
         """Eight threads writing and reading their own keys all see their entries."""
         store = self.make_store()
-        errors: list[BaseException] = []
 
         def work(worker: int) -> None:
-            try:
-                for i in range(50):
-                    store.put(_entry(f"{worker}-{i}"))
-                    assert store.get("ns", f"{worker}-{i}") is not None
-            except BaseException as exc:
-                errors.append(exc)
+            for i in range(50):
+                store.put(_entry(f"{worker}-{i}"))
+                assert store.get("ns", f"{worker}-{i}") is not None
 
-        threads = [threading.Thread(target=work, args=(w,)) for w in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert errors == []
+        assert run_workers(work, 8) == []
         assert store.usage()[0] == 400
 
     def test_a_closed_store_refuses_work(self) -> None:

@@ -11,6 +11,7 @@ from tokenlean._errors import InvalidInputError, NotSerializableError, StoreErro
 from tokenlean._memory.transcript import TranscriptStore, Turn
 from tokenlean._memory.uri import open_transcript_store
 from tokenlean.testing._cache_contract import assert_no_password
+from tokenlean.testing._workers import run_workers
 
 __all__ = ["TranscriptStoreContract"]
 
@@ -279,31 +280,22 @@ class TranscriptStoreContract:
         """Eight threads appending to one shared session (retrying when another took the
         index) and to their own sessions: every turn is stored once, in order, no gaps."""
         store = self.make_store()
-        errors: list[BaseException] = []
         per_worker = 25
 
         def work(worker: int) -> None:
-            try:
-                for i in range(per_worker):
-                    store.append("acme", f"own-{worker}", [_turn(i, f"w{worker}-{i}")])
-                    for _attempt in range(10_000):
-                        start = store.count("acme", "shared")
-                        try:
-                            store.append("acme", "shared", [_turn(start, f"w{worker}-{i}")])
-                            break
-                        except InvalidInputError:
-                            continue  # another thread appended first: take the new length
-                    else:
-                        raise AssertionError("never got to append")
-            except BaseException as exc:
-                errors.append(exc)
+            for i in range(per_worker):
+                store.append("acme", f"own-{worker}", [_turn(i, f"w{worker}-{i}")])
+                for _attempt in range(10_000):
+                    start = store.count("acme", "shared")
+                    try:
+                        store.append("acme", "shared", [_turn(start, f"w{worker}-{i}")])
+                        break
+                    except InvalidInputError:
+                        continue  # another thread appended first: take the new length
+                else:
+                    raise AssertionError("never got to append")
 
-        threads = [threading.Thread(target=work, args=(w,)) for w in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert errors == []
+        assert run_workers(work, 8) == []
         shared = store.turns("acme", "shared")
         assert [t.index for t in shared] == list(range(8 * per_worker))
         ids = [t.id for t in shared]
