@@ -125,6 +125,7 @@ from tokenlean._prompt.volatile import (
     VolatileMasker,
     mask_volatile,
 )
+from tokenlean._redis_client import has_masked_password, mask_password
 from tokenlean._retrieval.documents import Chunk, Document, SentenceSplitter, split_sentences
 from tokenlean._retrieval.hybrid_index import HybridIndex
 from tokenlean._retrieval.packing import DroppedItem, PackedContext, PackedItem, pack_chunks
@@ -314,9 +315,11 @@ __all__ = [
     "extract_features",
     "fingerprint",
     "get_token_counter",
+    "has_masked_password",
     "hash_label",
     "last_user_turn",
     "load_settings",
+    "mask_password",
     "mask_volatile",
     "normalize_role",
     "open_store",

@@ -16,8 +16,6 @@ says so instead of dropping it.
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, urlencode, urlsplit
-
 from tokenlean import (
     ConfigurationError,
     MemoryStore,
@@ -26,6 +24,8 @@ from tokenlean import (
     RedisTranscriptStore,
     SQLiteStore,
     SQLiteTranscriptStore,
+    has_masked_password,
+    mask_password,
 )
 
 __all__ = [
@@ -39,47 +39,27 @@ __all__ = [
 ]
 
 MASK = "***"
-"""What a serialized URI holds in place of a password."""
+"""What a serialized URI holds in place of a password (the core's store ``uri`` mask)."""
 
-_SAFE = ":/*"  # left readable in query values (prefixes such as ``app:``, the mask)
 _CACHE_STORES = (MemoryStore, SQLiteStore, RedisStore)
 _TRANSCRIPT_STORES = (MemoryTranscriptStore, SQLiteTranscriptStore, RedisTranscriptStore)
 
 
-def _secret(option: str) -> bool:
-    return "password" in option.lower()
-
-
 def mask_credentials(uri: str) -> str:
-    """``uri`` with its password (in the user part, or a ``password``-like option) masked.
+    """``uri`` with its password (in the user part, or a ``password``-like option) masked:
+    :func:`tokenlean.mask_password`.
 
     Example:
         >>> mask_credentials("redis://default:S3cret@127.0.0.1:6379/9?prefix=app:")
         'redis://default:***@127.0.0.1:6379/9?prefix=app:'
     """
-    parts = urlsplit(uri)
-    if "@" in parts.netloc:
-        userinfo, host = parts.netloc.rsplit("@", 1)
-        if ":" in userinfo:
-            masked = f"{userinfo.split(':', 1)[0]}:{MASK}@{host}"
-            uri = uri.replace(f"//{parts.netloc}", f"//{masked}", 1)
-    options = parse_qsl(parts.query, keep_blank_values=True)
-    if any(_secret(name) for name, _ in options):
-        head = uri.partition("?")[0]
-        masked_options = [(name, MASK if _secret(name) else value) for name, value in options]
-        uri = f"{head}?{urlencode(masked_options, safe=_SAFE)}"
-    return uri
+    return mask_password(uri)
 
 
 def has_masked_credentials(uri: str) -> bool:
-    """Whether ``uri`` carries the :data:`MASK` in place of a password."""
-    parts = urlsplit(uri)
-    if "@" in parts.netloc and parts.netloc.rsplit("@", 1)[0].endswith(f":{MASK}"):
-        return True
-    return any(
-        _secret(name) and value == MASK
-        for name, value in parse_qsl(parts.query, keep_blank_values=True)
-    )
+    """Whether ``uri`` carries the :data:`MASK` in place of a password:
+    :func:`tokenlean.has_masked_password`."""
+    return has_masked_password(uri)
 
 
 def refuse_masked(uri: str, *, owner: str, remedy: str) -> None:
