@@ -153,20 +153,28 @@ class SQLiteTranscriptStore:
         return int(last[0]) + 1 if last else 0
 
     def find(self, tenant: str, session: str, ids: Collection[str]) -> list[Turn]:
-        wanted = sorted(set(ids))
-        rows: list[tuple[Any, ...]] = []
         with self._lock:
             try:
-                for at in range(0, len(wanted), _FIND_CHUNK):
-                    chunk = wanted[at : at + _FIND_CHUNK]
-                    rows += self._conn.execute(
-                        f"SELECT {_COLUMNS} FROM turns WHERE tenant = ? AND session = ? "
-                        f"AND id IN ({','.join('?' * len(chunk))})",
-                        (tenant, session, *chunk),
-                    ).fetchall()
+                rows = self._select_in(f"SELECT {_COLUMNS} FROM turns", "id", tenant, session, ids)
             except sqlite3.Error as exc:
                 raise sqlite_error(self.path, "read", exc) from exc
         return [_turn(row) for row in sorted(rows, key=lambda row: int(row[0]))]
+
+    def _select_in(
+        self, select: str, column: str, tenant: str, session: str, values: Collection[str]
+    ) -> list[tuple[Any, ...]]:
+        """The session's rows of ``select`` whose ``column`` is one of ``values``, queried in
+        chunks (SQLite bounds the parameters of one statement); the caller holds the lock."""
+        wanted = sorted(set(values))
+        rows: list[tuple[Any, ...]] = []
+        for at in range(0, len(wanted), _FIND_CHUNK):
+            chunk = wanted[at : at + _FIND_CHUNK]
+            rows += self._conn.execute(
+                f"{select} WHERE tenant = ? AND session = ? "
+                f"AND {column} IN ({','.join('?' * len(chunk))})",
+                (tenant, session, *chunk),
+            ).fetchall()
+        return rows
 
     def get_state(self, tenant: str, session: str, name: str) -> Any:
         with self._lock:
@@ -232,26 +240,18 @@ class SQLiteTranscriptStore:
 
     def get_vectors(self, tenant: str, session: str, keys: Collection[str]) -> dict[str, bytes]:
         """Stored turn embeddings by key (unknown keys skipped)."""
-        wanted = sorted(set(keys))
-        found: dict[str, bytes] = {}
         with self._lock:
             try:
-                for at in range(0, len(wanted), _FIND_CHUNK):
-                    chunk = wanted[at : at + _FIND_CHUNK]
-                    found.update(
-                        self._conn.execute(
-                            "SELECT key, vector FROM turn_vectors WHERE tenant = ? AND session = ? "
-                            f"AND key IN ({','.join('?' * len(chunk))})",
-                            (tenant, session, *chunk),
-                        ).fetchall()
-                    )
+                rows = self._select_in(
+                    "SELECT key, vector FROM turn_vectors", "key", tenant, session, keys
+                )
             except sqlite3.OperationalError as exc:
                 if "no such table" in str(exc):
                     return {}  # nothing stored in this file yet
                 raise sqlite_error(self.path, "read", exc) from exc
             except sqlite3.Error as exc:
                 raise sqlite_error(self.path, "read", exc) from exc
-        return found
+        return dict(rows)
 
     def put_vectors(self, tenant: str, session: str, vectors: Mapping[str, bytes]) -> None:
         """Store turn embeddings by key (replacing a key's previous value), in one transaction."""
