@@ -495,27 +495,11 @@ class ConversationMemory:
                     if t.role in ("user", "assistant") and t.content
                 ]
                 if new:
-                    # Vectors another process (or this one, before a restart) stored are read,
-                    # not embedded again; the ones embedded here are stored for the others.
-                    vectors = TurnVectors(self.store, self.embedder)
-                    known: dict[str, Any] = {}
-
-                    def stored(texts: Sequence[str]) -> dict[str, Any]:
-                        known.update(vectors.load(tenant, session, texts))
-                        return known
-
-                    state.index.add(
-                        ({"id": t.id, "text": f"{turn_label(t)}: {turn_text(t)}",
-                          "metadata": {"index": t.index}} for t in new),
-                        vectors=stored if vectors.enabled else None,
+                    TurnVectors(self.store, self.embedder).index(
+                        state.index, tenant, session,
+                        [{"id": t.id, "text": f"{turn_label(t)}: {turn_text(t)}",
+                          "metadata": {"index": t.index}} for t in new],
                     )  # fmt: skip
-                    if vectors.enabled:
-                        embedded = state.index.vectors_of(t.id for t in new)
-                        vectors.save(
-                            tenant,
-                            session,
-                            {text: v for text, v in embedded.items() if text not in known},
-                        )
                 state.indexed = end
             return state.index
 

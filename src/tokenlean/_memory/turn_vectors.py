@@ -28,6 +28,7 @@ import numpy.typing as npt
 
 from tokenlean._embeddings import Embedder
 from tokenlean._errors import TokenleanError
+from tokenlean._retrieval.hybrid_index import HybridIndex
 
 __all__ = ["TurnVectors"]
 
@@ -114,6 +115,29 @@ class TurnVectors:
             for key, raw in found.items()
             if key in keys and isinstance(raw, bytes) and len(raw) == size
         }
+
+    def index(
+        self,
+        index: HybridIndex,
+        tenant: str,
+        session: str,
+        documents: Sequence[Mapping[str, Any]],
+    ) -> None:
+        """Add the session's turn ``documents`` to ``index``: the vectors another process (or
+        this one, before a restart) stored are read, not embedded again, and the ones embedded
+        here are stored for the others."""
+        if not self.enabled:
+            index.add(documents)
+            return
+        loaded: dict[str, npt.NDArray[np.float16]] = {}
+
+        def known(texts: Sequence[str]) -> dict[str, npt.NDArray[np.float16]]:
+            loaded.update(self.load(tenant, session, texts))
+            return loaded
+
+        index.add(documents, vectors=known)
+        embedded = index.vectors_of(str(document["id"]) for document in documents)
+        self.save(tenant, session, {t: v for t, v in embedded.items() if t not in loaded})
 
     def save(self, tenant: str, session: str, vectors: Mapping[str, npt.ArrayLike]) -> int:
         """Store vectors by text; return how many were written (0 after a logged failure)."""
