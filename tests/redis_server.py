@@ -14,7 +14,7 @@ import shutil
 from collections.abc import Iterator
 
 import pytest
-from scripts.with_redis import start_server
+from scripts.with_redis import answers, start_server
 
 URL = os.environ.get("TOKENLEAN_REDIS_URL", "redis://127.0.0.1:6379/0")
 START = (
@@ -25,17 +25,9 @@ START = (
 
 def require_server() -> None:
     """Fail the test, saying how to start a server, unless Redis answers at ``URL``."""
-    try:
-        import redis
-    except ImportError:
-        pytest.fail("the Redis tests need redis-py: pip install -e '.[redis]'")
-    client = redis.Redis.from_url(URL, socket_connect_timeout=1.0, socket_timeout=1.0)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        pytest.fail(f"no Redis server answers at {URL} ({exc}); {START}", pytrace=False)
-    finally:
-        client.close()
+    problem = answers(URL)
+    if problem is not None:
+        pytest.fail(f"no Redis server answers at {URL} ({problem}); {START}", pytrace=False)
 
 
 class Prefixes:
