@@ -189,9 +189,9 @@ def _received(messages: list[BaseMessage], tools: list[Any]) -> int:
     return count_message_tokens(shaped, tools=schemas).total
 
 
-def test_a_tool_using_agent_never_receives_more_than_the_budget() -> None:
-    """20 turns, each a tool call with long arguments, its result and an answer: every model call
-    receives at most the budget, tool schemas and the current turn's tool exchange included."""
+def _tool_run() -> tuple[Any, ToolCallingModel]:
+    """A tool with long results, and a model scripted for 20 turns of one tool call (with long
+    arguments) and an answer each."""
     from langchain_core.tools import tool
 
     @tool
@@ -205,7 +205,13 @@ def test_a_tool_using_agent_never_receives_more_than_the_budget() -> None:
         replies.append(AIMessage("", tool_calls=[{"name": "lookup_order", "args": args,
                                                   "id": f"call-{i}"}]))  # fmt: skip
         replies.append(AIMessage(f"Order {1000 + i} is on its way from Lyon."))
-    model = ToolCallingModel(responses=replies, seen=[])
+    return lookup_order, ToolCallingModel(responses=replies, seen=[])
+
+
+def test_a_tool_using_agent_never_receives_more_than_the_budget() -> None:
+    """20 turns, each a tool call with long arguments, its result and an answer: every model call
+    receives at most the budget, tool schemas and the current turn's tool exchange included."""
+    lookup_order, model = _tool_run()
     budget = 600
     memory = ConversationMemory(embedder=HashingEmbedder(64))
     agent = create_agent(model, tools=[lookup_order], system_prompt="You are the support agent.",
@@ -225,20 +231,8 @@ def test_a_tool_using_agent_receives_the_system_prompt_as_a_byte_identical_first
     system prompt alone, byte-identical, carrying the cache marker; what changes (retrieved
     turns) follows in a block of its own; and the budget still holds."""
     from langchain_core.messages import SystemMessage
-    from langchain_core.tools import tool
 
-    @tool
-    def lookup_order(order: str, note: str) -> str:
-        """Look an order up in the warehouse system, with a note for the warehouse team."""
-        return f"Order {order} left the Lyon warehouse this morning and is on its way. " * 3
-
-    replies: list[AIMessage] = []
-    for i in range(20):
-        args = {"order": str(1000 + i), "note": "customer asked twice, please hurry " * 6}
-        replies.append(AIMessage("", tool_calls=[{"name": "lookup_order", "args": args,
-                                                  "id": f"call-{i}"}]))  # fmt: skip
-        replies.append(AIMessage(f"Order {1000 + i} is on its way from Lyon."))
-    model = ToolCallingModel(responses=replies, seen=[])
+    lookup_order, model = _tool_run()
     budget, system = 600, "You are the support agent of Northwind. Answer in one sentence."
     memory = ConversationMemory(embedder=HashingEmbedder(64))
     middleware = TokenleanMemoryMiddleware(memory, budget=budget,
