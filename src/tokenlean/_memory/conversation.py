@@ -482,25 +482,34 @@ class ConversationMemory:
 
     def _turn_index(self, state: SessionState, tenant: str, session: str, end: int) -> HybridIndex:
         """The session's retrieval index, with the turns below ``end`` it has not seen added
-        (read from the store and embedded)."""
+        (read from the store and embedded).
+
+        A turn is embedded as itself (its label and text) but searched lexically with the text
+        of the turn it replies to (the turn before it) as well: a reply ("Yes, every summer!")
+        often holds the answer while the question it answers holds the words a later question
+        uses. The embedding stays the turn's own: a reply embedded with its question loses what
+        it says itself."""
         with state.index_lock:
             if state.index is None:
                 state.index = HybridIndex(
                     embedder=self.embedder, splitter=SentenceSplitter(100_000, counter=self.counter)
                 )
             if end > state.indexed:
-                new = [
-                    t
-                    for t in self.store.turns(tenant, session, state.indexed, end)
-                    if t.role in ("user", "assistant") and t.content
-                ]
-                if new:
+                documents, replied_to = [], state.replied_to
+                for t in self.store.turns(tenant, session, state.indexed, end):
+                    if t.role not in ("user", "assistant") or not t.content:
+                        continue
+                    own = f"{turn_label(t)}: {turn_text(t)}"
+                    text = f"{own}\n{replied_to}" if replied_to else own
+                    documents.append(
+                        {"id": t.id, "text": text, "embed": own, "metadata": {"index": t.index}}
+                    )
+                    replied_to = turn_text(t)
+                if documents:
                     TurnVectors(self.store, self.embedder).index(
-                        state.index, tenant, session,
-                        [{"id": t.id, "text": f"{turn_label(t)}: {turn_text(t)}",
-                          "metadata": {"index": t.index}} for t in new],
-                    )  # fmt: skip
-                state.indexed = end
+                        state.index, tenant, session, documents
+                    )
+                state.indexed, state.replied_to = end, replied_to
             return state.index
 
     def _system_turns_below(

@@ -31,6 +31,7 @@ class SessionState:
         index_lock: guards the retrieval index (a slow write does not hold up a context).
         index: the retrieval index of the session's turns (None until a context needs it).
         indexed: how many turns the index has seen.
+        replied_to: the text of the last turn indexed, which the next one replies to.
         counted_from: the summary's ``covered`` when ``pending_tokens`` was counted
             (-1: nothing counted yet).
         counted_to: turns below this index are in ``pending_tokens``.
@@ -45,6 +46,7 @@ class SessionState:
     index_lock: threading.Lock = field(default_factory=threading.Lock)
     index: HybridIndex | None = None
     indexed: int = 0
+    replied_to: str | None = None
     counted_from: int = -1
     counted_to: int = 0
     pending_tokens: int = 0

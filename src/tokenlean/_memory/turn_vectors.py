@@ -83,12 +83,6 @@ class TurnVectors:
                 type(embedder).__qualname__,
             )
 
-    @property
-    def enabled(self) -> bool:
-        """Whether vectors are read and written: the store keeps them and the embedder names
-        its model."""
-        return self._get is not None and self._put is not None
-
     def _key(self, text: str) -> str:
         digest = hashlib.blake2b(digest_size=16)
         digest.update(str(self._space).encode())
@@ -125,19 +119,27 @@ class TurnVectors:
     ) -> None:
         """Add the session's turn ``documents`` to ``index``: the vectors another process (or
         this one, before a restart) stored are read, not embedded again, and the ones embedded
-        here are stored for the others."""
-        if not self.enabled:
-            index.add(documents)
-            return
-        loaded: dict[str, npt.NDArray[np.float16]] = {}
+        here are stored for the others.
 
-        def known(texts: Sequence[str]) -> dict[str, npt.NDArray[np.float16]]:
-            loaded.update(self.load(tenant, session, texts))
-            return loaded
+        A document's ``embed`` (default: its ``text``) is the text embedded and the key its
+        vector is stored under; its ``text`` is what the index searches lexically, which may
+        say more (the turn it replies to)."""
+        embed_of = {str(d["text"]): str(d.get("embed", d["text"])) for d in documents}
+        vectors: dict[str, npt.NDArray[Any]] = {}
+        fresh: dict[str, npt.NDArray[Any]] = {}
 
-        index.add(documents, vectors=known)
-        embedded = index.vectors_of(str(document["id"]) for document in documents)
-        self.save(tenant, session, {t: v for t, v in embedded.items() if t not in loaded})
+        def known(texts: Sequence[str]) -> dict[str, npt.NDArray[Any]]:
+            wanted = list(dict.fromkeys(embed_of.get(t, t) for t in texts))
+            vectors.update(self.load(tenant, session, wanted))
+            missing = [w for w in wanted if w not in vectors]
+            if missing:
+                fresh.update(zip(missing, self._embedder.embed(missing), strict=True))
+                vectors.update(fresh)
+            return {t: vectors[embed_of.get(t, t)] for t in texts}
+
+        index.add([{k: v for k, v in d.items() if k != "embed"} for d in documents],
+                  vectors=known)  # fmt: skip
+        self.save(tenant, session, fresh)
 
     def save(self, tenant: str, session: str, vectors: Mapping[str, npt.ArrayLike]) -> int:
         """Store vectors by text; return how many were written (0 after a logged failure)."""
