@@ -177,6 +177,7 @@ def assemble(
         (True, [('t2',)])
     """
     shares = shares or MemoryBudget()
+    count = _memoized(count)  # a turn is costed on every pass over the ranking
     head = [*pinned, *([user] if user is not None else [])]
     pinned_tokens = count_message_tokens(render(head, []), counter=count).total
     if pinned_tokens > budget:
@@ -420,7 +421,20 @@ _COMMON = frozenset(  # all shorter than six letters: a key-term prefix equals t
 )  # fmt: skip
 
 
-def _terms(text: str) -> set[str]:
+def _memoized(count: Callable[[str], int]) -> Callable[[str], int]:
+    """``count`` remembering its answers (for one assembly: the texts it counts are few)."""
+    known: dict[str, int] = {}
+
+    def counted(text: str) -> int:
+        tokens = known.get(text)
+        if tokens is None:
+            tokens = known[text] = count(text)
+        return tokens
+
+    return counted
+
+
+def _terms(text: str) -> frozenset[str]:
     return key_terms(text) - _COMMON
 
 

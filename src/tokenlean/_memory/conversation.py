@@ -787,7 +787,8 @@ def _expanded(
     if not shared:
         return hits
     built = searcher.index.built()
-    rare = [w for w in shared if int((built.bm25.scores(w) > 0).sum()) * 10 < len(built.chunks)]
+    frequencies = built.bm25.document_frequencies(shared)
+    rare = [w for w, df in zip(shared, frequencies, strict=True) if df * 10 < len(built.chunks)]
     if not rare:
         return hits
     second = searcher.search(f"{query} {' '.join(rare[:8])}", k=k, query_vector=query_vector)

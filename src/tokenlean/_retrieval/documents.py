@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -15,10 +16,13 @@ __all__ = ["Chunk", "Document", "SentenceSplitter", "key_terms", "split_sentence
 _TERM = re.compile(r"[a-z0-9]+")
 
 
-def key_terms(text: str) -> set[str]:
+@functools.lru_cache(maxsize=1 << 14)
+def key_terms(text: str) -> frozenset[str]:
     """Words of three letters or more, as six-letter prefixes (a cheap, robust stemmer): what
-    reranking, trimming and summary selection compare between a query and a text."""
-    return {w[:6] for w in _TERM.findall(text.lower()) if len(w) > 2}
+    reranking, trimming and summary selection compare between a query and a text.
+
+    Cached: a conversation's turns are compared with every question asked of it."""
+    return frozenset(w[:6] for w in _TERM.findall(text.lower()) if len(w) > 2)
 
 
 @dataclass(frozen=True)

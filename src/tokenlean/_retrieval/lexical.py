@@ -242,6 +242,21 @@ class IncrementalBM25:
             new._order = np.insert(order, np.asarray(positions, dtype=np.int64), numbers)
         return new
 
+    def document_frequencies(self, words: Sequence[str]) -> list[int]:
+        """How many texts hold each word, as the tokenizer and stemmer see it (0 for a stop
+        word; a word the tokenizer splits counts its rarest part's texts).
+
+        Example:
+            >>> IncrementalBM25(["refunds take days", "a refund", "shipping"]).document_frequencies(
+            ...     ["refund", "the", "parcel"])
+            [2, 0, 0]
+        """
+        counts = []
+        for terms in _tokenize(words, self._stemmer):
+            sizes = [len(self._store.postings(term, below=self.size)[0]) for term in terms]
+            counts.append(min(sizes, default=0))
+        return counts
+
     def scores(self, query: str) -> npt.NDArray[np.float32]:
         """BM25 score of every text for ``query``, in the list's order (zeros when nothing
         matches)."""
