@@ -293,3 +293,21 @@ def test_with_the_real_embedding_model() -> None:
     packed = tl.BudgetedRetriever(index).retrieve("How long until I get my money back?", budget=40)
     assert packed.doc_ids[0] == "refunds"
     assert isinstance(np.float32(0), np.floating)
+
+
+def test_a_second_search_with_the_same_vector_sees_what_was_added_in_between() -> None:
+    """The searcher reuses its last dense scores only for the same index state and vector."""
+    embedder = HashingEmbedder()
+    index = tl.HybridIndex(embedder=embedder)
+    index.add([{"id": f"d{i}", "text": f"parcel {i} leaves on day {i}"} for i in range(20)])
+    searcher = tl.HybridSearcher(index)
+    vector = embedder.embed(["refund for my parcel"])[0]
+    first = searcher.search("refund parcel", k=5, query_vector=vector)
+    again = searcher.search("refund parcel days", k=5, query_vector=vector)
+    fresh = tl.HybridSearcher(index).search("refund parcel days", k=5, query_vector=vector)
+    assert [r.chunk.id for r in again] == [r.chunk.id for r in fresh]
+    assert [r.score for r in again] == [r.score for r in fresh]
+    index.add([{"id": "refund", "text": "the refund for my parcel is paid"}])
+    after = searcher.search("refund parcel", k=5, query_vector=vector)
+    assert after[0].chunk.doc_id == "refund"
+    assert [r.chunk.id for r in first] != [r.chunk.id for r in after]

@@ -185,6 +185,19 @@ class HybridSearcher:
         )
         self.dedupe_threshold = dedupe_threshold
         self.diversity = diversity
+        # The last dense scores, by the index state and the query vector they were computed
+        # for: a second search with the same vector (the memory's second round) reuses them.
+        self._last_dense: tuple[object, object, npt.NDArray[np.float32]] | None = None
+
+    def _dense_scores(
+        self, built: object, vectors: npt.NDArray[np.float32], query: npt.NDArray[np.float32]
+    ) -> npt.NDArray[np.float32]:
+        last = self._last_dense
+        if last is not None and last[0] is built and last[1] is query:
+            return last[2]
+        dense = _similarities(vectors, query)
+        self._last_dense = (built, query, dense)
+        return dense
 
     def embed_query(self, query: str) -> npt.NDArray[np.float32]:
         vector: npt.NDArray[np.float32] = self.index.embedder.embed([query])[0]
@@ -213,7 +226,7 @@ class HybridSearcher:
         n = min(self.candidates, len(built.chunks))
         lexical = built.bm25.scores(query)
         qvec = self.embed_query(query) if query_vector is None else query_vector
-        dense = _similarities(built.vectors, qvec)
+        dense = self._dense_scores(built, built.vectors, qvec)
         if allowed is not None:
             lexical = np.where(allowed, lexical, -np.inf)
             dense = np.where(allowed, dense, -np.inf)
