@@ -99,3 +99,17 @@ def test_turn_by_turn_indexing_equals_indexing_at_once(fail: set[int]) -> None:
     at_once.context("s", budget=400, user="kayaking?")
     assert _indexed_texts(stepwise) == _indexed_texts(at_once)
     assert any(REPLY in t and QUESTION in t for t in _indexed_texts(at_once))
+
+
+def test_the_question_taken_from_the_transcript_is_not_searched_for() -> None:
+    # The adapters store the user turn, then assemble with user=None: the question must not
+    # match itself and take a place among the best hits.
+    memory = tl.ConversationMemory(embedder=HashingEmbedder(64))
+    memory.add("s", _conversation())
+    memory.add("s", [{"role": "user", "content": "Which fjord did we go kayaking on?"}])
+    memory.context("s", budget=400)
+    question = memory.turns("s")[-1]
+    assert not any(question.content in t for t in _indexed_texts(memory))
+    memory.add("s", [{"role": "assistant", "content": "The Sognefjord."}])
+    memory.context("s", budget=400, user="And when?")
+    assert any(t.startswith(f"{turn_label(question)}: ") for t in _indexed_texts(memory))

@@ -607,11 +607,15 @@ class ConversationMemory:
             user_item = PackItem("user", user, count(user), (user_turn.id,) if user_turn else ())
 
         where: dict[str, int] = {}  # transcript index of each ranked turn
+        # The user turn taken from the transcript is the question, not a turn to find: it would
+        # match itself first and take a place among the best hits (their neighbours, the second
+        # round's words).
+        searched = user_turn.index if user_turn is not None else end
 
         def ranking() -> list[str]:
             try:
                 searcher = HybridSearcher(
-                    self._turn_index(state, tenant, session, end), candidates=60
+                    self._turn_index(state, tenant, session, searched), candidates=60
                 )
                 vector = searcher.embed_query(user) if user and user.strip() else None
                 hits = searcher.search(user or "", k=80, query_vector=vector)
