@@ -253,8 +253,9 @@ def test_a_redis_uri_masks_ssl_password_and_keeps_a_user_without_password() -> N
 )
 def test_a_masked_password_is_refused_before_connecting(uri: str) -> None:
     """A URI whose password is the *** mask (a store's uri, serialized) raises
-    ConfigurationError naming it and saying to give the password back; nothing connects."""
-    for opener in (tl.open_store, tl.open_transcript_store):
+    ConfigurationError naming it and saying to give the password back, from the openers and
+    from the stores' constructors alike; nothing connects."""
+    for opener in (tl.open_store, tl.open_transcript_store, tl.RedisStore, tl.RedisTranscriptStore):
         with pytest.raises(tl.ConfigurationError) as caught:
             opener(uri)
         message = str(caught.value)

@@ -146,11 +146,13 @@ class RedisConnection:
 
     Raises:
         MissingDependencyError: redis-py is not installed (``tokenlean[redis]``).
-        ConfigurationError: the URL is not a Redis URL, or a timeout is not positive.
+        ConfigurationError: the URL is not a Redis URL, carries a masked password (``***``,
+            from a serialized URI), or a timeout is not positive.
     """
 
     def __init__(self, url: str, *, what: str, timeout_s: float, retries: int) -> None:
         require("redis", what=what)
+        refuse_masked_password(url)  # else it would fail only at the first command
         if timeout_s <= 0:
             raise ConfigurationError(f"timeout_s must be > 0, got {timeout_s}")
         if retries < 0:
