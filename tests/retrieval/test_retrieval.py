@@ -311,3 +311,21 @@ def test_a_second_search_with_the_same_vector_sees_what_was_added_in_between() -
     after = searcher.search("refund parcel", k=5, query_vector=vector)
     assert after[0].chunk.doc_id == "refund"
     assert [r.chunk.id for r in first] != [r.chunk.id for r in after]
+
+
+def test_a_lexical_search_embeds_nothing() -> None:
+    class Refusing(HashingEmbedder):
+        refuse = False
+
+        def embed(self, texts: Any) -> Any:
+            if self.refuse:
+                raise AssertionError("a lexical search embedded the query")
+            return super().embed(texts)
+
+    embedder = Refusing()
+    index = tl.HybridIndex(embedder=embedder)
+    index.add([{"id": "r", "text": "refunds take five days"}, {"id": "s", "text": "ships in two"}])
+    embedder.refuse = True
+    hits = tl.HybridSearcher(index).search("refunds", mode="lexical")
+    assert [h.chunk.doc_id for h in hits] == ["r"]
+    assert hits[0].dense == 0.0

@@ -212,7 +212,10 @@ class HybridSearcher:
         query_vector: npt.NDArray[np.float32] | None = None,
         mode: Literal["hybrid", "lexical", "dense"] = "hybrid",
     ) -> list[ScoredChunk]:
-        """The ``k`` best chunks for ``query`` (fewer if the index holds fewer)."""
+        """The ``k`` best chunks for ``query`` (fewer if the index holds fewer).
+
+        ``mode="lexical"`` ranks by BM25 alone and embeds nothing (each result's ``dense`` is
+        0.0 unless ``query_vector`` is given); ``"dense"`` by embedding similarity alone."""
         if k < 1:
             return []
         built = self.index.built()
@@ -225,8 +228,11 @@ class HybridSearcher:
                 return []
         n = min(self.candidates, len(built.chunks))
         lexical = built.bm25.scores(query)
-        qvec = self.embed_query(query) if query_vector is None else query_vector
-        dense = self._dense_scores(built, built.vectors, qvec)
+        if mode == "lexical" and query_vector is None:  # not asked for: nothing is embedded
+            dense = np.zeros(len(built.chunks), dtype=np.float32)
+        else:
+            qvec = self.embed_query(query) if query_vector is None else query_vector
+            dense = self._dense_scores(built, built.vectors, qvec)
         if allowed is not None:
             lexical = np.where(allowed, lexical, -np.inf)
             dense = np.where(allowed, dense, -np.inf)
