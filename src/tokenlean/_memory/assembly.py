@@ -18,6 +18,7 @@ called only when some turns fall outside the recent window). The steps:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -177,7 +178,7 @@ def assemble(
         (True, [('t2',)])
     """
     shares = shares or MemoryBudget()
-    count = _memoized(count)  # a turn is costed on every pass over the ranking
+    count = functools.cache(count)  # a turn is costed on every pass over the ranking
     head = [*pinned, *([user] if user is not None else [])]
     pinned_tokens = count_message_tokens(render(head, []), counter=count).total
     if pinned_tokens > budget:
@@ -419,19 +420,6 @@ _COMMON = frozenset(  # all shorter than six letters: a key-term prefix equals t
     ["the", "and", "was", "what", "did", "for", "with", "that", "this", "you", "have", "from",
      "when", "how", "who"]
 )  # fmt: skip
-
-
-def _memoized(count: Callable[[str], int]) -> Callable[[str], int]:
-    """``count`` remembering its answers (for one assembly: the texts it counts are few)."""
-    known: dict[str, int] = {}
-
-    def counted(text: str) -> int:
-        tokens = known.get(text)
-        if tokens is None:
-            tokens = known[text] = count(text)
-        return tokens
-
-    return counted
 
 
 def _terms(text: str) -> frozenset[str]:

@@ -185,18 +185,19 @@ class HybridSearcher:
         )
         self.dedupe_threshold = dedupe_threshold
         self.diversity = diversity
-        # The last dense scores, by the index state and the query vector they were computed
-        # for: a second search with the same vector (the memory's second round) reuses them.
+        # The last dense scores, by the vectors (a changed index has new arrays) and the query
+        # vector they were computed for: a second search with the same vector (the memory's
+        # second round) reuses them.
         self._last_dense: tuple[object, object, npt.NDArray[np.float32]] | None = None
 
     def _dense_scores(
-        self, built: object, vectors: npt.NDArray[np.float32], query: npt.NDArray[np.float32]
+        self, vectors: npt.NDArray[np.float32], query: npt.NDArray[np.float32]
     ) -> npt.NDArray[np.float32]:
         last = self._last_dense
-        if last is not None and last[0] is built and last[1] is query:
+        if last is not None and last[0] is vectors and last[1] is query:
             return last[2]
         dense = _similarities(vectors, query)
-        self._last_dense = (built, query, dense)
+        self._last_dense = (vectors, query, dense)
         return dense
 
     def embed_query(self, query: str) -> npt.NDArray[np.float32]:
@@ -232,7 +233,7 @@ class HybridSearcher:
             dense = np.zeros(len(built.chunks), dtype=np.float32)
         else:
             qvec = self.embed_query(query) if query_vector is None else query_vector
-            dense = self._dense_scores(built, built.vectors, qvec)
+            dense = self._dense_scores(built.vectors, qvec)
         if allowed is not None:
             lexical = np.where(allowed, lexical, -np.inf)
             dense = np.where(allowed, dense, -np.inf)
