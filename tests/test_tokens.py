@@ -169,7 +169,7 @@ def test_configured_encoding_wins_over_the_model(monkeypatch: pytest.MonkeyPatch
 
 
 def test_cached_counter_counts_a_seen_text_once() -> None:
-    """A repeated long text is a cache hit; short texts skip the cache."""
+    """A repeated text is a cache hit, long (keyed by its hash) or short (keyed by itself)."""
     calls: list[str] = []
 
     def inner(text: str) -> int:
@@ -180,9 +180,10 @@ def test_cached_counter_counts_a_seen_text_once() -> None:
     long_text = "x" * 100
     assert counter(long_text) == counter(long_text) == 100
     assert (counter.hits, counter.misses, len(calls)) == (1, 1, 1)
-    counter("short")
-    counter("short")
-    assert calls.count("short") == 2
+    assert counter("short") == counter("short") == 5
+    assert calls.count("short") == 1
+    assert (counter.hits, counter.misses) == (2, 2)
+    assert all(isinstance(key, bytes) for key in counter._cache if key != "short")
 
 
 def test_cached_counter_evicts_least_recently_used() -> None:

@@ -196,7 +196,8 @@ class CachedTokenCounter:
 
     Repeated prompts (the static prefix of every request, say) are counted once: a hit costs a
     BLAKE2b hash of the text, microseconds for a 2,000-token prompt. Texts shorter than
-    ``min_chars`` are counted directly, since hashing them costs about as much as counting.
+    ``min_chars`` (a conversation's turns, say, counted again by every assembly) are keyed by
+    themselves: a dictionary lookup, with no hash to compute and little memory to hold.
     Thread-safe.
 
     Example:
@@ -215,7 +216,7 @@ class CachedTokenCounter:
         self.min_chars = min_chars
         self.hits = 0
         self.misses = 0
-        self._cache: OrderedDict[bytes, int] = OrderedDict()
+        self._cache: OrderedDict[str | bytes, int] = OrderedDict()
         self._lock = threading.Lock()
 
     @property
@@ -231,9 +232,11 @@ class CachedTokenCounter:
         return str(getattr(self.inner, "note", ""))
 
     def __call__(self, text: str, /) -> int:
-        if self.maxsize == 0 or len(text) < self.min_chars:
+        if self.maxsize == 0:
             return self.inner(text)
-        key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        key: str | bytes = text
+        if len(text) >= self.min_chars:
+            key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
         with self._lock:
             cached = self._cache.get(key)
             if cached is not None:
