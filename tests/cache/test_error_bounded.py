@@ -469,3 +469,35 @@ def test_a_judge_that_raises_adds_no_evidence_and_fails_nothing() -> None:
     assert cache.store(ask("how can I reset my password"), "link") is True
     assert cache.acceptance()["evidence"] == 0
     assert cache.lookup(ask("how can I reset my password")).layer == "exact"
+
+
+def test_a_process_that_has_not_learned_the_template_finds_identical_requests(
+    tmp_path: Path,
+) -> None:
+    """Under the default (template-learning) policy, answers stored after the writer learned
+    its template are found, byte-identical, by a restarted process that has learned nothing."""
+    path = tmp_path / "cache.db"
+    questions = [f"question number {i} about my order?" for i in range(8)]
+
+    def chat(text: str) -> tl.CacheRequest:
+        return tl.CacheRequest(model="m", messages=(
+            {"role": "system", "content": "You are the support agent."},
+            {"role": "user", "content": text},
+        ))  # fmt: skip
+
+    def cache() -> tl.CompletionCache:
+        return tl.CompletionCache(
+            f"sqlite:///{path}", policy=tl.CachePolicy.semantic(), embedder=HashingEmbedder()
+        )
+
+    writer = cache()
+    for q in questions:
+        writer.store(chat(q), f"answer {q}")
+    assert writer.policy_for(None).compare.template is not None  # type: ignore[union-attr]
+    writer.close()
+    reader = cache()
+    found = [reader.lookup(chat(q)) for q in reversed(questions)]
+    assert [(r.hit, r.layer, r.value) for r in found] == [
+        (True, "exact", f"answer {q}") for q in reversed(questions)
+    ]
+    reader.close()

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from tokenlean._cache.compare import last_user_turn
+from tokenlean._cache.compare import TemplateSplitter, last_user_turn
 from tokenlean._cache.judge import AnswerJudge, DefaultAnswerJudge
 from tokenlean._cache.learning import Learning, Pending
 from tokenlean._cache.lookup import CacheLookup, replay_stream
@@ -654,26 +654,32 @@ class CompletionCache:
             if policy.mode == "semantic"
             else None
         )
-        vector: npt.NDArray[np.float32] | None = None  # to index, for a semantic entry
+        writes: list[tuple[StoredEntry, npt.NDArray[np.float32] | None]] = []
         if semantic is not None:
             if policy.max_error_rate is not None:
                 self._learning.judge_answer(semantic.key, value, route, policy)
             vector = self._embed(semantic.query)
-            entry = StoredEntry(
+            writes.append((StoredEntry(
                 semantic.namespace,
                 semantic.key,
                 layer="semantic",
                 vector=vector.astype(np.float16).tobytes(),
                 features=extract_features(semantic.query).keyed(self._secret).to_json(),
                 **common,  # type: ignore[arg-type]
-            )
-        else:
+            ), vector))  # fmt: skip
+        if semantic is None or isinstance(policy.compare, TemplateSplitter):
+            # A semantic key made with a learned template is also written as an exact entry:
+            # a replica or a restarted process learns the template from its own requests, and
+            # until it has, only the exact key finds an identical request.
             namespace, key = self._exact_address(request, tenant_id, policy)
-            entry = StoredEntry(namespace, key, layer="exact", **common)  # type: ignore[arg-type]
+            writes.append((StoredEntry(namespace, key, layer="exact", **common), None))  # type: ignore[arg-type]
+        layer = "semantic" if semantic is not None else "exact"
         try:
-            self._partitions.put(entry, vector)
+            for entry, indexed in writes:
+                layer = entry.layer
+                self._partitions.put(entry, indexed)
         except StoreError as exc:
-            self._faults.report(entry.layer, "the write was dropped", exc)
+            self._faults.report(layer, "the write was dropped", exc)
             return False
         self._stats.count(writes=1)
         return True
