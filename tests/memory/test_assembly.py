@@ -118,6 +118,23 @@ def test_tool_calls_and_their_results_stay_together() -> None:
         assert out.tokens <= budget
 
 
+def test_a_retrieved_tool_call_turn_says_its_call() -> None:
+    """A tool-call turn has no content: retrieved (as a hit's neighbour, say), it renders its
+    call and arguments instead of an empty line."""
+    call = {"id": "c1", "type": "function",
+            "function": {"name": "lookup_order", "arguments": '{"order_id": "4417"}'}}  # fmt: skip
+    history = [
+        *turns(2),
+        Turn("a", 2, "assistant", "", 0.0, tool_calls=(call,)),
+        Turn("r", 3, "tool", "status: shipped", 0.0, tool_call_id="c1"),
+        *turns(40)[4:],
+    ]
+    out = assemble(budget=400, count=COUNT, history=history, user=user(), ranking=["r"])
+    lines = {i.sources[0]: i.text for i in out.items if i.section == "retrieved"}
+    assert lines["a"].endswith(': [called lookup_order({"order_id": "4417"})]')
+    assert lines["r"].endswith(": status: shipped")
+
+
 def test_unused_shares_carry_over_to_the_next_section() -> None:
     """With nothing to summarize, the summary's share goes to retrieval."""
     history = turns(60)

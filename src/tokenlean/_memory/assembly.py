@@ -19,6 +19,7 @@ called only when some turns fall outside the recent window). The steps:
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -439,7 +440,23 @@ def retrieved_text(turn: Turn, *, dated: bool = True) -> str:
     The label is the turn's position, not its id: ids can be UUIDs (LangChain message ids cost
     ~30 tokens each). The full id stays in the pack item's sources."""
     label = turn_label(turn) if dated else (turn.speaker or turn.role)
-    return f"[#{turn.index}] {label}: {turn_text(turn)}"
+    text = " ".join(part for part in (turn_text(turn), _calls_text(turn)) if part)
+    return f"[#{turn.index}] {label}: {text}"
+
+
+def _calls_text(turn: Turn) -> str:
+    """An assistant turn's tool calls as ``[called name(arguments)]`` ("" without any): a
+    tool-call turn has no content of its own, and its arguments are often what a later
+    question asks about."""
+    calls = []
+    for call in turn.tool_calls:
+        function = call.get("function")
+        function = function if isinstance(function, Mapping) else call
+        name, arguments = function.get("name", "?"), function.get("arguments", "")
+        if not isinstance(arguments, str):
+            arguments = json.dumps(arguments, ensure_ascii=False, separators=(",", ":"))
+        calls.append(f"{name}({arguments})")
+    return f"[called {'; '.join(calls)}]" if calls else ""
 
 
 def _date(turn: Turn) -> str:
