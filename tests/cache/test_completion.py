@@ -47,6 +47,25 @@ def test_canonicalization_makes_cosmetic_differences_hit() -> None:
     assert cache.lookup(req("Where is my order?")).value == "A"
 
 
+def test_tool_call_arguments_in_another_key_order_are_the_same_call() -> None:
+    """A tool call's JSON arguments are canonical in the key; other arguments still miss."""
+
+    def agent_step(arguments: str) -> tl.CacheRequest:
+        call = {"id": "c1", "type": "function",
+                "function": {"name": "track", "arguments": arguments}}  # fmt: skip
+        return tl.CacheRequest.from_openai({"model": "m", "messages": [
+            {"role": "user", "content": "Where are 12 and 13?"},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "c1", "content": "both shipped"},
+        ]})  # fmt: skip
+
+    cache = tl.CompletionCache()
+    cache.store(agent_step('{"order": 12, "other": 13}'), "Both shipped.")
+    assert cache.lookup(agent_step('{ "other": 13,  "order": 12 }')).value == "Both shipped."
+    assert not cache.lookup(agent_step('{"order": 12, "other": 14}')).hit
+    assert not cache.lookup(agent_step("order 12, other 13")).hit  # not JSON: kept as sent
+
+
 @pytest.mark.parametrize(
     "other",
     [

@@ -15,6 +15,7 @@ generation served by the semantic layer carries the same marker in
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import logging
@@ -39,6 +40,7 @@ from tokenlean import (
     InvalidInputError,
     NotSerializableError,
     PromptAnswerJudge,
+    canonical_json,
     normalize_role,
     open_store,
 )
@@ -48,6 +50,23 @@ __all__ = ["LangChainAnswerJudge", "TokenleanCache"]
 logger = logging.getLogger("tokenlean.langchain")
 
 _TEMPERATURE = re.compile(r"""['"]temperature['"]\s*[:,]\s*([0-9]*\.?[0-9]+)""")
+
+
+def _canonical_settings(llm_string: str) -> str:
+    """LangChain's ``llm_string`` with its parameters part in canonical JSON.
+
+    LangChain writes the bound parameters (tools, stop, decoding settings) as Python's repr of
+    their sorted items, after the model's own JSON and ``---``: dictionaries inside (a tool
+    schema) keep the key order they were written in, so the same tool written twice would be
+    two keys. Parameters that are not plain literals are kept as LangChain wrote them."""
+    head, separator, tail = llm_string.rpartition("---")
+    if not separator:
+        head, tail = "", llm_string
+    try:
+        canonical = canonical_json(ast.literal_eval(tail))
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError, NotSerializableError):
+        return llm_string
+    return f"{head}{separator}{canonical}"
 
 
 def _is_serialized_message(item: Any) -> bool:
@@ -199,7 +218,7 @@ class TokenleanCache(BaseCache):
 
     @staticmethod
     def _request(prompt: str, llm_string: str) -> CacheRequest:
-        params: dict[str, Any] = {"llm_string": llm_string}
+        params: dict[str, Any] = {"llm_string": _canonical_settings(llm_string)}
         match = _TEMPERATURE.search(llm_string)
         if match:
             params["temperature"] = float(match.group(1))

@@ -23,6 +23,31 @@ def test_repeated_question_is_answered_from_the_exact_cache() -> None:
     assert again.response_metadata["tokenlean_cache"]["layer"] == "exact"
 
 
+def test_a_tool_schema_in_another_key_order_is_the_same_request() -> None:
+    """Bound tools are part of the key in canonical form; another tool is another key."""
+    model = FakeListChatModel(responses=["first", "second", "third"], cache=TokenleanCache())
+    schema = {
+        "type": "function",
+        "function": {
+            "name": "track",
+            "description": "Track",
+            "parameters": {"type": "object", "properties": {"order": {"type": "string"}}},
+        },
+    }
+    reordered = {
+        "function": {
+            "parameters": {"properties": {"order": {"type": "string"}}, "type": "object"},
+            "description": "Track",
+            "name": "track",
+        },
+        "type": "function",
+    }
+    other = {**schema, "function": {**schema["function"], "name": "cancel"}}
+    assert model.bind(tools=[schema]).invoke("Where is 1234?").content == "first"
+    assert model.bind(tools=[reordered]).invoke("Where is 1234?").content == "first"
+    assert model.bind(tools=[other]).invoke("Where is 1234?").content == "second"
+
+
 def test_paraphrase_is_answered_from_the_semantic_cache_with_the_real_model() -> None:
     """A reworded question is served from the semantic layer (bundled all-MiniLM-L6-v2)."""
     cache = TokenleanCache(

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from tokenlean._canonical import canonical_json, canonicalize_text
-from tokenlean._errors import ConfigurationError, MalformedRequestError
+from tokenlean._errors import ConfigurationError, MalformedRequestError, NotSerializableError
 
 __all__ = ["CacheRequest", "hash_key", "hash_tenant"]
 
@@ -73,7 +74,23 @@ def _canonical_message(message: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(message)
     if isinstance(out.get("content"), str):
         out["content"] = canonicalize_text(out["content"])
+    if isinstance(out.get("tool_calls"), list | tuple):
+        out["tool_calls"] = [_canonical_call(call) for call in out["tool_calls"]]
     return out
+
+
+def _canonical_call(call: Any) -> Any:
+    """A tool call whose JSON ``arguments`` string is re-serialized by :func:`canonical_json`
+    (the same arguments in another key order or spacing are the same call); arguments that
+    are not JSON are kept as sent."""
+    function = call.get("function") if isinstance(call, Mapping) else None
+    if not isinstance(function, Mapping) or not isinstance(function.get("arguments"), str):
+        return call
+    try:
+        arguments = canonical_json(json.loads(function["arguments"]))
+    except (ValueError, NotSerializableError):
+        return call
+    return {**call, "function": {**function, "arguments": arguments}}
 
 
 @dataclass(frozen=True)
