@@ -501,3 +501,29 @@ def test_a_process_that_has_not_learned_the_template_finds_identical_requests(
         (True, "exact", f"answer {q}") for q in reversed(questions)
     ]
     reader.close()
+
+
+def test_the_model_serves_nothing_outside_the_range_of_its_evidence() -> None:
+    """A feature constant in the evidence (here: named entities always matched) carries no
+    weight in the fitted model, which would extrapolate past it; a pair outside the range
+    of the rows the bound was computed on is a miss."""
+    rng = np.random.default_rng(0)
+    route = state()
+    rows = []
+    for _ in range(600):  # paraphrases: high or middling cosine, words reworded
+        overlap = rng.uniform(0.3, 0.7)
+        rows.append(([rng.uniform(0.75, 1.0), 0, 0, 0, 1, overlap, overlap], True))
+    for _ in range(300):  # hard negatives: one word changed, so cosine and overlap are high
+        overlap = rng.uniform(0.8, 0.95)
+        rows.append(([rng.uniform(0.8, 0.95), 0, 0, 0, 1, overlap, overlap], False))
+    rng.shuffle(rows)  # type: ignore[arg-type]
+    for x, right in rows:
+        route.add(np.array(x, dtype=np.float32), right)
+    route.refit()
+    assert route.snapshot().fitted
+    inside = np.array([0.9, 0, 0, 0, 1, 0.5, 0.5], dtype=np.float32)
+    assert route.decide(inside)[0] != "miss"
+    other_entity = inside.copy()
+    other_entity[3] = 1.0
+    assert route.decide(other_entity)[0] == "miss"
+    assert route.decide(np.array([0.7, 0, 0, 0, 1, 0.5, 0.5], dtype=np.float32))[0] == "miss"

@@ -15,7 +15,9 @@ larger region that happens to pass again). The score is cosine similarity, or a 
 of "the candidate is right" over all pair features (scikit-learn, standardized, default L2)
 when that certifies a larger region. The model is fitted on the rows where the decision lies
 (cosine at or above the median cosine of the rows judged right) and its region is chosen on
-out-of-fold scores (two folds), so no row is scored by a model that saw it. With too little
+out-of-fold scores (two folds), so no row is scored by a model that saw it. The model serves only
+inside the range of the rows its region holds (:meth:`AcceptanceState._supported`): it does not
+extrapolate past its evidence. With too little
 evidence no region passes and the route serves exact hits only: cold start is safe.
 
 **Exploration.** Inside the region, a share of would-be hits is still sent to the model and
@@ -50,7 +52,7 @@ __all__ = ["AcceptanceSnapshot", "AcceptanceState", "Decision"]
 logger = logging.getLogger("tokenlean.cache")
 
 Decision = Literal["serve", "explore", "miss"]
-_Rule = tuple[Any, "float | None", "float | None", "float | None", float]
+_Rule = tuple[Any, "float | None", "float | None", "float | None", float, Any]
 _FORMAT = 1
 
 
@@ -154,6 +156,7 @@ class AcceptanceState:
         self._estimate: float | None = None
         self._bound: float | None = None
         self._region = 0.0
+        self._support: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | None = None
         self._since_fit = 0
         self.unsaved = 0  # rows added since the state was last persisted
 
@@ -187,7 +190,12 @@ class AcceptanceState:
         with self._lock:
             score = self._score(x)
             floor = self._floors.get(entry) if entry is not None else None
-            if self._cut is None or score < self._cut or (floor is not None and x[0] <= floor):
+            if (
+                self._cut is None
+                or score < self._cut
+                or (floor is not None and x[0] <= floor)
+                or not self._supported(x)
+            ):
                 return "miss", score, 1.0
             probability = self.explore_probability
             if self._rng.random() < probability:
@@ -235,7 +243,19 @@ class AcceptanceState:
                 y = np.array(self._y, dtype=bool)
             rule = self._learn(x, y)
             with self._lock:
-                self._model, self._cut, self._estimate, self._bound, self._region = rule
+                (self._model, self._cut, self._estimate, self._bound, self._region,
+                 self._support) = rule  # fmt: skip
+
+    def _supported(self, x: npt.NDArray[np.float32]) -> bool:
+        """Whether the model's region has evidence where ``x`` lies: a cosine no lower, and
+        every other feature within the range, of the rows the bound was computed on. Past
+        them the model extrapolates (a feature constant in the evidence, such as named
+        entities that always matched, carries no weight in it), and the bound says nothing.
+        The cosine rule needs no such check: it assumes only that error falls with cosine."""
+        if self._support is None:
+            return True
+        low, high = self._support
+        return bool(x[0] >= low[0] and np.all(x[1:] >= low[1:]) and np.all(x[1:] <= high[1:]))
 
     def _fit(self, x: npt.NDArray[np.float32], y: npt.NDArray[np.bool_]) -> Any:
         """``(mean, scale, coef, intercept)`` of a standardized, L2-regularized logistic
@@ -262,9 +282,9 @@ class AcceptanceState:
         """The rule the evidence supports: cosine's region, or the model's when it is larger."""
         n = len(y)
         if n == 0:
-            return None, None, None, None, 0.0
+            return None, None, None, None, 0.0, None
         cosine = x[:, 0].astype(np.float64)
-        by_cosine = (None, *self._region_of(cosine, y))
+        by_cosine = (None, *self._region_of(cosine, y), None)
         # The model is fitted where the decision lies: rows at or above the median cosine of
         # the rows judged right (below it, easy negatives would dominate the fit).
         folds = np.arange(n) % 2 == 0
@@ -278,7 +298,9 @@ class AcceptanceState:
             scores[fold] = self._predict(self._fit(x[train], y[train]), x[fold])
         by_model = self._region_of(scores, y)
         if by_model[0] is not None and (by_cosine[1] is None or by_model[3] > by_cosine[4]):
-            return (self._fit(x[local], y[local]), *by_model)
+            inside = x[scores >= by_model[0]]  # the rows the bound was computed on
+            support = (inside.min(axis=0), inside.max(axis=0))
+            return (self._fit(x[local], y[local]), *by_model, support)
         return by_cosine  # cosine alone certifies at least as large a region
 
     def _region_of(
