@@ -187,6 +187,7 @@ def test_verifier_rejects_a_neighbour_with_different_numbers() -> None:
     result = cache.lookup(req("can I return the router after 14 days"))
     assert result.hit is False
     assert result.reason == "rejected: numbers differ"
+    assert result.similarity is not None and result.similarity > 0.5  # the rejected neighbour's
     assert cache.stats().rejected_by_verifier == 1
 
 

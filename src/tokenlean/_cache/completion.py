@@ -367,8 +367,9 @@ class CompletionCache:
             if policy.verifier is not None
             else None
         )
-        reason = "miss"
+        reason, nearest = "miss", None
         for candidate_key, score in index.search(vector, policy.candidates):
+            nearest = score if nearest is None else nearest
             if score < policy.threshold:
                 break
             candidate = self._partitions.candidate(semantic.namespace, candidate_key, index)
@@ -386,7 +387,7 @@ class CompletionCache:
                 "semantic", candidate, score, "similar and verified", start,
                 lookup_id=f"{semantic.namespace}.{candidate_key}.static",
             )  # fmt: skip
-        return self._miss("semantic", reason, start)
+        return self._miss("semantic", reason, start, nearest)
 
     def _bounded(
         self,
@@ -401,7 +402,6 @@ class CompletionCache:
         pending judgement for whatever the model is asked."""
         features = extract_features(semantic.query).keyed(self._secret)
         state = self._learning.state(route, policy)
-        reason = "miss"
         for candidate_key, score in index.search(vector, policy.candidates):
             if score < policy.min_similarity:
                 break
@@ -424,9 +424,8 @@ class CompletionCache:
                 return self._miss(
                     "semantic", "exploring: verifying a would-be hit", start, score, explored=True
                 )
-            reason = "miss: outside the acceptance region"
-            break
-        return self._miss("semantic", reason, start)
+            return self._miss("semantic", "miss: outside the acceptance region", start, score)
+        return self._miss("semantic", "miss", start)
 
     # ------------------------------------------------------------------ learning
 
