@@ -187,7 +187,8 @@ def test_verifier_rejects_a_neighbour_with_different_numbers() -> None:
     result = cache.lookup(req("can I return the router after 14 days"))
     assert result.hit is False
     assert result.reason == "rejected: numbers differ"
-    assert result.similarity is not None and result.similarity > 0.5  # the rejected neighbour's
+    assert result.similarity is not None  # the rejected neighbour's
+    assert result.similarity > 0.5
     assert cache.stats().rejected_by_verifier == 1
 
 

@@ -142,7 +142,8 @@ def test_a_miss_near_an_entry_becomes_evidence_when_the_answer_arrives() -> None
     result = cache.lookup(ask("how can I reset my password"))
     assert not result.hit
     assert result.reason == "miss: outside the acceptance region"  # cold start: no region yet
-    assert result.similarity is not None and 0.5 < result.similarity < 1.0  # the nearest's
+    assert result.similarity is not None  # the nearest candidate's
+    assert 0.5 < result.similarity < 1.0
     cache.store(ask("how can I reset my password"), "link")
     assert cache.stats().judged == 1  # stats wait for the judgement queued by store()
     assert verdicts == [("link", "link")]
@@ -528,3 +529,35 @@ def test_the_model_serves_nothing_outside_the_range_of_its_evidence() -> None:
     other_entity[3] = 1.0
     assert route.decide(other_entity)[0] == "miss"
     assert route.decide(np.array([0.7, 0, 0, 0, 1, 0.5, 0.5], dtype=np.float32))[0] == "miss"
+
+
+def test_feedback_removes_the_exact_twin_of_a_templated_entry() -> None:
+    """A wrong semantic hit's entry and its exact twin both go: the flagged answer is served
+    neither to the paraphrase nor to the identical request."""
+    cache = tl.CompletionCache(
+        policy=tl.CachePolicy.semantic(
+            threshold=0.5, compare=tl.TemplateSplitter(learn_requests=2)
+        ),
+        embedder=HashingEmbedder(),
+    )
+    for text in ("what are the opening hours", "how do I reset my password", "can I pay by card"):
+        cache.store(ask(text), "teaches the template")
+    before = cache.stats().entries
+    cache.store(ask("where is my parcel right now"), "In Lyon.")
+    assert cache.stats().entries == before + 2  # the semantic entry and its exact twin
+    hit = cache.lookup(ask("right now where is my parcel"))
+    assert (hit.hit, hit.layer) == (True, "semantic")
+    assert cache.feedback(hit, correct=False)
+    assert not cache.lookup(ask("where is my parcel right now")).hit
+    assert cache.stats().entries == before
+
+
+def test_a_caller_split_needs_no_twin() -> None:
+    """A request whose caller chose the compared text has a key every process computes alike:
+    one entry, under the default policy too."""
+    cache = tl.CompletionCache(policy=tl.CachePolicy.semantic(), embedder=HashingEmbedder())
+    for i in range(6):
+        request = tl.CacheRequest(model="m", messages=({"role": "user", "content": f"q{i}"},),
+                                  split=("context", f"question number {i}"))  # fmt: skip
+        cache.store(request, f"a{i}")
+    assert cache.stats().entries == 6

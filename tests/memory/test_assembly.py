@@ -6,7 +6,13 @@ from __future__ import annotations
 import pytest
 
 from tokenlean import ConfigurationError, count_message_tokens, get_token_counter
-from tokenlean._memory.assembly import MemoryBudget, PackItem, assemble, tool_safe_groups
+from tokenlean._memory.assembly import (
+    MemoryBudget,
+    PackItem,
+    assemble,
+    retrieved_text,
+    tool_safe_groups,
+)
 from tokenlean._memory.summary import RollingSummary, SummaryItem
 from tokenlean._memory.transcript import Turn
 
@@ -133,6 +139,9 @@ def test_a_retrieved_tool_call_turn_says_its_call() -> None:
     lines = {i.sources[0]: i.text for i in out.items if i.section == "retrieved"}
     assert lines["a"].endswith(': [called lookup_order({"order_id": "4417"})]')
     assert lines["r"].endswith(": status: shipped")
+    langchain_call = {"name": "lookup_order", "args": {"order_id": "4417"}}
+    langchain_shaped = Turn("b", 2, "assistant", "", 0.0, tool_calls=(langchain_call,))
+    assert retrieved_text(langchain_shaped).endswith('[called lookup_order({"order_id":"4417"})]')
 
 
 def test_unused_shares_carry_over_to_the_next_section() -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import functools
 import json
 import logging
 import re
@@ -40,7 +41,6 @@ from tokenlean import (
     InvalidInputError,
     NotSerializableError,
     PromptAnswerJudge,
-    canonical_json,
     normalize_role,
     open_store,
 )
@@ -52,21 +52,33 @@ logger = logging.getLogger("tokenlean.langchain")
 _TEMPERATURE = re.compile(r"""['"]temperature['"]\s*[:,]\s*([0-9]*\.?[0-9]+)""")
 
 
+@functools.lru_cache(maxsize=1024)
 def _canonical_settings(llm_string: str) -> str:
-    """LangChain's ``llm_string`` with its parameters part in canonical JSON.
+    """LangChain's ``llm_string`` with the dictionaries in its parameters part in sorted key
+    order (memoized: a model's string repeats on every call).
 
     LangChain writes the bound parameters (tools, stop, decoding settings) as Python's repr of
-    their sorted items, after the model's own JSON and ``---``: dictionaries inside (a tool
+    their sorted items, after the model's own JSON and ``---``; dictionaries inside (a tool
     schema) keep the key order they were written in, so the same tool written twice would be
-    two keys. Parameters that are not plain literals are kept as LangChain wrote them."""
+    two keys. The repr is kept (a string whose dictionaries are already sorted, as when no
+    tool is bound, is unchanged, so existing entries stay reachable); parameters that are not
+    plain literals are kept as LangChain wrote them."""
     head, separator, tail = llm_string.rpartition("---")
     if not separator:
         head, tail = "", llm_string
     try:
-        canonical = canonical_json(ast.literal_eval(tail))
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError, NotSerializableError):
+        canonical = repr(_sorted_dicts(ast.literal_eval(tail)))
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
         return llm_string
     return f"{head}{separator}{canonical}"
+
+
+def _sorted_dicts(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _sorted_dicts(value[key]) for key in sorted(value)}
+    if isinstance(value, list | tuple):
+        return type(value)(_sorted_dicts(item) for item in value)
+    return value
 
 
 def _is_serialized_message(item: Any) -> bool:

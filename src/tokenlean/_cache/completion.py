@@ -84,6 +84,11 @@ class _Semantic:
     query: str
 
 
+def _twin_tag(semantic_key: str) -> str:
+    """The tag of the exact twin of the semantic entry ``semantic_key`` (an HMAC: no text)."""
+    return f"tokenlean-twin:{semantic_key}"
+
+
 class CompletionCache:
     """Exact and semantic completion caching with per-route policies. Thread-safe.
 
@@ -483,7 +488,10 @@ class CompletionCache:
                 self._learning.add(route, policy, served, correct, entry=key, force=True)
             if correct:
                 return self._store.get(namespace, key) is not None
-            return bool(self._partitions.delete(Selector(namespace=namespace, key=key)))
+            removed = self._partitions.delete(Selector(namespace=namespace, key=key))
+            if removed:  # and the exact twin a learned template gave it, if any
+                self._partitions.delete(Selector(layer="exact", tag=_twin_tag(key)))
+            return bool(removed)
         except StoreError as exc:
             self._faults.report("semantic", "the feedback was not applied", exc)
             return False
@@ -653,34 +661,44 @@ class CompletionCache:
             if policy.mode == "semantic"
             else None
         )
-        writes: list[tuple[StoredEntry, npt.NDArray[np.float32] | None]] = []
-        if semantic is not None:
-            if policy.max_error_rate is not None:
-                self._learning.judge_answer(semantic.key, value, route, policy)
-            vector = self._embed(semantic.query)
-            writes.append((StoredEntry(
-                semantic.namespace,
-                semantic.key,
-                layer="semantic",
-                vector=vector.astype(np.float16).tobytes(),
-                features=extract_features(semantic.query).keyed(self._secret).to_json(),
-                **common,  # type: ignore[arg-type]
-            ), vector))  # fmt: skip
-        if semantic is None or isinstance(policy.compare, TemplateSplitter):
-            # A semantic key made with a learned template is also written as an exact entry:
-            # a replica or a restarted process learns the template from its own requests, and
-            # until it has, only the exact key finds an identical request.
-            namespace, key = self._exact_address(request, tenant_id, policy)
-            writes.append((StoredEntry(namespace, key, layer="exact", **common), None))  # type: ignore[arg-type]
-        layer = "semantic" if semantic is not None else "exact"
-        try:
-            for entry, indexed in writes:
-                layer = entry.layer
-                self._partitions.put(entry, indexed)
-        except StoreError as exc:
-            self._faults.report(layer, "the write was dropped", exc)
+        namespace, key = self._exact_address(request, tenant_id, policy)
+        if semantic is None:
+            entry = StoredEntry(namespace, key, layer="exact", **common)  # type: ignore[arg-type]
+            return self._put(entry, None)
+        if policy.max_error_rate is not None:
+            self._learning.judge_answer(semantic.key, value, route, policy)
+        vector = self._embed(semantic.query)
+        entry = StoredEntry(
+            semantic.namespace,
+            semantic.key,
+            layer="semantic",
+            vector=vector.astype(np.float16).tobytes(),
+            features=extract_features(semantic.query).keyed(self._secret).to_json(),
+            **common,  # type: ignore[arg-type]
+        )
+        if not self._put(entry, vector):
             return False
-        self._stats.count(writes=1)
+        if request.split is None and isinstance(policy.compare, TemplateSplitter):
+            # A semantic key made with a learned template gets an exact twin: a replica or a
+            # restarted process learns the template from its own requests, and until it has,
+            # only the exact key finds an identical request. The twin is tagged with the
+            # semantic key, so that feedback removes both. Its write failing leaves the
+            # semantic entry stored (counted and logged as a store error).
+            twin = {**common, "tags": (*common["tags"], _twin_tag(semantic.key))}  # type: ignore[misc]
+            self._put(StoredEntry(namespace, key, layer="exact", **twin), None, count=False)  # type: ignore[arg-type]
+        return True
+
+    def _put(
+        self, entry: StoredEntry, vector: npt.NDArray[np.float32] | None, *, count: bool = True
+    ) -> bool:
+        """Write one entry; False (the fault counted and logged) when the store failed."""
+        try:
+            self._partitions.put(entry, vector)
+        except StoreError as exc:
+            self._faults.report(entry.layer, "the write was dropped", exc)
+            return False
+        if count:
+            self._stats.count(writes=1)
         return True
 
     # ------------------------------------------------------------------ async

@@ -88,7 +88,7 @@ def _canonical_call(call: Any) -> Any:
         return call
     try:
         arguments = canonical_json(json.loads(function["arguments"]))
-    except (ValueError, NotSerializableError):
+    except (ValueError, RecursionError, NotSerializableError):
         return call
     return {**call, "function": {**function, "arguments": arguments}}
 

@@ -452,7 +452,10 @@ def _calls_text(turn: Turn) -> str:
     for call in turn.tool_calls:
         function = call.get("function")
         function = function if isinstance(function, Mapping) else call
-        name, arguments = function.get("name", "?"), function.get("arguments", "")
+        name = function.get("name", "?")
+        arguments = next(  # OpenAI's "arguments", LangChain's "args", Anthropic's "input"
+            (function[k] for k in ("arguments", "args", "input") if k in function), ""
+        )
         if not isinstance(arguments, str):
             arguments = json.dumps(arguments, ensure_ascii=False, separators=(",", ":"))
         calls.append(f"{name}({arguments})")

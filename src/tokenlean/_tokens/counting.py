@@ -197,7 +197,8 @@ class CachedTokenCounter:
     Repeated prompts (the static prefix of every request, say) are counted once: a hit costs a
     BLAKE2b hash of the text, microseconds for a 2,000-token prompt. Texts shorter than
     ``min_chars`` (a conversation's turns, say, counted again by every assembly) are keyed by
-    themselves: a dictionary lookup, with no hash to compute and little memory to hold.
+    themselves, in an LRU of their own (``maxsize`` entries too): a dictionary lookup, with no
+    hash to compute and little memory to hold.
     Thread-safe.
 
     Example:
@@ -216,7 +217,8 @@ class CachedTokenCounter:
         self.min_chars = min_chars
         self.hits = 0
         self.misses = 0
-        self._cache: OrderedDict[str | bytes, int] = OrderedDict()
+        self._cache: OrderedDict[bytes, int] = OrderedDict()  # long texts, by hash
+        self._short: OrderedDict[str, int] = OrderedDict()  # short texts, by themselves
         self._lock = threading.Lock()
 
     @property
@@ -234,27 +236,32 @@ class CachedTokenCounter:
     def __call__(self, text: str, /) -> int:
         if self.maxsize == 0:
             return self.inner(text)
+        # Short and long texts have LRUs of their own: a conversation's many short turns do
+        # not push out the long prompts (a static prefix) the cache is first for.
+        table: OrderedDict[Any, int] = self._short
         key: str | bytes = text
         if len(text) >= self.min_chars:
+            table = self._cache
             key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
         with self._lock:
-            cached = self._cache.get(key)
+            cached = table.get(key)
             if cached is not None:
-                self._cache.move_to_end(key)
+                table.move_to_end(key)
                 self.hits += 1
                 return cached
         count = self.inner(text)
         with self._lock:
             self.misses += 1
-            self._cache[key] = count
-            if len(self._cache) > self.maxsize:
-                self._cache.popitem(last=False)
+            table[key] = count
+            if len(table) > self.maxsize:
+                table.popitem(last=False)
         return count
 
     def cache_clear(self) -> None:
         """Forget every cached count and reset the hit and miss counters."""
         with self._lock:
             self._cache.clear()
+            self._short.clear()
             self.hits = self.misses = 0
 
     def __repr__(self) -> str:
