@@ -202,3 +202,25 @@ def test_a_missing_or_empty_store_is_an_error_and_is_not_created(
     code, _, err = run(["cache", command, str(tmp_path), *extra], capsys)
     assert code == 2
     assert "is a folder" in err
+
+
+def test_a_store_given_as_a_uri(
+    store_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """sqlite:////absolute/path names the file; another kind of URI is an error that says the
+    commands take SQLite stores, and nothing is created (a redis URI is never a file path)."""
+    code, out, _ = run(["cache", "stats", f"sqlite:///{store_path}", "--json"], capsys)
+    assert code == 0
+    assert json.loads(out)["entries"] == 8
+    for uri in ("redis://127.0.0.1:6379/11", "mysql://nowhere/x"):
+        code, _, err = run(["cache", "stats", uri], capsys)
+        assert code == 2
+        assert "take a SQLite store" in err
+    data = tmp_path / "pairs.jsonl"
+    data.write_text('{"text": "a", "answer": "1"}\n')
+    for store in ("redis://127.0.0.1:6379/11", str(tmp_path / "no" / "such" / "x.db")):
+        code, _, err = run(["cache", "calibrate", str(data), "--store", store], capsys)
+        assert code == 2
+        assert "take a SQLite store" in err or "no such folder" in err
+    assert not (tmp_path / "no").exists()
+    assert not Path("redis:").exists()

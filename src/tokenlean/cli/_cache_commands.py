@@ -26,7 +26,7 @@ from tokenlean._errors import ConfigurationError
 from tokenlean.bench._cache_pairs import FORMATS, load_pairs, nearest_examples
 from tokenlean.bench._cache_stream import load_stream
 from tokenlean.cli._app import BudgetOpt, JsonOpt, RouteOpt, VersionOpt, cache_app
-from tokenlean.cli._store_commands import open_store
+from tokenlean.cli._store_commands import open_store, store_path
 
 __all__ = ["calibrate_store", "show_acceptance"]
 
@@ -73,7 +73,7 @@ def _open(
 
 def calibrate_store(
     data: Path,
-    store: Path,
+    store: str | Path,
     *,
     fmt: str = "stream",
     route: str | None = None,
@@ -93,8 +93,11 @@ def calibrate_store(
     # The data is read (and refused when malformed) before the model loads.
     stream = load_stream(data, limit) if fmt == "stream" else None
     pairs = load_pairs(data, fmt, limit) if stream is None else []
-    if store.is_dir():
-        raise ConfigurationError(f"--store {store} is a folder, not a cache store")
+    path = store_path(store)
+    if path.is_dir():
+        raise ConfigurationError(f"--store {path} is a folder, not a cache store")
+    if not path.parent.is_dir():
+        raise ConfigurationError(f"--store {path}: no such folder {path.parent}")
     embedder = _Memo(embedder or default_embedder())
     if stream is not None:
         examples = _stream_examples(stream, embedder)
@@ -102,7 +105,7 @@ def calibrate_store(
         vectors_a = embedder.embed([canonicalize_text(p.text_a) for p in pairs])
         vectors_b = embedder.embed([canonicalize_text(p.text_b) for p in pairs])
         examples = nearest_examples(pairs, vectors_a, vectors_b)
-    cache = _open(store, route, max_error_rate, version, embedder)
+    cache = _open(path, route, max_error_rate, version, embedder)
     try:
         added = cache.calibrate(examples, route=route)
         acceptance = cache.acceptance(route)
@@ -112,11 +115,11 @@ def calibrate_store(
 
 
 def show_acceptance(
-    store: Path, *, route: str | None = None, max_error_rate: float = 0.05, version: str = "1"
+    store: str | Path, *, route: str | None = None, max_error_rate: float = 0.05, version: str = "1"
 ) -> dict[str, Any]:
     """What the route has learned, as kept in ``store``."""
     open_store(store).close()  # refuses a missing, empty or foreign file before anything else
-    cache = _open(store, route, max_error_rate, version, None)
+    cache = _open(store_path(store), route, max_error_rate, version, None)
     try:
         return {"route": route or "", **cache.acceptance(route)}
     finally:
@@ -126,7 +129,9 @@ def show_acceptance(
 @cache_app.command("calibrate")
 def cache_calibrate(
     data: Annotated[Path, typer.Argument(help="Labelled pairs, or a JSONL stream.")],
-    store: Annotated[Path, typer.Option(help="SQLite cache store to write the evidence to.")],
+    store: Annotated[
+        str, typer.Option(help="SQLite cache store (a path or sqlite:///path) to write to.")
+    ],
     fmt: Annotated[
         str, typer.Option("--format", help="stream, gptcache, mrpc-tsv, stsb-tsv or pairs-jsonl.")
     ] = "stream",
@@ -147,7 +152,7 @@ def cache_calibrate(
 
 @cache_app.command("acceptance")
 def cache_acceptance(
-    store: Annotated[Path, typer.Argument(help="SQLite cache store.")],
+    store: Annotated[str, typer.Argument(help="SQLite cache store (a path or sqlite:///path).")],
     route: RouteOpt = None,
     max_error_rate: BudgetOpt = 0.05,
     version: VersionOpt = "1",

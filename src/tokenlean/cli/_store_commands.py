@@ -13,6 +13,7 @@ route names given with ``--route``.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -28,25 +29,49 @@ from tokenlean._errors import ConfigurationError
 from tokenlean._input import excerpt
 from tokenlean.cli._app import JsonOpt, VersionOpt, cache_app
 
-__all__ = ["acceptance_key", "entry_rows", "open_store", "store_stats"]
+__all__ = ["acceptance_key", "entry_rows", "open_store", "store_path", "store_stats"]
 
 LAYERS = ("exact", "semantic", "retrieval", "acceptance")
 """The layers tokenlean's caches write."""
 
-StoreArg = Annotated[Path, typer.Argument(help="SQLite cache store (an existing file).")]
+StoreArg = Annotated[
+    str, typer.Argument(help="SQLite cache store (an existing file, or sqlite:///path).")
+]
 RoutesOpt = Annotated[
     list[str] | None,
     typer.Option("--route", help="A route name, to recognize its acceptance state (repeatable)."),
 ]
 
 
-def open_store(path: Path) -> SQLiteStore:
-    """The existing SQLite cache store at ``path``; never creates one.
+_URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+)://")
+
+
+def store_path(store: str | Path) -> Path:
+    """The SQLite file a command's store argument names: a path, or a ``sqlite:///relative``
+    or ``sqlite:////absolute`` URI (as :func:`tokenlean.open_store` reads them).
 
     Raises:
-        ConfigurationError: no such file, a folder, or an empty file.
+        ConfigurationError: another kind of URI: the cache commands manage SQLite stores only.
+    """
+    match = _URI.match(str(store))
+    if match is None:
+        return Path(store)
+    if match.group(1).lower() == "sqlite":
+        return Path(str(store)[len("sqlite:///") :])
+    raise ConfigurationError(
+        f"the cache commands take a SQLite store (a path or sqlite:///path), not a "
+        f"{match.group(1)}:// URI; manage other stores from Python (tokenlean.open_store)"
+    )
+
+
+def open_store(store: str | Path) -> SQLiteStore:
+    """The existing SQLite cache store at ``store`` (or a ``sqlite:///`` URI); never creates one.
+
+    Raises:
+        ConfigurationError: no such file, a folder, an empty file, or another kind of URI.
         StoreError: the file is not a tokenlean cache store, or is damaged (it is left as is).
     """
+    path = store_path(store)
     if path.is_dir():
         raise ConfigurationError(f"{path} is a folder, not a cache store")
     if not path.is_file():
