@@ -59,18 +59,22 @@ def test_partitions_never_mix_and_each_request_gets_its_own_result() -> None:
 
 
 def test_each_flush_trigger() -> None:
-    """max_items flushes at once, max_tokens when tokens reach the limit, max_wait otherwise."""
+    """max_items flushes at once; max_tokens is a ceiling: a request that would take a batch
+    past it flushes the batch and starts the next; max_wait flushes otherwise."""
     recorder = Recorder()
 
     async def main() -> dict[str, int]:
         batcher = tl.MicroBatcher(recorder, classes=FAST)
         await asyncio.gather(*(batcher.submit(i, model="items") for i in range(4)))
-        await asyncio.gather(*(batcher.submit(i, model="tokens", tokens=60) for i in range(2)))
+        await asyncio.gather(*(batcher.submit(i, model="tokens", tokens=40) for i in range(3)))
         await batcher.submit(0, model="wait")
         await batcher.aclose()
         return dict(batcher.metrics.flush_reasons)
 
-    assert asyncio.run(main()) == {"max_items": 1, "max_tokens": 1, "max_wait": 1}
+    # tokens: 40 + 40 go at max_tokens (a third 40 would pass 100); the third waits alone
+    assert asyncio.run(main()) == {"max_items": 1, "max_tokens": 1, "max_wait": 2}
+    sizes = [len(payloads) for key, payloads in recorder.batches if key.model == "tokens"]
+    assert sizes == [2, 1]
 
 
 def test_one_bad_request_never_fails_its_batch_mates() -> None:

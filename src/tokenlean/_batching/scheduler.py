@@ -221,6 +221,9 @@ class MicroBatcher:
             self._queued += 1
         loop = asyncio.get_running_loop()
         pending = _Pending(payload, tokens, loop.create_future(), time.perf_counter())  # fmt: skip
+        waiting = self._partitions.get(key)
+        if waiting is not None and waiting.items and waiting.tokens + tokens > limits.max_tokens:
+            self._flush(key, "max_tokens")  # max_tokens is a ceiling: this one starts the next
         partition = self._partitions.setdefault(key, _Partition())
         partition.items.append(pending)
         partition.tokens += pending.tokens
