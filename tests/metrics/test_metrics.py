@@ -224,3 +224,21 @@ def test_a_semantic_cache_counts_every_layer_a_lookup_reaches() -> None:
     assert rates["exact"] == {"hits": 1, "lookups": 3, "hit_rate": 0.3333}
     assert rates["semantic"]["lookups"] == 2
     assert rates["semantic"]["hits"] == 0
+
+
+def test_a_task_is_accepted_once_during_or_after_it() -> None:
+    """Accepting a task twice counts it once; a finished task can still be accepted; an
+    unknown one changes nothing."""
+    collector = tl.MetricsCollector()
+    for name in ("a", "b", "c"):
+        with collector.task(name):
+            collector.record_request("gpt-4o-mini", input_tokens=100, output_tokens=10,
+                                     latency_s=0.1, task=name)  # fmt: skip
+            if name == "a":
+                collector.accept(name)
+                collector.accept(name)
+    collector.accept("b")  # after it finished
+    collector.accept("b")
+    collector.accept("unknown")
+    totals = collector.snapshot()["totals"]
+    assert (totals["tasks_done"], totals["tasks_accepted"]) == (3, 2)

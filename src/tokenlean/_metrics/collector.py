@@ -20,7 +20,7 @@ from __future__ import annotations
 import bisect
 import logging
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -39,6 +39,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger("tokenlean.metrics")
+
+_FINISHED_KEPT = 65_536  # finished tasks remembered for a late accept()
 
 PROMPT_BUCKETS = (1000, 4000, 16000)  # tokens: <1k, 1k-4k, 4k-16k, 16k+
 _LATENCY_EDGES = tuple(round(1.25**i, 4) for i in range(-10, 60))  # ms, log-spaced
@@ -162,6 +164,7 @@ class _Task:
     input_tokens: int = 0
     output_tokens: int = 0
     cost: float = 0.0
+    accepted: bool = False
 
 
 @dataclass
@@ -219,6 +222,7 @@ class MetricsCollector:
         self._lock = threading.Lock()
         self._state = _State()
         self._tasks: dict[str, _Task] = {}
+        self._finished: OrderedDict[str, bool] = OrderedDict()  # recent tasks: accepted yet?
         self._acceptance: dict[str, dict[str, Any]] = {}
         self._store_errors: dict[str, int] = {}  # cache layer -> store faults
         self._unpriced: set[str] = set()
@@ -368,15 +372,28 @@ class MetricsCollector:
             self.finish(task_id)
 
     def accept(self, task_id: str) -> None:
-        """Report that the task's outcome was accepted (for cost per accepted outcome)."""
+        """Report that the task's outcome was accepted (for cost per accepted outcome), while
+        the task runs or after it (the last 65,536 finished tasks are remembered). A task is
+        counted once however often it is accepted; an unknown task is logged and ignored."""
         with self._lock:
-            self._state.tasks_accepted += 1 if task_id in self._tasks else 0
+            task = self._tasks.get(task_id)
+            if task is not None:
+                already, task.accepted = task.accepted, True
+            elif task_id in self._finished:
+                already, self._finished[task_id] = self._finished[task_id], True
+            else:
+                logger.warning("tokenlean: accept() of an unknown task %r ignored", task_id)
+                return
+            self._state.tasks_accepted += 0 if already else 1
 
     def finish(self, task_id: str) -> None:
         with self._lock:
             task = self._tasks.pop(task_id, None)
             if task is None:
                 return
+            self._finished[task_id] = task.accepted
+            while len(self._finished) > _FINISHED_KEPT:
+                self._finished.popitem(last=False)
             self._state.tasks_done += 1
             self._state.task_tokens += task.input_tokens + task.output_tokens
             self._state.task_cost += task.cost
