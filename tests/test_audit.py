@@ -59,7 +59,25 @@ def test_near_duplicates_are_counted_with_embeddings(tmp_path: Path) -> None:
     assert report["near_duplicates"]["pairs"] == 1
 
 
-@pytest.mark.parametrize("content", ["not json", '["a list"]', '{"request": {"model": "x"}}'])
+@pytest.mark.parametrize(
+    "content",
+    [
+        "not json",
+        '["a list"]',
+        '{"request": {"model": "x"}}',
+        '{"model": 17, "messages": [{"role": "user", "content": "q"}]}',
+        '{"model": "m", "messages": []}',
+        '{"model": "m", "messages": [{"role": "wizard", "content": "q"}]}',
+        '{"model": "m", "messages": ["q"]}',
+        '{"request": {"model": "m", "messages": [{"role": "user", "content": "q"}]},'
+        ' "usage": {"prompt_tokens": -500}}',
+        '{"request": {"model": "m", "messages": [{"role": "user", "content": "q"}]},'
+        ' "usage": {"completion_tokens": "lots"}}',
+        '{"request": {"model": "m", "messages": [{"role": "user", "content": "q"}]},'
+        ' "latency_ms": "fast"}',
+        '{"request": {"model": "m", "messages": [{"role": "user", "content": "q"}]}, "route": 5}',
+    ],
+)
 def test_malformed_logs_name_the_line(tmp_path: Path, content: str) -> None:
     """A bad line raises InvalidInputError with its line number."""
     log = tmp_path / "log.jsonl"

@@ -35,7 +35,7 @@ from tokenlean._prompt.plan import PromptPlan
 from tokenlean._prompt.providers import prefix_cache_rule
 from tokenlean._stats import rank_percentile
 from tokenlean._tokens.counting import get_token_counter
-from tokenlean._tokens.messages import count_message_tokens
+from tokenlean._tokens.messages import count_message_tokens, normalize_role
 
 __all__ = ["AuditReport", "audit_log", "read_request_log"]
 
@@ -158,6 +158,9 @@ def read_request_log(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
             raise InvalidInputError(
                 f"{path}:{number}: no chat request with a 'messages' list ({describe_value(row)})"
             )
+        problem = _malformed(request, usage, latency, row)
+        if problem is not None:
+            raise InvalidInputError(f"{path}:{number}: {problem}")
         tools = request.get("tools")
         if tools is not None and not (
             isinstance(tools, list) and all(isinstance(tool, Mapping) for tool in tools)
@@ -175,6 +178,41 @@ def read_request_log(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 "route": _route(row, request),
             },
         )
+
+
+_ROLES = frozenset(["system", "developer", "user", "assistant", "tool"])
+_TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "input_tokens", "output_tokens")
+
+
+def _malformed(
+    request: Mapping[str, Any], usage: Mapping[str, Any], latency: Any, row: Mapping[str, Any]
+) -> str | None:
+    """What is wrong with a row's values, or None: each value is checked for its type, so a
+    figure is never computed from a string, a negative count or a message with no known role."""
+    model = request.get("model")
+    if model is not None and not isinstance(model, str):
+        return f"the request's 'model' is {describe_value(model)}, not a string"
+    messages = request["messages"]
+    if not messages:
+        return "the request's 'messages' is empty"
+    for index, message in enumerate(messages):
+        role = message.get("role") if isinstance(message, Mapping) else None
+        if not isinstance(role, str) or normalize_role(role) not in _ROLES:
+            found = (
+                describe_value(role) if isinstance(message, Mapping) else describe_value(message)
+            )
+            return f"message {index} has no known role ({found})"
+    for name in _TOKEN_FIELDS:
+        value = usage.get(name)
+        if value is not None and not (isinstance(value, int) and not isinstance(value, bool)
+                                      and value >= 0):  # fmt: skip
+            return f"usage {name!r} is {describe_value(value)}, not a count of tokens"
+    if latency is not None and not (_is_number(latency) and latency >= 0):
+        return f"the latency is {describe_value(latency)}, not a number of milliseconds"
+    route = row.get("route")
+    if route is not None and not isinstance(route, str):
+        return f"'route' is {describe_value(route)}, not a string"
+    return None
 
 
 def _is_number(value: Any) -> bool:
