@@ -332,3 +332,12 @@ def test_the_contracts_fail_a_store_whose_uri_opens_another_store() -> None:
     transcript_check.persistent = True
     with pytest.raises(AssertionError):
         transcript_check().test_the_uri_reopens_the_store()
+
+
+@pytest.mark.parametrize("uri", [f"redis://{DEAD}/notanumber", f"rediss://{DEAD}/db1"])
+def test_a_database_that_is_not_a_number_is_refused(uri: str) -> None:
+    """redis-py reads a database it cannot parse as 0; tokenlean refuses it, before
+    connecting, from every opener."""
+    for opener in (tl.open_store, tl.open_transcript_store, tl.RedisStore, tl.RedisTranscriptStore):
+        with pytest.raises(tl.ConfigurationError, match="not a number"):
+            opener(uri)

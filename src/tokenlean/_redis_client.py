@@ -146,8 +146,9 @@ class RedisConnection:
 
     Raises:
         MissingDependencyError: redis-py is not installed (``tokenlean[redis]``).
-        ConfigurationError: the URL is not a Redis URL, carries a masked password (``***``,
-            from a serialized URI), or a timeout is not positive.
+        ConfigurationError: the URL is not a Redis URL (a database that is not a number
+            included), carries a masked password (``***``, from a serialized URI), or a
+            timeout is not positive.
     """
 
     def __init__(self, url: str, *, what: str, timeout_s: float, retries: int) -> None:
@@ -157,6 +158,16 @@ class RedisConnection:
             raise ConfigurationError(f"timeout_s must be > 0, got {timeout_s}")
         if retries < 0:
             raise ConfigurationError(f"retries must be >= 0, got {retries}")
+        parts = urlsplit(url)
+        if (
+            parts.scheme in ("redis", "rediss")
+            and parts.path.strip("/")
+            and not (parts.path.strip("/").isdigit())
+        ):  # redis-py would quietly use database 0
+            raise ConfigurationError(
+                f"not a Redis URL: the database in {mask_password(url)!r} is "
+                f"{parts.path.strip('/')!r}, not a number (redis://host:port/0)"
+            )
         module: Any = importlib.import_module("redis")
         backoff: Any = importlib.import_module("redis.backoff")
         retry: Any = importlib.import_module("redis.retry")

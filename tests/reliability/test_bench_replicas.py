@@ -4,9 +4,11 @@ throughput, visibility, lost updates, errors, bounds and catch-up."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
+import tokenlean as tl
 from tests.redis_server import URL, require_server
 from tokenlean.cli import main
 
@@ -47,3 +49,14 @@ def test_bench_replicas_times_a_replica_joining_a_long_session() -> None:
     assert join["turns"] == 40
     assert join["join_embedded_texts"] == 1
     assert join["join_embedded_texts_embedding"] == 40 + 1
+
+
+def test_a_store_the_processes_cannot_use_fails_before_they_start() -> None:
+    """A Redis server that refuses connections is a StoreError at once, not a wait for
+    processes that cannot report."""
+    from tokenlean.bench._replicas import replicas_bench
+
+    start = time.perf_counter()
+    with pytest.raises(tl.StoreError, match="usage failed"):
+        replicas_bench(["redis://127.0.0.1:1/0"], processes=2, seconds=1)
+    assert time.perf_counter() - start < 30

@@ -14,6 +14,7 @@ semantic entries: its lookups right after joining, on the interim index while HN
 from __future__ import annotations
 
 import multiprocessing
+import queue
 import secrets
 import threading
 import time
@@ -225,9 +226,25 @@ def _run_processes(cache_uri: str, memory_uri: str, processes: int, seconds: flo
     ]
     for worker in workers:
         worker.start()
-    outs = [results.get(timeout=seconds + 120) for _ in workers]
-    for worker in workers:
-        worker.join(timeout=30)
+    outs: list[Any] = []
+    deadline = time.monotonic() + seconds + 120
+    try:
+        while len(outs) < len(workers):
+            try:
+                outs.append(results.get(timeout=1.0))
+            except queue.Empty:  # noqa: PERF203 - polling, to notice a failed process
+                failed = [w.exitcode for w in workers if w.exitcode not in (None, 0)]
+                if failed or time.monotonic() > deadline:
+                    raise tl.StoreError(
+                        f"a benchmark process failed (exit codes {failed})"
+                        if failed
+                        else "the benchmark processes did not finish in time"
+                    ) from None
+    finally:
+        for worker in workers:
+            worker.join(timeout=30 if len(outs) == len(workers) else 1)
+            if worker.is_alive():
+                worker.terminate()
     return outs
 
 
@@ -363,6 +380,18 @@ def _one_store(
 ) -> tuple[str, dict[str, Any]]:
     tag = secrets.token_hex(4)
     scheme, cache_uri, memory_uri = _uris(uri, tag, max_entries)
+    # The stores are opened and read here first: a store the processes could not use fails
+    # in one line, before any process starts.
+    cache_store = tl.open_store(cache_uri)
+    try:
+        cache_store.usage()
+    finally:
+        _close(cache_store)
+    transcripts = tl.open_transcript_store(memory_uri)
+    try:
+        transcripts.count("bench", "probe")
+    finally:
+        _close(transcripts)
     outs = _run_processes(cache_uri, memory_uri, processes, seconds)
     memory = tl.open_transcript_store(memory_uri)
     try:
