@@ -318,3 +318,25 @@ def test_review_regressions_in_the_scheduler_and_router() -> None:
     gate = tl.LearnedGate(HashingEmbedder(16)).train(["easy"], [False])
     router = tl.Router(small=lambda q: "small", large=lambda q: "large", gates=[gate])
     assert router.run("easy", risk=True) == "large"
+
+
+def test_a_failing_small_path_or_verifier_escalates() -> None:
+    """The small path raising, or the verifier raising, sends the request to the large path
+    (counted in small_errors); the large path's own error reaches the caller."""
+
+    def broken(request: Any) -> Any:
+        raise TimeoutError("small model timed out")
+
+    def doubtful(request: Any, answer: Any) -> float:
+        raise ValueError("verifier down")
+
+    router = tl.Router(small=broken, large=lambda r: f"large: {r}")
+    assert router.run("q") == "large: q"
+    assert asyncio.run(router.arun("q")) == "large: q"
+    verified = tl.Router(small=lambda r: "small", large=lambda r: "large", verifier=doubtful)
+    assert verified.run("q") == "large"
+    figures = router.metrics.snapshot()
+    assert (figures["small_errors"], figures["escalation_rate"]) == (2, 1.0)
+    assert verified.metrics.snapshot()["small_errors"] == 1
+    with pytest.raises(TimeoutError):
+        tl.Router(small=broken, large=broken).run("q")

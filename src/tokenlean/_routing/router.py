@@ -6,11 +6,16 @@ asks a confidence signal (a verifier callable, log-probabilities, a self-check) 
 it, and escalates to the large path when not; high-risk requests go straight to the large path.
 It keeps the figures: share per path, escalation rate, cost per request and per successful
 resolution.
+
+A fault on the small path escalates: a small path that raises, or a verifier that raises, sends
+the request to the large path (logged, and counted in ``small_errors``); the large path is the
+last resort, and its error reaches the caller.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +29,8 @@ if TYPE_CHECKING:
 
 # The gates and the decision are re-exported for modules that import them from here.
 __all__ = ["Gate", "LearnedGate", "RouteDecision", "Router", "RouterMetrics", "RuleGate"]
+
+logger = logging.getLogger("tokenlean.routing")
 
 
 @dataclass
@@ -48,6 +55,7 @@ class RouterMetrics:
     escalations: int = 0
     cost: float = 0.0
     successes: int = 0
+    small_errors: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def snapshot(self) -> dict[str, float]:
@@ -61,6 +69,7 @@ class RouterMetrics:
                 "cost_per_request": round(self.cost / n, 6),
                 "cost_per_success": round(self.cost / self.successes, 6) if self.successes else 0.0,
                 "successes": self.successes,
+                "small_errors": self.small_errors,
             }
 
 
@@ -130,8 +139,20 @@ class Router:
 
     def escalates(self, request: Any, answer: Any) -> bool:
         """Whether a small-path ``answer`` is too unsure to keep (the verifier's confidence is
-        below ``min_confidence``); never without a verifier."""
-        return self.verifier is not None and self.verifier(request, answer) < self.min_confidence
+        below ``min_confidence``, or the verifier raised); never without a verifier."""
+        if self.verifier is None:
+            return False
+        try:
+            return self.verifier(request, answer) < self.min_confidence
+        except Exception as exc:
+            self._small_error("the verifier", exc)
+            return True
+
+    def _small_error(self, what: str, exc: Exception) -> None:
+        with self.metrics.lock:
+            self.metrics.small_errors += 1
+        logger.warning("tokenlean: %s failed (%s: %s); escalating to the large path", what,
+                       type(exc).__name__, str(exc)[:200])  # fmt: skip
 
     def record(self, path: Path_, *, escalated: bool = False) -> None:
         """Count one routed request that ended on ``path`` (an escalated one called both paths),
@@ -180,8 +201,14 @@ class Router:
             result = large_path(request)
             self.record("large")
             return result
-        result = small_path(request)
-        if self.escalates(request, answer(result) if answer else result):
+        try:
+            result = small_path(request)
+        except Exception as exc:
+            self._small_error("the small path", exc)
+            unsure = True
+        else:
+            unsure = self.escalates(request, answer(result) if answer else result)
+        if unsure:
             result = large_path(request)
             self.record("large", escalated=True)
             return result
@@ -211,8 +238,14 @@ class Router:
             result = await call(large_path)
             self.record("large")
             return result
-        result = await call(small_path)
-        if self.escalates(request, answer(result) if answer else result):
+        try:
+            result = await call(small_path)
+        except Exception as exc:
+            self._small_error("the small path", exc)
+            unsure = True
+        else:
+            unsure = self.escalates(request, answer(result) if answer else result)
+        if unsure:
             result = await call(large_path)
             self.record("large", escalated=True)
             return result
