@@ -561,3 +561,23 @@ def test_a_caller_split_needs_no_twin() -> None:
                                   split=("context", f"question number {i}"))  # fmt: skip
         cache.store(request, f"a{i}")
     assert cache.stats().entries == 6
+
+
+def test_hits_on_an_exact_twin_keep_its_semantic_entry_from_eviction() -> None:
+    """Under max_entries, an answer asked for again and again keeps its paraphrase coverage:
+    a hit on the exact twin refreshes the semantic entry's recency too."""
+    cache = tl.CompletionCache(
+        tl.MemoryStore(max_entries=8),
+        policy=tl.CachePolicy.semantic(
+            threshold=0.5, compare=tl.TemplateSplitter(learn_requests=2)
+        ),
+        embedder=HashingEmbedder(),
+    )
+    for text in ("what are the opening hours", "how do I reset my password", "can I pay by card"):
+        cache.store(ask(text), "teaches the template")
+    cache.store(ask("where is my parcel right now"), "In Lyon.")
+    for i in range(12):  # other answers, each a semantic entry and a twin
+        assert cache.lookup(ask("where is my parcel right now")).layer == "exact"
+        cache.store(ask(f"question {i} about invoice number w{i}x"), f"answer {i}")
+    hit = cache.lookup(ask("right now where is my parcel"))
+    assert (hit.hit, hit.layer, hit.value) == (True, "semantic", "In Lyon.")

@@ -24,6 +24,7 @@ fails the model call around it. Administrative operations (:meth:`CompletionCach
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import secrets
@@ -84,9 +85,13 @@ class _Semantic:
     query: str
 
 
-def _twin_tag(semantic_key: str) -> str:
-    """The tag of the exact twin of the semantic entry ``semantic_key`` (an HMAC: no text)."""
-    return f"tokenlean-twin:{semantic_key}"
+_TWIN = "tokenlean-twin:"
+
+
+def _twin_tag(namespace: str, key: str) -> str:
+    """The tag of the exact twin of the semantic entry at ``(namespace, key)`` (HMACs: no
+    text)."""
+    return f"{_TWIN}{namespace}.{key}"
 
 
 class CompletionCache:
@@ -334,6 +339,7 @@ class CompletionCache:
         except StoreError as exc:
             return self._store_fault("exact", exc, start)
         if entry is not None:
+            self._touch_twin(entry)
             return self._hit("exact", entry, 1.0, "exact match", start)
         if policy.mode != "semantic":
             return self._miss("exact", "miss", start)
@@ -349,6 +355,15 @@ class CompletionCache:
             return self._semantic_lookup(policy, route, semantic, start)
         except StoreError as exc:
             return self._store_fault("semantic", exc, start)
+
+    def _touch_twin(self, entry: StoredEntry) -> None:
+        """Read the semantic entry an exact twin stands for, so that its recency follows the
+        twin's hits: under ``max_entries`` a popular answer keeps its paraphrase coverage."""
+        for tag in entry.tags:
+            if tag.startswith(_TWIN):
+                namespace, _, key = tag[len(_TWIN) :].partition(".")
+                with contextlib.suppress(StoreError):  # the hit stands; recency is best effort
+                    self._partitions.live(namespace, key)
 
     def _semantic_lookup(
         self, policy: CachePolicy, route: str | None, semantic: _Semantic, start: float
@@ -490,7 +505,7 @@ class CompletionCache:
                 return self._store.get(namespace, key) is not None
             removed = self._partitions.delete(Selector(namespace=namespace, key=key))
             if removed:  # and the exact twin a learned template gave it, if any
-                self._partitions.delete(Selector(layer="exact", tag=_twin_tag(key)))
+                self._partitions.delete(Selector(layer="exact", tag=_twin_tag(namespace, key)))
             return bool(removed)
         except StoreError as exc:
             self._faults.report("semantic", "the feedback was not applied", exc)
@@ -684,7 +699,8 @@ class CompletionCache:
             # only the exact key finds an identical request. The twin is tagged with the
             # semantic key, so that feedback removes both. Its write failing leaves the
             # semantic entry stored (counted and logged as a store error).
-            twin = {**common, "tags": (*common["tags"], _twin_tag(semantic.key))}  # type: ignore[misc]
+            twin_tags = (*common["tags"], _twin_tag(semantic.namespace, semantic.key))  # type: ignore[misc]
+            twin = {**common, "tags": twin_tags}
             self._put(StoredEntry(namespace, key, layer="exact", **twin), None, count=False)  # type: ignore[arg-type]
         return True
 
