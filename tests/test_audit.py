@@ -141,3 +141,31 @@ def test_langsmith_runs_and_langfuse_generations_are_read(tmp_path: Path) -> Non
     assert rows[1]["route"] == "support"
     report = audit_log(read_request_log(log)).to_json()
     assert report["exact_duplicates"]["requests"] == 2  # the same request, three formats
+
+
+def test_langsmith_streamed_and_chat_messages_and_clocks_that_disagree(tmp_path: Path) -> None:
+    """A LangSmith run's AIMessageChunk is an assistant turn, a ChatMessage has its own role,
+    and an end time before the start time gives no latency rather than an error."""
+
+    def lc(kind: str, **fields: str) -> dict[str, object]:
+        return {"lc": 1, "id": ["langchain", "schema", "messages", kind], "kwargs": fields}
+
+    run = {
+        "inputs": {
+            "messages": [
+                [
+                    lc("HumanMessage", content="hi"),
+                    lc("AIMessageChunk", content="hello"),
+                    lc("ChatMessage", content="and?", role="user"),
+                ]
+            ]
+        },
+        "extra": {"invocation_params": {"model": "gpt-4o-mini"}},
+        "start_time": "2026-01-01T00:00:01Z",
+        "end_time": "2026-01-01T00:00:00Z",
+    }
+    log = tmp_path / "runs.jsonl"
+    log.write_text(json.dumps(run) + "\n", encoding="utf-8")
+    [(_, envelope)] = list(read_request_log(log))
+    assert [m["role"] for m in envelope["request"]["messages"]] == ["user", "assistant", "user"]
+    assert envelope["latency_ms"] is None

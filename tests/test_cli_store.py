@@ -216,11 +216,23 @@ def test_a_store_given_as_a_uri(
         code, _, err = run(["cache", "stats", uri], capsys)
         assert code == 2
         assert "take a SQLite store" in err
+    code, out, _ = run(
+        ["cache", "stats", f"sqlite:///{store_path}?max_entries=9", "--json"], capsys
+    )
+    assert code == 0  # a store's own uri, options and all, names its file
+    code, _, err = run(["cache", "stats", "sqlite://cache.db"], capsys)
+    assert code == 2
+    assert "names no file" in err
     data = tmp_path / "pairs.jsonl"
     data.write_text('{"text": "a", "answer": "1"}\n')
-    for store in ("redis://127.0.0.1:6379/11", str(tmp_path / "no" / "such" / "x.db")):
+    for store, message in (
+        ("redis://127.0.0.1:6379/11", "take a SQLite store"),
+        (str(tmp_path / "no" / "such" / "x.db"), "no such folder"),
+        ("sqlite://cache.db", "names no file"),
+    ):
         code, _, err = run(["cache", "calibrate", str(data), "--store", store], capsys)
         assert code == 2
-        assert "take a SQLite store" in err or "no such folder" in err
+        assert message in err
     assert not (tmp_path / "no").exists()
     assert not Path("redis:").exists()
+    assert not Path("ache.db").exists()

@@ -66,8 +66,12 @@ def _plain_message(message: Any) -> Any:
         kind, fields = str(message["id"][-1]), message.get("kwargs") or {}
     else:
         kind, fields = str(message.get("type", "")), message.get("data") or message
+    if kind.endswith("Chunk"):  # a streamed message: an AIMessageChunk is an AIMessage
+        kind = kind[: -len("Chunk")]
     role = _LANGCHAIN_ROLES.get(kind)
-    if role is None or not isinstance(fields, Mapping):
+    if kind in ("ChatMessage", "chat") and isinstance(fields, Mapping):
+        role = str(fields.get("role") or "")  # a ChatMessage carries its own role
+    if not role or not isinstance(fields, Mapping):
         return message
     plain: dict[str, Any] = {"role": role, "content": fields.get("content", "")}
     for key in ("tool_calls", "tool_call_id", "name"):
@@ -92,8 +96,8 @@ def _normalize(row: dict[str, Any]) -> tuple[Any, dict[str, Any], Any]:
     latency = row.get("latency_ms")
     start = _seconds(row.get("start_time") or row.get("startTime"))
     end = _seconds(row.get("end_time") or row.get("endTime"))
-    if latency is None and start is not None and end is not None:
-        latency = round((end - start) * 1000, 1)
+    if latency is None and start is not None and end is not None and end >= start:
+        latency = round((end - start) * 1000, 1)  # clocks that disagree give no latency
     if isinstance(row.get("inputs"), Mapping) and "messages" in row["inputs"]:
         # A LangSmith run: inputs.messages is a list of prompts (one per generation).
         prompts = row["inputs"]["messages"]
@@ -208,7 +212,8 @@ def _malformed(
                                       and value >= 0):  # fmt: skip
             return f"usage {name!r} is {describe_value(value)}, not a count of tokens"
     if latency is not None and not (_is_number(latency) and latency >= 0):
-        return f"the latency is {describe_value(latency)}, not a number of milliseconds"
+        found = repr(latency) if _is_number(latency) else describe_value(latency)
+        return f"the latency is {found}, not a non-negative number of milliseconds"
     route = row.get("route")
     if route is not None and not isinstance(route, str):
         return f"'route' is {describe_value(route)}, not a string"

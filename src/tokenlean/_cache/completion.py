@@ -422,7 +422,9 @@ class CompletionCache:
         pending judgement for whatever the model is asked."""
         features = extract_features(semantic.query).keyed(self._secret)
         state = self._learning.state(route, policy)
+        nearest = None
         for candidate_key, score in index.search(vector, policy.candidates):
+            nearest = score if nearest is None else nearest
             if score < policy.min_similarity:
                 break
             candidate = self._partitions.candidate(semantic.namespace, candidate_key, index)
@@ -445,7 +447,7 @@ class CompletionCache:
                     "semantic", "exploring: verifying a would-be hit", start, score, explored=True
                 )
             return self._miss("semantic", "miss: outside the acceptance region", start, score)
-        return self._miss("semantic", "miss", start)
+        return self._miss("semantic", "miss", start, nearest)
 
     # ------------------------------------------------------------------ learning
 
@@ -504,8 +506,10 @@ class CompletionCache:
             if correct:
                 return self._store.get(namespace, key) is not None
             removed = self._partitions.delete(Selector(namespace=namespace, key=key))
-            if removed:  # and the exact twin a learned template gave it, if any
-                self._partitions.delete(Selector(layer="exact", tag=_twin_tag(namespace, key)))
+            if removed and isinstance(policy.compare, TemplateSplitter):  # and its exact twin
+                with contextlib.suppress(StoreError):  # the entry itself is gone: that stands
+                    twin = Selector(layer="exact", tag=_twin_tag(namespace, key))
+                    self._partitions.delete(twin)
             return bool(removed)
         except StoreError as exc:
             self._faults.report("semantic", "the feedback was not applied", exc)

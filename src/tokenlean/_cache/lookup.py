@@ -28,8 +28,7 @@ class CacheLookup:
         value: the cached value (None on a miss).
         layer: ``"exact"`` or ``"semantic"`` on a hit; the last layer consulted on a miss.
         similarity: cosine similarity of a semantic hit (1.0 for an exact one); on a semantic
-            miss, of the nearest candidate when one was weighed (None: none was near enough
-            to be, or the partition was empty).
+            miss, the nearest entry's (None when the partition holds none).
         reason: why: ``"exact match"``, ``"miss"``, ``"bypass: …"``, ``"exploring: …"``, or
             why the best candidate was not served.
         lookup_id: an opaque id of a semantic hit, for :meth:`CompletionCache.feedback`.

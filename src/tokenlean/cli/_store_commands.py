@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import typer
 
@@ -48,20 +49,27 @@ _URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+)://")
 
 def store_path(store: str | Path) -> Path:
     """The SQLite file a command's store argument names: a path, or a ``sqlite:///relative``
-    or ``sqlite:////absolute`` URI (as :func:`tokenlean.open_store` reads them).
+    or ``sqlite:////absolute`` URI, read as :func:`tokenlean.open_store` reads it (its options,
+    such as a store's own ``?max_entries=``, are not the commands' concern and are ignored).
 
     Raises:
-        ConfigurationError: another kind of URI: the cache commands manage SQLite stores only.
+        ConfigurationError: another kind of URI (the cache commands manage SQLite stores only),
+            or a ``sqlite:`` URI without a path after ``sqlite:///``.
     """
     match = _URI.match(str(store))
     if match is None:
         return Path(store)
-    if match.group(1).lower() == "sqlite":
-        return Path(str(store)[len("sqlite:///") :])
-    raise ConfigurationError(
-        f"the cache commands take a SQLite store (a path or sqlite:///path), not a "
-        f"{match.group(1)}:// URI; manage other stores from Python (tokenlean.open_store)"
-    )
+    parts = urlsplit(str(store))
+    if match.group(1).lower() != "sqlite":
+        raise ConfigurationError(
+            f"the cache commands take a SQLite store (a path or sqlite:///path), not a "
+            f"{match.group(1)}:// URI; manage other stores from Python (tokenlean.open_store)"
+        )
+    if parts.netloc or len(parts.path) < 2:
+        raise ConfigurationError(
+            f"{store!r} names no file: sqlite:///relative.db or sqlite:////absolute.db"
+        )
+    return Path(parts.path[1:])
 
 
 def open_store(store: str | Path) -> SQLiteStore:
