@@ -680,8 +680,8 @@ class CompletionCache:
             if policy.mode == "semantic"
             else None
         )
-        namespace, key = self._exact_address(request, tenant_id, policy)
         if semantic is None:
+            namespace, key = self._exact_address(request, tenant_id, policy)
             entry = StoredEntry(namespace, key, layer="exact", **common)  # type: ignore[arg-type]
             return self._put(entry, None)
         if policy.max_error_rate is not None:
@@ -703,6 +703,7 @@ class CompletionCache:
             # only the exact key finds an identical request. The twin is tagged with the
             # semantic key, so that feedback removes both. Its write failing leaves the
             # semantic entry stored (counted and logged as a store error).
+            namespace, key = self._exact_address(request, tenant_id, policy)
             twin_tags = (*common["tags"], _twin_tag(semantic.namespace, semantic.key))  # type: ignore[misc]
             twin = {**common, "tags": twin_tags}
             self._put(StoredEntry(namespace, key, layer="exact", **twin), None, count=False)  # type: ignore[arg-type]

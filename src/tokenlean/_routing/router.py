@@ -148,6 +148,19 @@ class Router:
             self._small_error("the verifier", exc)
             return True
 
+    def _unsure(
+        self,
+        request: Any,
+        result: Any,
+        error: Exception | None,
+        answer: Callable[[Any], Any] | None,
+    ) -> bool:
+        """Whether the small path's outcome escalates: it raised, or its answer is unsure."""
+        if error is not None:
+            self._small_error("the small path", error)
+            return True
+        return self.escalates(request, answer(result) if answer else result)
+
     def _small_error(self, what: str, exc: Exception) -> None:
         with self.metrics.lock:
             self.metrics.small_errors += 1
@@ -202,13 +215,10 @@ class Router:
             self.record("large")
             return result
         try:
-            result = small_path(request)
+            result, error = small_path(request), None
         except Exception as exc:
-            self._small_error("the small path", exc)
-            unsure = True
-        else:
-            unsure = self.escalates(request, answer(result) if answer else result)
-        if unsure:
+            result, error = None, exc
+        if self._unsure(request, result, error, answer):
             result = large_path(request)
             self.record("large", escalated=True)
             return result
@@ -239,13 +249,10 @@ class Router:
             self.record("large")
             return result
         try:
-            result = await call(small_path)
+            result, error = await call(small_path), None
         except Exception as exc:
-            self._small_error("the small path", exc)
-            unsure = True
-        else:
-            unsure = self.escalates(request, answer(result) if answer else result)
-        if unsure:
+            result, error = None, exc
+        if self._unsure(request, result, error, answer):
             result = await call(large_path)
             self.record("large", escalated=True)
             return result
