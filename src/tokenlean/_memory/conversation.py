@@ -23,7 +23,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from pydantic import BaseModel
 
@@ -55,7 +55,7 @@ from tokenlean._memory.turn_vectors import TurnVectors
 from tokenlean._memory.uri import open_transcript_store
 from tokenlean._retrieval.documents import SentenceSplitter, key_terms
 from tokenlean._retrieval.hybrid_index import HybridIndex
-from tokenlean._retrieval.search import HybridSearcher, ScoredChunk
+from tokenlean._retrieval.search import HybridSearcher, Reranker, ScoredChunk
 from tokenlean._tokens.counting import get_token_counter
 
 if TYPE_CHECKING:
@@ -92,9 +92,16 @@ class ConversationMemory:
         call_timeout_s: how long a summary update or a batch's slot extraction may take; a
             call past it is abandoned and recorded as the session's error (None: no limit,
             and the calls run in the caller's thread).
+        reranker: rescores the older turns' fused candidates for the user turn (about 60 to
+            120 of them, in each of the two retrieval rounds): ``"default"`` is the offline
+            :class:`~tokenlean.LexicalSemanticReranker`; a stronger model, such as a
+            :class:`~tokenlean.CrossEncoderReranker` on weights you have, ranks the evidence
+            better at the price of its inference; ``None`` keeps the fusion order. A reranker
+            that raises leaves that pack without retrieved turns (``degraded``).
 
     Raises:
-        ConfigurationError: ``max_sessions`` below 1, or ``call_timeout_s`` not positive.
+        ConfigurationError: ``max_sessions`` below 1, ``call_timeout_s`` not positive, or a
+            ``reranker`` without a ``rerank`` method.
 
     Example:
         An early turn that matters comes back, within the budget, 60 turns later:
@@ -138,7 +145,13 @@ class ConversationMemory:
         collector: MetricsRecorder | None = None,
         max_sessions: int = 1024,
         call_timeout_s: float | None = 10.0,
+        reranker: Reranker | Literal["default"] | None = "default",
     ) -> None:
+        if reranker is not None and reranker != "default" and not isinstance(reranker, Reranker):
+            raise ConfigurationError(
+                f"reranker must be 'default', None or have a rerank(query, candidates) method, "
+                f"not {type(reranker).__name__}"
+            )
         if max_sessions < 1:
             raise ConfigurationError(f"max_sessions must be at least 1, not {max_sessions}")
         if call_timeout_s is not None and not call_timeout_s > 0:
@@ -159,6 +172,7 @@ class ConversationMemory:
         self.slot_model = slots
         self.extractors = list(extractors)
         self.shares = budget or MemoryBudget()
+        self.reranker = reranker
         self.summarize_after = summarize_after
         self.keep_recent = keep_recent
         self.clock = clock
@@ -615,7 +629,9 @@ class ConversationMemory:
         def ranking() -> list[str]:
             try:
                 searcher = HybridSearcher(
-                    self._turn_index(state, tenant, session, searched), candidates=60
+                    self._turn_index(state, tenant, session, searched),
+                    candidates=60,
+                    reranker=self.reranker,
                 )
                 vector = searcher.embed_query(user) if user and user.strip() else None
                 hits = searcher.search(user or "", k=80, query_vector=vector)
