@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import threading
 import time
-from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
@@ -37,31 +34,28 @@ from tokenlean._memory.assembly import (
     MemoryBudget,
     PackItem,
     assemble,
-    turn_text,
 )
 from tokenlean._memory.calls import DeadlineCalls
+from tokenlean._memory.older_turns import rank_older_turns, turn_documents
 from tokenlean._memory.sessions import SessionState, SessionStates
 from tokenlean._memory.slots import SlotExtractor, SlotState
+from tokenlean._memory.stored_history import StoredHistory, SystemTurns
 from tokenlean._memory.summary import (
     ExtractiveSummarizer,
     RollingSummary,
     Summarizer,
     SummaryItem,
-    turn_label,
 )
 from tokenlean._memory.transcript import TranscriptStore, Turn, turn_from_message
 from tokenlean._memory.transcript_memory import MemoryTranscriptStore
 from tokenlean._memory.turn_vectors import TurnVectors
 from tokenlean._memory.uri import open_transcript_store
-from tokenlean._retrieval.documents import SentenceSplitter, key_terms
+from tokenlean._retrieval.documents import SentenceSplitter
 from tokenlean._retrieval.hybrid_index import HybridIndex
-from tokenlean._retrieval.search import HybridSearcher, Reranker, ScoredChunk
+from tokenlean._retrieval.search import Reranker
 from tokenlean._tokens.counting import get_token_counter
 
 if TYPE_CHECKING:
-    import numpy as np
-    import numpy.typing as npt
-
     from tokenlean._metrics.collector import MetricsRecorder
 
 __all__ = ["ConversationMemory"]
@@ -182,7 +176,7 @@ class ConversationMemory:
         self._executor = ThreadPoolExecutor(max_workers=1) if background else None
         self._background: dict[tuple[str, str], Future[None]] = {}
         self._dirty: set[tuple[str, str]] = set()
-        self._system_turns: dict[tuple[str, str], tuple[SessionState, _SystemTurns]] = {}
+        self._system_turns: dict[tuple[str, str], tuple[SessionState, SystemTurns]] = {}
 
     @property
     def max_sessions(self) -> int:
@@ -496,29 +490,16 @@ class ConversationMemory:
 
     def _turn_index(self, state: SessionState, tenant: str, session: str, end: int) -> HybridIndex:
         """The session's retrieval index, with the turns below ``end`` it has not seen added
-        (read from the store and embedded).
-
-        A turn is embedded as itself (its label and text) but searched lexically with the text
-        of the turn it replies to (the turn before it) as well: a reply ("Yes, every summer!")
-        often holds the answer while the question it answers holds the words a later question
-        uses. The embedding stays the turn's own: a reply embedded with its question loses what
-        it says itself."""
+        (read from the store and embedded; see :func:`turn_documents`)."""
         with state.index_lock:
             if state.index is None:
                 state.index = HybridIndex(
                     embedder=self.embedder, splitter=SentenceSplitter(100_000, counter=self.counter)
                 )
             if end > state.indexed:
-                documents, replied_to = [], state.replied_to
-                for t in self.store.turns(tenant, session, state.indexed, end):
-                    if t.role not in ("user", "assistant") or not t.content:
-                        continue
-                    own = f"{turn_label(t)}: {turn_text(t)}"
-                    text = f"{own}\n{replied_to}" if replied_to else own
-                    documents.append(
-                        {"id": t.id, "text": text, "embed": own, "metadata": {"index": t.index}}
-                    )
-                    replied_to = turn_text(t)
+                documents, replied_to = turn_documents(
+                    self.store.turns(tenant, session, state.indexed, end), state.replied_to
+                )
                 if documents:
                     TurnVectors(self.store, self.embedder).index(
                         state.index, tenant, session, documents
@@ -535,7 +516,7 @@ class ConversationMemory:
         with self._lock:
             entry = self._system_turns.get(key)
             if entry is None or entry[0] is not state:
-                entry = self._system_turns[key] = (state, _SystemTurns())
+                entry = self._system_turns[key] = (state, SystemTurns())
                 if len(self._system_turns) > 2 * self.max_sessions:  # drop evicted sessions'
                     for other, (held, _) in list(self._system_turns.items()):
                         if self._states.peek(other) is not held:
@@ -583,7 +564,7 @@ class ConversationMemory:
         end = self.store.count(tenant, session)
         system_turns = self._system_turns_below(state, tenant, session, end)
         degraded: list[str] = []
-        history = _StoredHistory(self.store, tenant, session, end, system_turns)
+        history = StoredHistory(self.store, tenant, session, end, system_turns)
         user_turn: Turn | None = None
         if user is None and len(history) and history[-1].role == "user":
             user_turn = history[-1]
@@ -628,14 +609,8 @@ class ConversationMemory:
 
         def ranking() -> list[str]:
             try:
-                searcher = HybridSearcher(
-                    self._turn_index(state, tenant, session, searched),
-                    candidates=60,
-                    reranker=self.reranker,
-                )
-                vector = searcher.embed_query(user) if user and user.strip() else None
-                hits = searcher.search(user or "", k=80, query_vector=vector)
-                hits = _expanded(searcher, user or "", hits, k=80, query_vector=vector)
+                index = self._turn_index(state, tenant, session, searched)
+                hits = rank_older_turns(index, user or "", reranker=self.reranker)
             except Exception as exc:
                 state.index_error = _describe(exc)
                 degraded.append("retrieved")
@@ -699,123 +674,7 @@ class ConversationMemory:
         self._calls.close()
 
 
-@dataclass
-class _SystemTurns:
-    """A session's system and developer turns among its first ``scanned`` turns."""
-
-    scanned: int = 0
-    turns: list[Turn] = field(default_factory=list)
-
-
-class _StoredHistory(Sequence[Turn]):
-    """A session's turns below ``end`` other than its system turns, oldest first, read from the
-    store only where they are asked for: assembly walks back from the end (read in blocks) and
-    looks at the retrieved turns (read by id, :meth:`prefetch`) and their neighbours (read in
-    small ranges)."""
-
-    _BLOCK = 64  # turns read at once while walking back from the end
-    _AROUND = 2  # turns read on either side of a turn asked for elsewhere
-
-    def __init__(
-        self, store: TranscriptStore, tenant: str, session: str, end: int,
-        system: Sequence[Turn], read: dict[int, Turn] | None = None,
-    ) -> None:  # fmt: skip
-        self._store, self._tenant, self._session, self._end = store, tenant, session, end
-        self._system = sorted(t.index for t in system if t.index < end)
-        self._system_turns = system
-        self._read: dict[int, Turn] = {} if read is None else read
-
-    def before(self, end: int) -> _StoredHistory:
-        """The same history, cut at transcript index ``end`` (sharing what was read)."""
-        return _StoredHistory(self._store, self._tenant, self._session, end,
-                              self._system_turns, self._read)  # fmt: skip
-
-    def prefetch(self, ids: Sequence[str]) -> None:
-        """Read the turns with these ids in one call."""
-        for turn in self._store.find(self._tenant, self._session, ids):
-            self._read.setdefault(turn.index, turn)
-
-    def __len__(self) -> int:
-        return self._end - len(self._system)
-
-    def position_of(self, index: int) -> int:
-        """The position in this history of the turn at transcript ``index``."""
-        return index - bisect_left(self._system, index)
-
-    def _index_at(self, position: int) -> int:
-        index = position
-        for system in self._system:
-            if system > index:
-                break
-            index += 1
-        return index
-
-    @overload
-    def __getitem__(self, position: int) -> Turn: ...
-    @overload
-    def __getitem__(self, position: slice) -> list[Turn]: ...
-    def __getitem__(self, position: int | slice) -> Turn | list[Turn]:
-        if isinstance(position, slice):
-            return [self[i] for i in range(*position.indices(len(self)))]
-        if position < 0:
-            position += len(self)
-        if not 0 <= position < len(self):
-            raise IndexError(position)
-        index = self._index_at(position)
-        turn = self._read.get(index)
-        if turn is None:
-            if index + 1 == self._end or index + 1 in self._read:  # walking back from the end
-                start, end = max(0, index + 1 - self._BLOCK), index + 1
-            else:
-                start, end = max(0, index - self._AROUND), index + self._AROUND + 1
-            for read in self._store.turns(self._tenant, self._session, start, end):
-                self._read.setdefault(read.index, read)
-            turn = self._read[index]
-        return turn
-
-
 def _describe(exc: BaseException) -> str:
     """``Type: message``, the message cut to 300 characters."""
     text = str(exc)
     return f"{type(exc).__name__}: {text[:300]}{'…' if len(text) > 300 else ''}"
-
-
-_LONG_WORD = re.compile(r"[a-z]{5,}")
-
-
-def _expanded(
-    searcher: HybridSearcher,
-    query: str,
-    hits: list[ScoredChunk],
-    *,
-    k: int,
-    query_vector: npt.NDArray[np.float32] | None = None,
-    feedback: int = 5,
-) -> list[ScoredChunk]:
-    """A second retrieval round (pseudo-relevance feedback), for evidence spread over turns
-    that share little with the question: the question plus the rare words (in fewer than one
-    turn in ten, five letters or more, not already in it) that at least two of the
-    ``feedback`` best turns share, searched again (with ``query_vector``, the question's own
-    embedding: the words widen the lexical side only); both rankings fused by reciprocal rank."""
-    base = key_terms(query)
-    counts: dict[str, int] = {}
-    for hit in hits[:feedback]:
-        text = hit.chunk.text.split(": ", 1)[-1]  # the content, without the speaker and date
-        for word in {w for w in _LONG_WORD.findall(text.lower()) if not key_terms(w) & base}:
-            counts[word] = counts.get(word, 0) + 1
-    shared = sorted((w for w in counts if counts[w] >= 2), key=lambda w: (-counts[w], w))
-    if not shared:
-        return hits
-    built = searcher.index.built()
-    frequencies = built.bm25.document_frequencies(shared)
-    rare = [w for w, df in zip(shared, frequencies, strict=True) if df * 10 < len(built.chunks)]
-    if not rare:
-        return hits
-    second = searcher.search(f"{query} {' '.join(rare[:8])}", k=k, query_vector=query_vector)
-    score: dict[str, float] = {}
-    first: dict[str, ScoredChunk] = {}
-    for ranking in (hits, second):
-        for rank, hit in enumerate(ranking):
-            score[hit.chunk.doc_id] = score.get(hit.chunk.doc_id, 0.0) + 1.0 / (60 + rank + 1)
-            first.setdefault(hit.chunk.doc_id, hit)
-    return [first[i] for i in sorted(score, key=lambda i: -score[i])][:k]
