@@ -440,11 +440,16 @@ def retrieved_text(turn: Turn, *, dated: bool = True) -> str:
     The label is the turn's position, not its id: ids can be UUIDs (LangChain message ids cost
     ~30 tokens each). The full id stays in the pack item's sources."""
     label = turn_label(turn) if dated else (turn.speaker or turn.role)
-    text = " ".join(part for part in (turn_text(turn), _calls_text(turn)) if part)
-    return f"[#{turn.index}] {label}: {text}"
+    return f"[#{turn.index}] {label}: {said_text(turn)}"
 
 
-def _calls_text(turn: Turn) -> str:
+def said_text(turn: Turn) -> str:
+    """What a turn says, as one line of text: its content (with an image's caption) and the
+    tool calls it makes (:func:`calls_text`)."""
+    return " ".join(part for part in (turn_text(turn), calls_text(turn)) if part)
+
+
+def calls_text(turn: Turn) -> str:
     """An assistant turn's tool calls as ``[called name(arguments)]`` ("" without any): a
     tool-call turn has no content of its own, and its arguments are often what a later
     question asks about."""

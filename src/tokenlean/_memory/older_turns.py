@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
-from tokenlean._memory.assembly import turn_text
+from tokenlean._memory.assembly import said_text
 from tokenlean._memory.summary import turn_label
 from tokenlean._memory.transcript import Turn
 from tokenlean._retrieval.documents import key_terms
@@ -26,12 +26,17 @@ CANDIDATES = 60
 DEPTH = 80
 """Turns ranked per user turn (the budget holds fewer)."""
 
+_SEARCHED = frozenset({"user", "assistant", "tool"})  # system turns are pinned, never retrieved
+
 
 def turn_documents(
     turns: Iterable[Turn], replied_to: str | None
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """The index documents of ``turns`` (user and assistant turns with content), and the text
-    the next turn replies to (``replied_to``: that of the turn before the first).
+    """The index documents of ``turns`` (user, assistant and tool turns that say something:
+    text, an image's caption or tool calls), and the text the next turn replies to
+    (``replied_to``: that of the turn before the first). A tool result is often the only turn
+    that holds a fact an agent looked up, and a tool call's arguments are often what a later
+    question names (the order number, the city).
 
     A turn is embedded as itself (its label and text) but searched lexically with the text of
     the turn it replies to (the turn before it) as well: a reply ("Yes, every summer!") often
@@ -40,12 +45,13 @@ def turn_documents(
     itself."""
     documents: list[dict[str, Any]] = []
     for t in turns:
-        if t.role not in ("user", "assistant") or not t.content:
+        said = said_text(t) if t.role in _SEARCHED else ""
+        if not said:
             continue
-        own = f"{turn_label(t)}: {turn_text(t)}"
+        own = f"{turn_label(t)}: {said}"
         text = f"{own}\n{replied_to}" if replied_to else own
         documents.append({"id": t.id, "text": text, "embed": own, "metadata": {"index": t.index}})
-        replied_to = turn_text(t)
+        replied_to = said
     return documents, replied_to
 
 
