@@ -341,3 +341,12 @@ def test_a_database_that_is_not_a_number_is_refused(uri: str) -> None:
     for opener in (tl.open_store, tl.open_transcript_store, tl.RedisStore, tl.RedisTranscriptStore):
         with pytest.raises(tl.ConfigurationError, match="not a number"):
             opener(uri)
+
+
+@pytest.mark.parametrize("store", [42, 3.5, object(), b"sqlite:///x.db"])
+def test_a_store_that_is_neither_a_store_nor_a_uri_is_refused_when_built(store: Any) -> None:
+    """The caches and the memory name the wrong store's type at construction, not at the first
+    model call."""
+    for build in (tl.CompletionCache, tl.RetrievalCache, tl.ConversationMemory):
+        with pytest.raises(tl.ConfigurationError, match=f"not {type(store).__name__}"):
+            build(store)

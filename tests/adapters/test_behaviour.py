@@ -209,3 +209,36 @@ def test_per_call_bypass_and_ttl_in_both_frameworks() -> None:
     now[0] += 60  # past the policy's 10 s, within the call's hour
     assert lc("q") == "reply 1"  # served from the cache: the model's next reply is not used
     assert llm.complete("q").additional_kwargs["tokenlean_cache"]["layer"] == "exact"
+
+
+@pytest.mark.parametrize(
+    ("tenant", "route"), [("", None), (123, None), (None, None), ("acme", "nope")]
+)
+def test_both_adapters_refuse_a_bad_tenant_or_route_when_built(tenant: Any, route: Any) -> None:
+    """An empty or non-string tenant, or a route the cache has no policy for, is refused when
+    the adapter is built, by every caching adapter alike, not at its first model call."""
+    from langchain_core.runnables import RunnableLambda
+    from langchain_tokenlean import TokenleanCache, TokenleanChainCache
+    from llama_index.core.llms import MockLLM
+    from llama_index.core.query_engine import CustomQueryEngine
+    from llama_index.llms.tokenlean import CachedLLM
+    from llama_index.query_engine.tokenlean import CachedQueryEngine
+
+    class Echo(CustomQueryEngine):
+        def custom_query(self, query_str: str) -> str:
+            return query_str
+
+    cache = CompletionCache()
+    builds: list[Callable[[], object]] = [
+        lambda: TokenleanCache(cache, tenant=tenant, route=route),
+        lambda: TokenleanChainCache(
+            RunnableLambda(lambda x: x, name="echo"), cache=cache, tenant=tenant, route=route
+        ),
+        lambda: CachedLLM(MockLLM(), cache, tenant=tenant, route=route),
+        lambda: CachedQueryEngine(Echo(), cache, tenant=tenant, route=route),
+    ]
+    for build in builds:
+        # ConfigurationError, or pydantic's ValidationError where the adapter is a pydantic model
+        # (both ValueErrors, both naming the field)
+        with pytest.raises(ValueError, match=r"tenant|no cache policy"):
+            build()

@@ -13,13 +13,18 @@ def _agent_run(orders: int = 12) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for i in range(orders):
         order = 1000 + i
+        arguments = f'{{"order_id": "{order}"}}'
         call = {"id": f"c{i}", "type": "function",
-                "function": {"name": "track_order", "arguments": f'{{"order_id": "{order}"}}'}}  # fmt: skip
+                "function": {"name": "track_order", "arguments": arguments}}  # fmt: skip
+        depot = ("Lyon", "Nantes", "Lille")[i % 3]
         out += [
             {"role": "user", "content": f"Where is order {order}?"},
             {"role": "assistant", "content": "", "tool_calls": [call]},
-            {"role": "tool", "tool_call_id": f"c{i}",
-             "content": f"Order {order}: depot {('Lyon', 'Nantes', 'Lille')[i % 3]}, day {i}."},  # fmt: skip
+            {
+                "role": "tool",
+                "tool_call_id": f"c{i}",
+                "content": f"Order {order}: depot {depot}, day {i}.",
+            },
             {"role": "assistant", "content": "It is on its way."},
             {"role": "user", "content": "Thanks, anything else?"},
             {"role": "assistant", "content": f"Noted ({i})."},

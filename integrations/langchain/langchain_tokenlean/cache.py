@@ -221,6 +221,7 @@ class TokenleanCache(BaseCache):
         if isinstance(cache, str):  # a store URI: memory://, sqlite:///path, redis://host/db
             cache = CompletionCache(open_store(cache))
         self.cache = cache or CompletionCache()
+        self.cache.check_target(tenant=tenant, route=route)
         self.tenant = tenant
         self.route = route
 

@@ -140,6 +140,7 @@ class TokenleanChainCache(RunnableSerializable[dict[str, Any], Any]):
             name=name,
             **kwargs,
         )
+        self.cache.check_target(tenant=tenant, route=route)
         if name is None and getattr(chain, "name", None) is None:
             logger.warning(
                 "tokenlean: entries of this chain are keyed on its default name %r; give "

@@ -25,7 +25,7 @@ from langchain_core.messages import (
 )
 
 from langchain_tokenlean.cache import text_completion
-from tokenlean import ConversationMemory, PromptSummarizer, normalize_role
+from tokenlean import ConfigurationError, ConversationMemory, PromptSummarizer, normalize_role
 
 __all__ = [
     "TokenleanChatMessageHistory",
@@ -37,6 +37,19 @@ __all__ = [
 
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+
+
+def checked_budget(budget: object) -> int:
+    """A memory budget checked when an adapter is built, not at its first model call.
+
+    Raises:
+        ConfigurationError: not a positive whole number of tokens.
+    """
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise ConfigurationError(
+            f"budget must be a positive whole number of tokens, not {budget!r}"
+        )
+    return budget
 
 
 def _role(message: BaseMessage) -> str:
@@ -126,7 +139,7 @@ class TokenleanChatMessageHistory(BaseChatMessageHistory):
         # A transcript store URI (sqlite:///path, redis://host/db): replicas share conversations.
         self.memory = ConversationMemory(memory) if isinstance(memory, str) else memory
         self.base_session = session
-        self.budget = budget
+        self.budget = checked_budget(budget)
         self.tenant = tenant
         self.system = system
 

@@ -21,7 +21,7 @@ from typing import Any, cast
 from langchain_core.messages import AnyMessage, BaseMessage, SystemMessage
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
-from langchain_tokenlean.memory import to_langchain, to_tokenlean
+from langchain_tokenlean.memory import checked_budget, to_langchain, to_tokenlean
 from tokenlean import (
     ConfigurationError,
     ContextPack,
@@ -127,7 +127,7 @@ class TokenleanMemoryMiddleware(AgentMiddleware):
         super().__init__()
         # A transcript store URI (sqlite:///path, redis://host/db): replicas share conversations.
         self.memory = ConversationMemory(memory) if isinstance(memory, str) else memory
-        self.budget = budget
+        self.budget = checked_budget(budget)
         self.tenant = tenant
         self.session = session
         self.on_pack = on_pack
@@ -155,9 +155,16 @@ class TokenleanMemoryMiddleware(AgentMiddleware):
             raise ConfigurationError(
                 f"budget {self.budget} cannot hold the tool schemas alone ({schemas} tokens)"
             )
-        pack = self.memory.context(
-            session, budget=self.budget - schemas, tenant=self.tenant, system=system
-        )
+        try:
+            pack = self.memory.context(
+                session, budget=self.budget - schemas, tenant=self.tenant, system=system
+            )
+        except ConfigurationError as exc:
+            if not schemas:
+                raise
+            raise ConfigurationError(
+                f"budget {self.budget}, less {schemas} tokens of tool schemas: {exc}"
+            ) from exc
         if self.on_pack is not None:
             self.on_pack(pack)
         rendered = pack.messages

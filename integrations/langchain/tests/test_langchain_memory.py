@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from langchain.agents import create_agent
 from langchain_core.language_models import FakeMessagesListChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
@@ -12,7 +13,7 @@ from langchain_tokenlean import TokenleanChatMessageHistory, TokenleanMemoryMidd
 from langgraph.checkpoint.memory import InMemorySaver
 from pydantic import Field
 
-from tokenlean import ConversationMemory, count_message_tokens
+from tokenlean import ConfigurationError, ConversationMemory, count_message_tokens
 from tokenlean.testing import HashingEmbedder
 
 
@@ -251,3 +252,27 @@ def test_a_tool_using_agent_receives_the_system_prompt_as_a_byte_identical_first
     assert len(changing) > 10  # the rest of the system message changes from call to call
     received = [_received(messages, model.bound) for messages in model.seen]
     assert max(received) <= budget, received
+
+
+def test_a_budget_that_is_not_a_positive_whole_number_is_refused_when_built() -> None:
+    """The middleware and the chat history check their budget at construction, not at the
+    agent's first model call."""
+    memory = ConversationMemory(embedder=HashingEmbedder(32))
+    for budget in ("300", 0, -5, 2.5, True):
+        with pytest.raises(ConfigurationError, match="positive whole number"):
+            TokenleanMemoryMiddleware(memory, budget=budget)  # type: ignore[arg-type]
+        with pytest.raises(ConfigurationError, match="positive whole number"):
+            TokenleanChatMessageHistory(memory, "s", budget=budget)  # type: ignore[arg-type]
+
+
+def test_a_budget_too_small_once_the_tool_schemas_are_counted_says_so() -> None:
+    """The error names the budget the user set and the tokens the tool schemas took from it."""
+    lookup_order, model = _tool_run()
+    memory = ConversationMemory(embedder=HashingEmbedder(32))
+    policy = "You are the support agent. " * 20
+    agent = create_agent(model, tools=[lookup_order], system_prompt=policy,
+                         middleware=[TokenleanMemoryMiddleware(memory, budget=150)],
+                         checkpointer=InMemorySaver())  # fmt: skip
+    with pytest.raises(ConfigurationError, match=r"budget 150, less \d+ tokens of tool schemas"):
+        agent.invoke({"messages": [HumanMessage("Where is order 1000?")]},
+                     {"configurable": {"thread_id": "small"}})  # fmt: skip

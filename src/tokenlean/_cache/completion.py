@@ -42,7 +42,6 @@ from tokenlean._cache.compare import TemplateSplitter, last_user_turn
 from tokenlean._cache.judge import AnswerJudge, DefaultAnswerJudge
 from tokenlean._cache.learning import Learning, Pending
 from tokenlean._cache.lookup import CacheLookup, replay_stream
-from tokenlean._cache.memory_store import MemoryStore
 from tokenlean._cache.options import current_options
 from tokenlean._cache.partitions import ChangeFeed, Partitions
 from tokenlean._cache.policy import CachePolicy
@@ -50,7 +49,7 @@ from tokenlean._cache.request import CacheRequest, hash_key, hash_tenant
 from tokenlean._cache.stats import CacheStats, StatsRecorder
 from tokenlean._cache.store import CacheStore, Selector, StoredEntry
 from tokenlean._cache.store_faults import FaultReporter, GuardedStore
-from tokenlean._cache.uri import open_store
+from tokenlean._cache.uri import store_from
 from tokenlean._cache.vector_index import VectorIndex
 from tokenlean._cache.verifier import (
     extract_features,
@@ -153,9 +152,7 @@ class CompletionCache:
         self.collector = collector
         self._judge = judge
         self._require_extras(policy, routes, embedder)
-        if isinstance(store, str):
-            store = open_store(store)
-        self.store_backend: CacheStore = store if store is not None else MemoryStore()
+        self.store_backend: CacheStore = store_from(store)
         self._store = GuardedStore(self.store_backend)  # every failure a typed StoreError
         self.policy = policy or CachePolicy.exact()
         self.routes = dict(routes or {})
@@ -209,6 +206,17 @@ class CompletionCache:
             return self.routes[route]
         except KeyError:
             raise ConfigurationError(f"no cache policy for route {route!r}") from None
+
+    def check_target(self, *, tenant: str, route: str | None) -> None:
+        """Check a tenant and a route before they are used, so that an adapter refuses them when
+        it is built, not at its first model call.
+
+        Raises:
+            ConfigurationError: an empty or non-string tenant, or a route with no policy.
+        """
+        if not isinstance(tenant, str) or not tenant:
+            raise ConfigurationError(f"tenant must be a non-empty string, not {tenant!r}")
+        self.policy_for(route)
 
     @property
     def embedder(self) -> Embedder:

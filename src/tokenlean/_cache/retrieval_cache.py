@@ -16,12 +16,11 @@ import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from tokenlean._cache.memory_store import MemoryStore
 from tokenlean._cache.request import hash_key, hash_tenant
 from tokenlean._cache.stats import CacheStats, StatsRecorder
 from tokenlean._cache.store import CacheStore, Selector, StoredEntry
 from tokenlean._cache.store_faults import FaultReporter, GuardedStore
-from tokenlean._cache.uri import open_store
+from tokenlean._cache.uri import store_from
 from tokenlean._canonical import canonical_json, canonicalize_text
 from tokenlean._errors import ConfigurationError, InvalidInputError, StoreError
 
@@ -76,9 +75,7 @@ class RetrievalCache:
         self.collector = collector
         if ttl_s is not None and ttl_s <= 0:
             raise ConfigurationError("ttl_s must be positive or None")
-        if isinstance(store, str):
-            store = open_store(store)
-        self.store_backend: CacheStore = store if store is not None else MemoryStore()
+        self.store_backend: CacheStore = store_from(store)
         self._store = GuardedStore(self.store_backend)
         self.ttl_s = ttl_s
         self.clock = clock

@@ -11,7 +11,7 @@ from tokenlean._cache.store import CacheStore
 from tokenlean._errors import ConfigurationError
 from tokenlean._redis_client import DEFAULT_PREFIX, refuse_masked_password
 
-__all__ = ["SCHEMES", "open_store"]
+__all__ = ["SCHEMES", "open_store", "store_from"]
 
 SCHEMES = ("memory://", "sqlite:///", "redis://", "rediss://", "unix://")
 """The URI forms :func:`open_store` accepts."""
@@ -104,3 +104,22 @@ def open_store(uri: str) -> CacheStore:
 def _int(uri: str, name: str, text: str | None) -> int | None:
     value = _number(uri, name, text, int)
     return None if value is None else int(value)
+
+
+def store_from(store: object) -> CacheStore:
+    """A cache's store argument as a store: a :class:`CacheStore` as is, a URI opened
+    (:func:`open_store`), None the in-memory default.
+
+    Raises:
+        ConfigurationError: anything else (named with its type), or a bad URI.
+    """
+    if store is None:
+        return MemoryStore()
+    if isinstance(store, str):
+        return open_store(store)
+    if not isinstance(store, CacheStore):
+        raise ConfigurationError(
+            "store must be a CacheStore or a store URI (memory://, sqlite:///path.db, "
+            f"redis://host:port/db), not {type(store).__name__}"
+        )
+    return store

@@ -41,6 +41,7 @@ __all__ = [
     "MemoryBudget",
     "PackItem",
     "assemble",
+    "check_budget",
     "render",
     "retrieved_text",
     "turn_text",
@@ -132,6 +133,19 @@ class Assembly:
     tokens: int
 
 
+def check_budget(budget: object) -> int:
+    """``budget`` if it is a positive whole number of tokens.
+
+    Raises:
+        ConfigurationError: anything else (a string, a float, a bool, zero or less).
+    """
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise ConfigurationError(
+            f"budget must be a positive whole number of tokens, not {budget!r}"
+        )
+    return budget
+
+
 Ranking = Sequence[str] | Callable[[], Sequence[str]]
 Locate = Callable[[Sequence[str]], Mapping[str, int]]
 
@@ -178,6 +192,7 @@ def assemble(
         >>> out.tokens <= 120, [i.sources for i in out.items if i.section == "retrieved"][:1]
         (True, [('t2',)])
     """
+    check_budget(budget)
     shares = shares or MemoryBudget()
     count = functools.cache(count)  # a turn is costed on every pass over the ranking
     head = [*pinned, *([user] if user is not None else [])]

@@ -34,6 +34,7 @@ from tokenlean._memory.assembly import (
     MemoryBudget,
     PackItem,
     assemble,
+    check_budget,
 )
 from tokenlean._memory.calls import DeadlineCalls
 from tokenlean._memory.older_turns import rank_older_turns, turn_documents
@@ -47,9 +48,8 @@ from tokenlean._memory.summary import (
     SummaryItem,
 )
 from tokenlean._memory.transcript import TranscriptStore, Turn, turn_from_message
-from tokenlean._memory.transcript_memory import MemoryTranscriptStore
 from tokenlean._memory.turn_vectors import TurnVectors
-from tokenlean._memory.uri import open_transcript_store
+from tokenlean._memory.uri import transcript_store_from
 from tokenlean._retrieval.documents import SentenceSplitter
 from tokenlean._retrieval.hybrid_index import HybridIndex
 from tokenlean._retrieval.search import Reranker
@@ -157,9 +157,7 @@ class ConversationMemory:
             what="ConversationMemory's retrieval of older turns",
         )
         self.collector = collector
-        if isinstance(store, str):
-            store = open_transcript_store(store)
-        self.store = store if store is not None else MemoryTranscriptStore()
+        self.store: TranscriptStore = transcript_store_from(store)
         self._embedder = as_embedder(embedder) if embedder is not None else None
         self.counter = counter or get_token_counter()
         self.summarizer = summarizer or ExtractiveSummarizer(counter=self.counter)
@@ -557,9 +555,11 @@ class ConversationMemory:
             user: the new user turn (default: the transcript's last turn, if a user turn).
 
         Raises:
-            ConfigurationError: the budget cannot hold the pinned sections (system, state, user).
+            ConfigurationError: the budget is not a positive whole number of tokens, or cannot
+                hold the pinned sections (system, state, user).
             StoreError: the transcript cannot be read.
         """
+        check_budget(budget)
         state = self._state(tenant, session)
         end = self.store.count(tenant, session)
         system_turns = self._system_turns_below(state, tenant, session, end)

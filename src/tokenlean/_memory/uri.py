@@ -11,7 +11,7 @@ from tokenlean._memory.transcript_redis import RedisTranscriptStore
 from tokenlean._memory.transcript_sqlite import SQLiteTranscriptStore
 from tokenlean._redis_client import DEFAULT_PREFIX, refuse_masked_password
 
-__all__ = ["open_transcript_store"]
+__all__ = ["open_transcript_store", "transcript_store_from"]
 
 
 def open_transcript_store(uri: str) -> TranscriptStore:
@@ -62,3 +62,22 @@ def open_transcript_store(uri: str) -> TranscriptStore:
         f"not a transcript store URI: {uri!r}; the accepted forms are memory://, "
         "sqlite:///path/file.db and redis://host:port/db"
     )
+
+
+def transcript_store_from(store: object) -> TranscriptStore:
+    """A memory's store argument as a store: a :class:`TranscriptStore` as is, a URI opened
+    (:func:`open_transcript_store`), None the in-memory default.
+
+    Raises:
+        ConfigurationError: anything else (named with its type), or a bad URI.
+    """
+    if store is None:
+        return MemoryTranscriptStore()
+    if isinstance(store, str):
+        return open_transcript_store(store)
+    if not isinstance(store, TranscriptStore):
+        raise ConfigurationError(
+            "store must be a TranscriptStore or a store URI (memory://, sqlite:///path.db, "
+            f"redis://host:port/db), not {type(store).__name__}"
+        )
+    return store

@@ -274,6 +274,7 @@ class CachedLLM(FunctionCallingLLM):
             refuse_masked(cache, owner="CachedLLM", remedy="give the URI with its password")
             cache = CompletionCache(open_store(cache))
         self._cache = cache or CompletionCache()
+        self._cache.check_target(tenant=tenant, route=route)
 
     @classmethod
     def class_name(cls) -> str:

@@ -155,6 +155,7 @@ class CachedQueryEngine(BaseQueryEngine):
         super().__init__(callback_manager or query_engine.callback_manager)
         self._query_engine = query_engine
         self._cache = cache or CompletionCache()
+        self._cache.check_target(tenant=tenant, route=route)
         self._index_version = index_version
         self.tenant = tenant
         self.route = route

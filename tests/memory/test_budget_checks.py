@@ -1,0 +1,21 @@
+"""A memory budget that is not a positive whole number of tokens is a configuration error,
+named as such, and leaves the transcript as it was."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import tokenlean as tl
+from tokenlean.testing import HashingEmbedder
+
+
+@pytest.mark.parametrize("budget", ["100", 100.0, True, 0, -5, None])
+def test_context_refuses_a_budget_that_is_not_a_positive_whole_number(budget: Any) -> None:
+    memory = tl.ConversationMemory(embedder=HashingEmbedder(32))
+    memory.add("s", [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi"}])
+    with pytest.raises(tl.ConfigurationError, match="positive whole number of tokens"):
+        memory.context("s", budget=budget, user="And now?")
+    assert memory.count("s") == 2
+    assert memory.context("s", budget=100, user="And now?").tokens <= 100
