@@ -26,6 +26,11 @@ judged (shadow verification): all of them until the region holds the ``m`` rows 
 ``n`` rows, never less than ``monitor_rate``, so drift keeps being noticed. Every constant comes
 from the policy or from these statistics, not from a data set.
 
+**Calibration.** Rows from :meth:`~tokenlean.CompletionCache.calibrate` are marked: the route's
+own rows inside a region they helped certify can overrule them (:meth:`AcceptanceState._learn`),
+because calibration pairs are chosen by whoever labelled them and the candidates served are each
+query's nearest entry.
+
 **Per entry.** Once an entry was judged wrong for a query at cosine ``s``, it is never served
 again at a cosine of ``s`` or less (a per-entry floor, in the spirit of vCache's per-prompt
 thresholds).
@@ -85,6 +90,10 @@ class AcceptanceSnapshot:
         region_evidence: effective number of evidence rows inside the region.
         explore_probability: share of would-be hits sent to the model to be judged.
         entry_floors: entries with a per-entry floor.
+        calibration_evidence: rows of ``evidence`` that came from calibration.
+        calibration_overruled: True when the route's own rows inside the calibrated region
+            showed an error rate above the budget, so the rule is drawn without the
+            calibration rows (:meth:`AcceptanceState._learn`).
     """
 
     evidence: int
@@ -97,6 +106,8 @@ class AcceptanceSnapshot:
     region_evidence: float
     explore_probability: float
     entry_floors: int
+    calibration_evidence: int = 0
+    calibration_overruled: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -112,6 +123,17 @@ def clopper_pearson_upper(
     ok = (n - wrong) > 0
     out[ok] = beta.ppf(confidence, wrong[ok] + 1.0, n[ok] - wrong[ok])
     return np.nan_to_num(out, nan=1.0)
+
+
+def exceeds(wrong: int, n: int, rate: float, confidence: float) -> bool:
+    """Whether ``wrong`` errors in ``n`` rows show, at ``confidence``, an error rate above
+    ``rate``: the one-sided binomial test, ``P(X >= wrong | n, rate) < 1 - confidence`` (its
+    tail computed through the beta distribution, as Clopper-Pearson's bound is)."""
+    if wrong <= 0 or n <= 0:
+        return False
+    _, _, beta = _load_learning()
+    tail = float(beta.cdf(rate, wrong, n - wrong + 1))  # P(X >= wrong) for X ~ Binomial(n, rate)
+    return tail < 1.0 - confidence
 
 
 class AcceptanceState:
@@ -149,6 +171,8 @@ class AcceptanceState:
         self._fit_lock = threading.Lock()
         self._x: list[npt.NDArray[np.float32]] = []
         self._y: list[bool] = []
+        self._prior: list[bool] = []  # the row came from calibration, not from traffic
+        self._contradicted = False
         self._floors: OrderedDict[str, float] = OrderedDict()
         self._wrong = 0
         self._model: Any = None
@@ -156,6 +180,7 @@ class AcceptanceState:
         self._estimate: float | None = None
         self._bound: float | None = None
         self._region = 0.0
+        self._region_prior = 0  # calibration rows in the region
         self._support: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | None = None
         self._since_fit = 0
         self.unsaved = 0  # rows added since the state was last persisted
@@ -210,8 +235,10 @@ class AcceptanceState:
         correct: bool,
         *,
         entry: str | None = None,
+        prior: bool = False,
     ) -> None:
-        """Record one judged candidate (``entry``: the candidate entry's key, for its floor).
+        """Record one judged candidate (``entry``: the candidate entry's key, for its floor;
+        ``prior``: a calibration row, which traffic can overrule, see :meth:`_learn`).
 
         The rule is refitted as evidence accumulates (after 16 rows, then every tenth of the
         evidence), outside the lock, so lookups never wait for a fit.
@@ -219,10 +246,11 @@ class AcceptanceState:
         with self._lock:
             self._x.append(np.asarray(x, dtype=np.float32))
             self._y.append(bool(correct))
+            self._prior.append(bool(prior))
             self._wrong += not correct
             if len(self._y) > self.window:
                 self._wrong -= not self._y[0]
-                del self._x[0], self._y[0]
+                del self._x[0], self._y[0], self._prior[0]
             if not correct and entry is not None:
                 self._floors[entry] = max(float(x[0]), self._floors.get(entry, -1.0))
                 self._floors.move_to_end(entry)
@@ -231,6 +259,10 @@ class AcceptanceState:
             self._since_fit += 1
             self.unsaved += 1
             due = self._since_fit >= max(16, len(self._y) // 10)
+            if not correct and not prior and self._cut is not None and self._region_prior:
+                # A wrong row where calibration helped certify the region may overrule the
+                # calibration (:meth:`_learn`): test it now, not after a tenth more evidence.
+                due = due or (self._score(x) >= self._cut and self._supported(x))
         if due:
             self.refit()
 
@@ -241,10 +273,14 @@ class AcceptanceState:
                 self._since_fit = 0
                 x = np.stack(self._x) if self._x else np.zeros((0, 1), dtype=np.float32)
                 y = np.array(self._y, dtype=bool)
-            rule = self._learn(x, y)
+                prior = np.array(self._prior, dtype=bool)
+            rule, contradicted = self._learn(x, y, prior)
+            inside = self._inside(rule, x) if rule[1] is not None else np.zeros(len(y), bool)
             with self._lock:
                 (self._model, self._cut, self._estimate, self._bound, self._region,
                  self._support) = rule  # fmt: skip
+                self._contradicted = contradicted
+                self._region_prior = 0 if contradicted else int((inside & prior).sum())
 
     def _supported(self, x: npt.NDArray[np.float32]) -> bool:
         """Whether the model's region has evidence where ``x`` lies: a cosine no lower, and
@@ -278,8 +314,43 @@ class AcceptanceState:
         result: npt.NDArray[np.float64] = 1.0 / (1.0 + np.exp(-np.clip(z, -500, 500)))
         return result
 
-    def _learn(self, x: npt.NDArray[np.float32], y: npt.NDArray[np.bool_]) -> _Rule:
-        """The rule the evidence supports: cosine's region, or the model's when it is larger."""
+    def _learn(
+        self, x: npt.NDArray[np.float32], y: npt.NDArray[np.bool_], prior: npt.NDArray[np.bool_]
+    ) -> tuple[_Rule, bool]:
+        """The rule the evidence supports, and whether traffic overruled the calibration.
+
+        Calibration pairs are chosen by whoever labelled them; the candidates the route is
+        asked about are each query's *nearest* entry, the hardest negatives among them. So a
+        region certified with calibration rows holds only while the route's own rows inside it
+        (judged explorations, feedback, misses) agree: when they show an error rate above the
+        budget (the one-sided binomial test at the policy's confidence, :func:`exceeds`), the
+        calibration rows are set aside and the rule is drawn from traffic rows alone (cold
+        start, with what traffic has taught). The test runs at every refit: no state, no
+        constant."""
+        rule = self._rule(x, y)
+        if not prior.any() or prior.all() or rule[1] is None:
+            return rule, False
+        traffic_x, traffic_y = x[~prior], y[~prior]
+        inside = self._inside(rule, traffic_x)
+        wrong = int((~traffic_y[inside]).sum())
+        if not exceeds(wrong, int(inside.sum()), self.max_error_rate, self.confidence):
+            return rule, False
+        return self._rule(traffic_x, traffic_y), True
+
+    def _inside(self, rule: _Rule, x: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:
+        """Which rows of ``x`` a rule would serve (its cut, and its model's support)."""
+        model, cut, support = rule[0], rule[1], rule[5]
+        assert cut is not None
+        scores = x[:, 0].astype(np.float64) if model is None else self._predict(model, x)
+        inside: npt.NDArray[np.bool_] = scores >= cut
+        if support is not None:
+            low, high = support
+            inside &= (x[:, 0] >= low[0]) & np.all(x[:, 1:] >= low[1:], axis=1)
+            inside &= np.all(x[:, 1:] <= high[1:], axis=1)
+        return inside
+
+    def _rule(self, x: npt.NDArray[np.float32], y: npt.NDArray[np.bool_]) -> _Rule:
+        """The rule these rows support: cosine's region, or the model's when it is larger."""
         n = len(y)
         if n == 0:
             return None, None, None, None, 0.0, None
@@ -349,6 +420,8 @@ class AcceptanceState:
                 region_evidence=round(self._region, 1),
                 explore_probability=round(self.explore_probability, 4),
                 entry_floors=len(self._floors),
+                calibration_evidence=sum(self._prior),
+                calibration_overruled=self._contradicted,
             )
 
     def to_bytes(self) -> bytes:
@@ -361,6 +434,7 @@ class AcceptanceState:
                 format=np.array([_FORMAT, dim]),
                 x=np.stack(self._x).astype(np.float32) if self._x else np.zeros((0, 0)),
                 y=np.array(self._y, dtype=np.uint8),
+                prior=np.array(self._prior, dtype=np.uint8),  # absent before: all traffic
                 floor_keys=np.array(list(self._floors), dtype="S32"),
                 floor_values=np.array(list(self._floors.values()), dtype=np.float32),
             )
@@ -376,16 +450,18 @@ class AcceptanceState:
                     return False
                 x = saved["x"].astype(np.float32)
                 y = saved["y"].astype(bool)
+                prior = saved["prior"].astype(bool) if "prior" in saved.files else np.zeros_like(y)
                 keys = [k.decode("ascii") for k in saved["floor_keys"]]
                 values = saved["floor_values"].astype(np.float64)
         except (OSError, ValueError, KeyError, EOFError, UnicodeDecodeError) as exc:
             logger.warning("tokenlean: ignoring unreadable semantic-cache evidence (%s)", exc)
             return False
-        if len(x) != len(y) or len(keys) != len(values):
+        if len(x) != len(y) or len(prior) != len(y) or len(keys) != len(values):
             return False
         with self._lock:
             self._x = list(x)
             self._y = [bool(v) for v in y]
+            self._prior = [bool(v) for v in prior]
             self._wrong = int((~y).sum())
             self._floors = OrderedDict(zip(keys, (float(v) for v in values), strict=True))
         self.refit()

@@ -582,6 +582,7 @@ class CompletionCache:
             state.add(
                 pair_features(cosine, extract_features(query_text), extract_features(cached_text)),
                 same,
+                prior=True,
             )
             added += 1
         state.refit()

@@ -111,6 +111,8 @@ _ACCEPTANCE_FIGURES = (
     "cut",
     "explore_probability",
     "serving",
+    "calibration_evidence",
+    "calibration_overruled",
 )
 
 
@@ -165,7 +167,7 @@ class PrometheusExporter:
             "semantic_cache_acceptance",
             "What an error-bounded semantic route has learned, by route and figure "
             "(evidence, evidence_wrong, error_estimate, error_upper_bound, cut, "
-            "explore_probability, serving).",
+            "explore_probability, serving, calibration_evidence, calibration_overruled).",
             ["route", "figure"],
             namespace=namespace,
             registry=registry,

@@ -31,7 +31,7 @@ import numpy.typing as npt
 
 from tokenlean._cache.compare import last_user_turn
 from tokenlean._cache.completion import CompletionCache
-from tokenlean._cache.judge import DefaultAnswerJudge
+from tokenlean._cache.judge import DefaultAnswerJudge, equal_answers
 from tokenlean._cache.policy import CachePolicy, VerifierConfig
 from tokenlean._cache.request import CacheRequest
 from tokenlean._cache.sqlite_store import SQLiteStore
@@ -129,7 +129,11 @@ def _tokenlean(
     folder = Path(tempfile.mkdtemp(prefix="tokenlean-bench-"))
     store = SQLiteStore(folder / "cache.db")
     embedder = TableEmbedder(table, dim, fallback=fallback)  # fallback: templated texts' parts
-    cache = CompletionCache(store, policy=policy, embedder=embedder, seed=0)
+    # A lookup not served calls the model, whose answer is judged against the nearest candidate's
+    # (the pair id for a duplicate, another answer otherwise), as in deployed use: that is how
+    # a calibrated route checks its calibration against the traffic it serves.
+    cache = CompletionCache(store, policy=policy, embedder=embedder, seed=0,
+                            judge=equal_answers, background_judging=False)  # fmt: skip
     acceptance: dict[str, Any] = {}
     if calibration:
         vectors_a = np.stack([table[canonicalize_text(p.text_a)] for p in calibration])
@@ -141,13 +145,20 @@ def _tokenlean(
         value = {"pair": i}
         payload_bytes += len(json.dumps(value, separators=(",", ":")))
         cache.store(bench_request(pair.text_a), value, tenant="bench")
-    outcomes, latencies = [], []
+    outcomes, latencies, explored = [], [], 0
     for i, pair in enumerate(pairs):
         start = time.perf_counter()
         result = cache.lookup(bench_request(pair.text_b), tenant="bench")
         latencies.append((time.perf_counter() - start) * 1000)
         correct = result.hit and result.value == {"pair": i} and pair.duplicate
         outcomes.append((result.hit, correct, pair.duplicate))
+        if not result.hit:
+            # The model answers and its answer is judged against the nearest candidate's, as
+            # when deployed; the protocol's entries stay the first texts, so it is then removed.
+            answer = {"pair": i} if pair.duplicate else {"pair": i, "query": True}
+            cache.store(bench_request(pair.text_b), answer, tenant="bench", tags=["query"])
+            cache.invalidate(tag="query")
+            explored += result.explored
     entries, _ = store.usage()
     store.close()
     file_bytes = sum(f.stat().st_size for f in folder.iterdir())
@@ -157,6 +168,7 @@ def _tokenlean(
     }
     if acceptance:
         storage["acceptance"] = acceptance
+        storage["explored"] = explored
     return outcomes, latencies, storage
 
 
