@@ -48,7 +48,12 @@ from typing import Any
 
 from tokenlean._cache.partitions import FeedChange
 from tokenlean._cache.store import Selector, StoredEntry
-from tokenlean._errors import ConfigurationError, CorruptedStoreError, StoreError
+from tokenlean._errors import (
+    ConfigurationError,
+    CorruptedStoreError,
+    StoreBackendError,
+    StoreError,
+)
 from tokenlean._redis_client import DEFAULT_PREFIX, DEFAULT_URL, RedisConnection
 
 __all__ = ["FEED_LENGTH", "RedisStore"]
@@ -115,8 +120,10 @@ end
 """
 
 # ARGV: prefix, feed length, n touches, (address, recency) * n, address, meta JSON, max_entries
-# (0: none), max_bytes (0: none), expiry in ms ('' : none), then the entry's hash as field, value
-# pairs.
+# (0: none), max_bytes (0: none), expiry in ms ('' : none), the writer's key secret (hex), then
+# the entry's hash as field, value pairs. Returns the evicted addresses, or {'!secret'} (nothing
+# written) when the server holds another secret: its data was lost and another replica made a
+# new one. A missing secret is set back to the writer's, so replicas started later share it.
 _PUT = (
     _LUA_COMMON
     + """
@@ -128,13 +135,19 @@ for _ = 1, n do
 end
 local m, meta_json = ARGV[i], ARGV[i + 1]
 local max_e, max_b, exp_ms = tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]), ARGV[i + 4]
+local held = redis.call('GET', P .. 'cache:secret')
+if not held then
+  redis.call('SET', P .. 'cache:secret', ARGV[i + 5])
+elseif held ~= ARGV[i + 5] then
+  return {'!secret'}
+end
 local now = now_us()
 local evicted = {}
 reap(now, evicted, m)
 remove(m)
 local e = cjson.decode(meta_json)
 local fields = {}
-for j = i + 5, #ARGV do table.insert(fields, ARGV[j]) end
+for j = i + 6, #ARGV do table.insert(fields, ARGV[j]) end
 local key = P .. 'cache:e:' .. m
 redis.call('HSET', key, unpack(fields))
 redis.call('HSET', META, m, meta_json)
@@ -467,14 +480,33 @@ class RedisStore:
              list(entry.tags), entry.plan_version, entry.expires_at]
         )  # fmt: skip
         expiry = "" if entry.expires_at is None else str(int(entry.expires_at * 1000))
+        secret = self.secret.hex()
         touches = self._take_touches()
         args = [
             self.prefix, self.feed_length, len(touches) // 2, *touches,
             _address(entry.namespace, entry.key), meta,
-            self.max_entries or 0, self.max_bytes or 0, expiry, *_fields(entry),
+            self.max_entries or 0, self.max_bytes or 0, expiry, secret, *_fields(entry),
         ]  # fmt: skip
         evicted = self._redis.call("put", lambda: self._put_script(args=args))
+        if evicted and _text(evicted[0]) == "!secret":
+            self._secret_changed(secret)
         return [_pair(address) for address in evicted]
+
+    def _secret_changed(self, used: str) -> None:
+        """The server holds another key secret than ``used``: forget ours (the next use reads
+        the server's) and refuse the operation, whose keys were made with the old one.
+
+        Raises:
+            StoreBackendError: always.
+        """
+        with self._lock:
+            if self._secret is not None and self._secret.hex() == used:
+                self._secret = None
+        raise StoreBackendError(
+            f"Redis server {self.url}: the key secret changed on the server (its data was lost "
+            "or flushed, and another replica made a new secret); nothing was written, and the "
+            "server's secret is used from now on"
+        )
 
     def _candidates(self, selector: Selector) -> Iterable[Any]:
         """Addresses that may match, from the narrowest index the selector allows."""
@@ -493,6 +525,13 @@ class RedisStore:
         return (address for address, _ in client.hscan_iter(self._key("meta"), count=_BATCH))
 
     def delete(self, selector: Selector) -> list[tuple[str, str]]:
+        # An invalidation's keys (a hashed tenant, a namespace) were made with our secret: on a
+        # server that lost its data to another replica's new secret they would match nothing.
+        secret = self.secret.hex()
+        held = self._redis.call("reading the key secret", lambda: self._redis.client.get(
+            self._key("secret")))  # fmt: skip
+        if held is not None and _text(held) != secret:
+            self._secret_changed(secret)
         spec = json.dumps(
             [selector.namespace, selector.key, selector.tenant, selector.layer, selector.tag,
              selector.plan_version, selector.expired_at]
