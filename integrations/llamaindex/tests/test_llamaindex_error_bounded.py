@@ -224,6 +224,31 @@ def test_a_repeated_query_is_answered_from_the_cache_with_its_sources(
     assert not served(engine.query("Is shipping free?"))
 
 
+def test_the_same_documents_indexed_again_keep_the_index_version(tmp_path: Any) -> None:
+    """An index rebuilt from the same documents (a restart, a replica: its nodes get new random
+    ids) has the same version, so a persistent cache answers; a changed document changes it."""
+
+    def build(refund_days: int) -> VectorStoreIndex:
+        documents = [
+            Document(text=f"Refunds are paid back within {refund_days} days.", id_="refunds"),
+            Document(text="Shipping is free for orders over 50 euros.", id_="shipping"),
+        ]
+        return VectorStoreIndex.from_documents(documents, embed_model=WordEmbedding())
+
+    path = f"sqlite:///{tmp_path}/cache.db"
+    first = CachedQueryEngine.from_index(build(14), CompletionCache(path), llm=MockLLM())
+    first.query("How long until refunds are paid?")
+    first.cache.close()
+    again = CachedQueryEngine.from_index(build(14), CompletionCache(path), llm=MockLLM())
+    assert again.index_version == first.index_version
+    assert served(again.query("How long until refunds are paid?"))
+    again.cache.close()
+    changed = CachedQueryEngine.from_index(build(30), CompletionCache(path), llm=MockLLM())
+    assert changed.index_version != first.index_version
+    assert not served(changed.query("How long until refunds are paid?"))
+    changed.cache.close()
+
+
 def test_invalidating_a_document_drops_every_answer_that_cited_it(
     index: VectorStoreIndex,
 ) -> None:

@@ -44,9 +44,12 @@ _MODEL = "query-engine"
 
 
 def _index_fingerprint(index: BaseIndex[Any]) -> str:
-    """A fingerprint of the document hashes the index's docstore records."""
-    hashes = index.docstore.get_all_document_hashes()  # {hash: doc_id}
-    return fingerprint(*sorted(f"{doc_id}\x00{digest}" for digest, doc_id in hashes.items()))
+    """A fingerprint of the content hashes the index's docstore records (text and metadata of
+    each node). Node ids are left out: LlamaIndex gives split nodes random ids, so the same
+    documents indexed in another process (a restart, a replica) would get another version and
+    a persistent cache would never answer."""
+    hashes = index.docstore.get_all_document_hashes()  # {hash: node id}
+    return fingerprint(*sorted(hashes))
 
 
 def _json(value: Any) -> str | None:
