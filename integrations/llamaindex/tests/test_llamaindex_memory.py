@@ -115,7 +115,8 @@ def test_get_returns_a_budgeted_context_and_get_all_everything() -> None:
 
 
 def test_async_methods_set_and_reset() -> None:
-    """aput_messages / aget / aset work; set only appends; reset keeps the stored turns."""
+    """aput_messages / aget / aset work; set continuing the history appends; reset keeps the
+    stored turns."""
     memory = make(session="a", token_limit=300)
 
     async def run() -> list[ChatMessage]:
@@ -129,6 +130,32 @@ def test_async_methods_set_and_reset() -> None:
     memory.reset()
     assert memory.get() == []
     assert len(memory.memory.turns("a")) == 3
+
+
+def test_set_with_another_history_replaces_what_the_model_sees() -> None:
+    """As LlamaIndex's own memories do: set([...]) with a history that does not continue the
+    stored one (a chat engine's chat_history=) makes it the conversation; the earlier turns
+    stay in the transcript, in an earlier segment."""
+    memory = make(session="b", token_limit=300)
+    memory.set([ChatMessage(role="user", content="old question"),
+                ChatMessage(role="assistant", content="old answer")])  # fmt: skip
+    memory.set([ChatMessage(role="user", content="only this")])
+    assert [m.content for m in memory.get_all()] == ["only this"]
+    assert [m.content for m in memory.get()] == ["only this"]
+    assert [t.content for t in memory.memory.turns("b")] == ["old question", "old answer"]
+    memory.set([*memory.get_all(), ChatMessage(role="assistant", content="noted")])
+    assert [m.content for m in memory.get_all()] == ["only this", "noted"]
+
+
+def test_a_tool_message_without_its_call_id_is_refused_like_the_cores() -> None:
+    """A tool result answering no call is a MalformedRequestError, and nothing is stored."""
+    from tokenlean import MalformedRequestError
+
+    memory = make(session="c", token_limit=300)
+    with pytest.raises(MalformedRequestError, match="tool_call_id"):
+        memory.put_messages([ChatMessage(role="user", content="hi"),
+                             ChatMessage(role="tool", content="42")])  # fmt: skip
+    assert memory.get_all() == []
 
 
 def test_a_chat_engine_and_a_function_agent_use_it() -> None:

@@ -70,8 +70,10 @@ def to_tokenlean(message: ChatMessage) -> dict[str, Any]:
     and tool-call id in the provider's shape."""
     role = normalize_role(message.role.value)
     data: dict[str, Any] = {"role": role, "content": message.content or ""}
-    if role == "tool":
-        data["tool_call_id"] = str(message.additional_kwargs.get("tool_call_id") or "unknown")
+    if role == "tool" and message.additional_kwargs.get("tool_call_id"):
+        # Without one, the core refuses the message (MalformedRequestError), as it does a
+        # LangChain tool message's: a tool result that answers no call is refused by providers.
+        data["tool_call_id"] = str(message.additional_kwargs["tool_call_id"])
     calls = [block for block in message.blocks if isinstance(block, ToolCallBlock)]
     calls += list(message.additional_kwargs.get("tool_calls") or [])
     if calls:
@@ -307,10 +309,23 @@ class TokenleanMemory(BaseMemory):
         self._memory.add(self._session, [to_tokenlean(m) for m in messages], tenant=self.tenant)
 
     def set(self, messages: list[ChatMessage]) -> None:
-        """Record messages beyond those already stored (the transcript is append-only)."""
-        known = self._memory.count(self._session, tenant=self.tenant)
-        if len(messages) > known:
-            self.put_messages(messages[known:])
+        """Make ``messages`` the conversation, as LlamaIndex's memories do.
+
+        When they continue the stored turns (the same roles and texts, then more), only the new
+        ones are recorded. Otherwise (another history, a shorter one) a new segment starts with
+        them, as :meth:`reset` does: the earlier turns stay stored (the transcript is
+        append-only) but no longer reach the model."""
+        stored = self._memory.turns(self._session, tenant=self.tenant)
+        given = [to_tokenlean(m) for m in messages]
+        continues = len(given) >= len(stored) and all(
+            (t.role, t.content) == (m["role"], m.get("content") or "")
+            for t, m in zip(stored, given, strict=False)
+        )
+        if not continues:
+            self.reset()
+            stored = []
+        if len(given) > len(stored):
+            self._memory.add(self._session, given[len(stored) :], tenant=self.tenant)
 
     def reset(self) -> None:
         """Start a new segment: earlier turns stay stored but no longer reach the model."""
