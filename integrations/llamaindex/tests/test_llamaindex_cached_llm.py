@@ -310,3 +310,33 @@ def test_to_dict_and_from_dict_keep_the_llm_and_the_cache(tmp_path: Any) -> None
     assert response.text == first.text
     assert response.additional_kwargs["tokenlean_cache"]["layer"] == "exact"
     again.cache.close()
+
+
+def test_from_dict_keeps_what_each_route_compares() -> None:
+    """last_user_turn and a TemplateSplitter's settings come back; a custom splitter, which
+    cannot be serialized, is a ConfigurationError asking for cache=, never another rule."""
+    from llama_index.core.llms import MockLLM
+
+    from tokenlean import ConfigurationError, TemplateSplitter
+
+    routes = {
+        "faq": CachePolicy.semantic(compare=last_user_turn),
+        "rag": CachePolicy.semantic(compare=TemplateSplitter(learn_requests=6)),
+    }
+    llm = CachedLLM(MockLLM(), CompletionCache(routes=routes, embedder=HashingEmbedder()))
+    again = CachedLLM.from_dict(llm.to_dict())
+    assert again.cache.routes["faq"].compare is last_user_turn
+    splitter = again.cache.routes["rag"].compare
+    assert isinstance(splitter, TemplateSplitter)
+    assert splitter.learn_requests == 6
+    assert again.cache.policy.compare is None  # the default policy is exact
+
+    def own(request: Any) -> tuple[str, str] | None:
+        return None
+
+    custom = CachedLLM(MockLLM(), CompletionCache(
+        routes={"own": CachePolicy.semantic(compare=own)}, embedder=HashingEmbedder()))  # fmt: skip
+    data = custom.to_dict()
+    with pytest.raises(ConfigurationError, match="route 'own' compares with a custom splitter"):
+        CachedLLM.from_dict(data)
+    assert CachedLLM.from_dict(data, cache=custom.cache).cache is custom.cache

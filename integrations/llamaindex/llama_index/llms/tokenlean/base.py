@@ -57,7 +57,9 @@ from tokenlean import (
     MemoryStore,
     PromptAnswerJudge,
     SQLiteStore,
+    TemplateSplitter,
     cache_options,
+    last_user_turn,
     open_store,
     replay_stream,
 )
@@ -139,7 +141,52 @@ def _cache_config(cache: CompletionCache) -> dict[str, Any]:
         "store": location,
         "policy": cache.policy.model_dump(mode="json"),
         "routes": {name: p.model_dump(mode="json") for name, p in cache.routes.items()},
+        "compare": {
+            name: _compare_config(p)
+            for name, p in [("", cache.policy), *cache.routes.items()]
+            if p.compare is not None
+        },
     }
+
+
+def _compare_config(policy: CachePolicy) -> dict[str, Any]:
+    """What a semantic policy compares: ``last_user_turn``, a ``TemplateSplitter`` (its
+    settings; what it learned is relearned), or a custom splitter (not serialized)."""
+    compare = policy.compare
+    if compare is last_user_turn:
+        return {"kind": "last_user_turn"}
+    if type(compare) is TemplateSplitter:
+        return {"kind": "template", "min_block_chars": compare.min_block_chars,
+                "learn_requests": compare.learn_requests,
+                "context_messages": compare.context_messages}  # fmt: skip
+    return {"kind": "custom", "type": type_name(compare)}
+
+
+def _with_compare(name: str, policy: CachePolicy, config: dict[str, Any] | None) -> CachePolicy:
+    """``policy`` with the splitter ``config`` describes (None: data written before splitters
+    were recorded, the policy's default).
+
+    Raises:
+        ConfigurationError: the splitter was custom (not serialized).
+    """
+    if config is None:
+        return policy
+    kind = config.get("kind")
+    if kind == "last_user_turn":
+        compare: Any = last_user_turn
+    elif kind == "template":
+        compare = TemplateSplitter(
+            min_block_chars=int(config["min_block_chars"]),
+            learn_requests=int(config["learn_requests"]),
+            context_messages=config.get("context_messages"),
+        )
+    else:
+        where = f"route {name!r}" if name else "the default policy"
+        raise ConfigurationError(
+            f"CachedLLM.from_dict: {where} compares with a custom splitter "
+            f"({config.get('type')}), which is not serialized; {_REMEDY}"
+        )
+    return CachePolicy.model_validate({**policy.model_dump(), "compare": compare})
 
 
 _REMEDY = (
@@ -172,11 +219,15 @@ def _cache_from_config(config: dict[str, Any], store: CacheStore | None = None) 
             store = MemoryStore()
         else:
             raise ConfigurationError(f"unknown cache store in CachedLLM data: {location!r}")
+    compare = config.get("compare") or {}
     return CompletionCache(
         store,
-        policy=CachePolicy.model_validate(config.get("policy") or {}),
+        policy=_with_compare(
+            "", CachePolicy.model_validate(config.get("policy") or {}), compare.get("")
+        ),
         routes={
-            name: CachePolicy.model_validate(p) for name, p in (config.get("routes") or {}).items()
+            name: _with_compare(name, CachePolicy.model_validate(p), compare.get(name))
+            for name, p in (config.get("routes") or {}).items()
         },
     )
 
@@ -298,8 +349,10 @@ class CachedLLM(FunctionCallingLLM):
         in the store).
 
         Credentials are never written: a Redis password is masked (``redis://user:***@…``).
-        A custom store is recorded by its type only, and a custom ``compare`` splitter or judge
-        is not serialized: :meth:`from_dict` then needs ``cache=``.
+        What each policy compares is kept (``last_user_turn``, or a ``TemplateSplitter``'s
+        settings; what it learned is relearned). A custom store is recorded by its type only,
+        and a custom ``compare`` splitter or judge is not serialized: :meth:`from_dict` then
+        needs ``cache=`` (without it, a custom splitter is a ``ConfigurationError``).
         """
         data = super().to_dict(**kwargs)
         data["llm"] = self.llm.to_dict(**kwargs)
