@@ -242,3 +242,30 @@ def test_both_adapters_refuse_a_bad_tenant_or_route_when_built(tenant: Any, rout
         # (both ValueErrors, both naming the field)
         with pytest.raises(ValueError, match=r"tenant|no cache policy"):
             build()
+
+
+def test_both_adapters_name_a_wrong_argument_when_built() -> None:
+    """A cache that is neither a CompletionCache nor a store URI, a wrapped object of the wrong
+    kind, or a TTL that is not a number of seconds is a ConfigurationError in both adapters."""
+    from langchain_tokenlean import TokenleanCache
+    from llama_index.core.llms import MockLLM
+    from llama_index.llms.tokenlean import CachedLLM
+    from llama_index.memory.tokenlean import TokenleanMemory
+    from llama_index.query_engine.tokenlean import CachedQueryEngine
+
+    from tokenlean import ConfigurationError
+
+    wrong: list[Callable[[], object]] = [
+        lambda: TokenleanCache(123),  # type: ignore[arg-type]
+        lambda: CachedLLM(MockLLM(), cache=123),  # type: ignore[arg-type]
+        lambda: CachedLLM("gpt-4o"),  # type: ignore[arg-type]
+        lambda: CachedQueryEngine(None),  # type: ignore[arg-type]
+        lambda: TokenleanMemory(123, session="s"),  # type: ignore[arg-type]
+        lambda: CachedLLM.from_dict({}),
+        # (LangChain reads per-call options in a callback, and its callback manager logs a
+        # callback's error instead of raising it: the call then runs without the options.)
+        lambda: CachedLLM(MockLLM()).complete("x", tokenlean_ttl_s="abc"),
+    ]
+    for build in wrong:
+        with pytest.raises(ConfigurationError):
+            build()

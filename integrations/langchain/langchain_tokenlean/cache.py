@@ -38,6 +38,7 @@ from tokenlean import (
     CacheLookup,
     CacheRequest,
     CompletionCache,
+    ConfigurationError,
     InvalidInputError,
     NotSerializableError,
     PromptAnswerJudge,
@@ -218,6 +219,11 @@ class TokenleanCache(BaseCache):
         tenant: str = "default",
         route: str | None = None,
     ) -> None:
+        if cache is not None and not isinstance(cache, str | CompletionCache):
+            raise ConfigurationError(
+                "cache must be a CompletionCache or a store URI (memory://, sqlite:///path.db, "
+                f"redis://host:port/db), not {type(cache).__name__}"
+            )
         if isinstance(cache, str):  # a store URI: memory://, sqlite:///path, redis://host/db
             cache = CompletionCache(open_store(cache))
         self.cache = cache or CompletionCache()

@@ -46,7 +46,7 @@ def _options(metadata: dict[str, Any]) -> AbstractContextManager[Any] | None:
         return None
     if mode not in (None, "bypass"):
         raise ConfigurationError(f"tokenlean_cache takes 'bypass', not {mode!r}")
-    return cache_options(bypass=mode == "bypass", ttl_s=None if ttl_s is None else float(ttl_s))
+    return cache_options(bypass=mode == "bypass", ttl_s=ttl_s)  # checked by the core
 
 
 class TokenleanCallbackHandler(BaseCallbackHandler):

@@ -8,6 +8,7 @@ LlamaIndex keyword arguments).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -30,6 +31,28 @@ class CallOptions:
     bypass: bool = False
     ttl_s: float | None = None
 
+    def __post_init__(self) -> None:
+        """Raises: ConfigurationError: a TTL that is not a positive number of seconds."""
+        object.__setattr__(self, "ttl_s", _checked_ttl(self.ttl_s))
+
+
+def _checked_ttl(ttl_s: object) -> float | None:
+    """A per-call TTL as seconds: None, or a positive finite number (a numeric string, as run
+    metadata may carry, is read as one).
+
+    Raises:
+        ConfigurationError: anything else.
+    """
+    if ttl_s is None:
+        return None
+    try:
+        seconds = float(ttl_s) if not isinstance(ttl_s, bool) else math.nan
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not 0 < seconds < math.inf:
+        raise ConfigurationError(f"ttl_s must be a positive number of seconds, not {ttl_s!r}")
+    return seconds
+
 
 _OPTIONS: ContextVar[CallOptions | None] = ContextVar("tokenlean_cache_options", default=None)
 
@@ -44,7 +67,7 @@ def cache_options(*, bypass: bool = False, ttl_s: float | None = None) -> Iterat
     """Per-call cache options for the calls made inside the block.
 
     Raises:
-        ConfigurationError: a TTL that is not positive.
+        ConfigurationError: a TTL that is not a positive number of seconds.
 
     Example:
         >>> from tokenlean import CacheRequest, CompletionCache
@@ -59,8 +82,6 @@ def cache_options(*, bypass: bool = False, ttl_s: float | None = None) -> Iterat
         >>> cache.lookup(request).value, cache.stats().bypassed
         ('Hello!', 1)
     """
-    if ttl_s is not None and not ttl_s > 0:
-        raise ConfigurationError(f"ttl_s must be positive, not {ttl_s}")
     options = CallOptions(bypass=bypass, ttl_s=ttl_s)
     token = _OPTIONS.set(options)
     try:

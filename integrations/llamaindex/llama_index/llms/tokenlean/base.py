@@ -239,7 +239,7 @@ def _call_options(kwargs: dict[str, Any]) -> CallOptions:
     ttl_s = kwargs.pop("tokenlean_ttl_s", None)
     if mode not in (None, "bypass"):
         raise ConfigurationError(f"tokenlean_cache takes 'bypass', not {mode!r}")
-    return CallOptions(bypass=mode == "bypass", ttl_s=None if ttl_s is None else float(ttl_s))
+    return CallOptions(bypass=mode == "bypass", ttl_s=ttl_s)  # checked by the core
 
 
 def _marker(result: CacheLookup) -> dict[str, Any]:
@@ -318,6 +318,16 @@ class CachedLLM(FunctionCallingLLM):
         route: str | None = None,
         **kwargs: Any,
     ) -> None:
+        if not isinstance(llm, LLM):
+            raise ConfigurationError(
+                f"CachedLLM wraps a LlamaIndex LLM, not {type(llm).__name__} (a model name is "
+                "not an LLM: build the LLM with its integration first)"
+            )
+        if cache is not None and not isinstance(cache, str | CompletionCache):
+            raise ConfigurationError(
+                "cache must be a CompletionCache or a store URI (memory://, sqlite:///path.db, "
+                f"redis://host:port/db), not {type(cache).__name__}"
+            )
         kwargs.setdefault("callback_manager", llm.callback_manager)
         kwargs.update(llm=llm, tenant=tenant, route=route)
         super().__init__(**kwargs)
@@ -381,6 +391,10 @@ class CachedLLM(FunctionCallingLLM):
         """
         data = {**data, **kwargs}
         data.pop("class_name", None)
+        if "llm" not in data:
+            raise ConfigurationError(
+                "CachedLLM.from_dict: the data holds no 'llm' (give what to_dict returned)"
+            )
         inner = data.pop("llm")
         if isinstance(inner, dict):
             inner = _llm_class(str(inner.get("class_name"))).from_dict(inner)

@@ -140,7 +140,8 @@ class TokenleanMemory(BaseMemory):
         cache_point: put a ``CachePoint`` after the static prefix (the system prompt, the
             first block of the first message), for LLMs that cache up to explicit breakpoints
             (``llama-index-llms-anthropic``); off by default.
-        memory: an existing :class:`ConversationMemory` to use.
+        memory: an existing :class:`ConversationMemory` to use, or a transcript store URI (as
+            ``store=``, the first argument as the LangChain adapters take it).
 
     Serialized (``to_dict``, a workflow context), it keeps its settings and its transcript
     store's URI, never a password: ``from_dict`` reopens a SQLite or Redis transcript, turns
@@ -167,7 +168,16 @@ class TokenleanMemory(BaseMemory):
     cache_point: bool = Field(default=False)
     _memory: ConversationMemory = PrivateAttr()
 
-    def __init__(self, memory: ConversationMemory | None = None, **data: Any) -> None:
+    def __init__(self, memory: ConversationMemory | str | None = None, **data: Any) -> None:
+        if isinstance(memory, str):  # a transcript store URI, as the LangChain adapters take
+            if data.get("store") not in (None, memory):
+                raise ConfigurationError("give the transcript store once: memory= or store=")
+            data["store"], memory = memory, None
+        elif memory is not None and not isinstance(memory, ConversationMemory):
+            raise ConfigurationError(
+                "memory must be a ConversationMemory or a transcript store URI, not "
+                f"{type(memory).__name__}"
+            )
         if "budget" in data:
             warnings.warn(
                 "TokenleanMemory(budget=...) is deprecated: use token_limit=...",

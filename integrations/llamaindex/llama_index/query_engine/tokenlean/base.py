@@ -31,7 +31,14 @@ from llama_index.core.prompts.mixin import PromptMixinType
 from llama_index.core.schema import NodeWithScore, QueryBundle
 from llama_index.core.storage.docstore.utils import doc_to_json, json_to_doc
 
-from tokenlean import CacheLookup, CacheRequest, CompletionCache, InvalidInputError, fingerprint
+from tokenlean import (
+    CacheLookup,
+    CacheRequest,
+    CompletionCache,
+    ConfigurationError,
+    InvalidInputError,
+    fingerprint,
+)
 
 __all__ = ["CachedQueryEngine"]
 
@@ -155,6 +162,13 @@ class CachedQueryEngine(BaseQueryEngine):
         route: str | None = None,
         callback_manager: CallbackManager | None = None,
     ) -> None:
+        if not isinstance(query_engine, BaseQueryEngine):
+            raise ConfigurationError(
+                f"CachedQueryEngine wraps a LlamaIndex query engine, not "
+                f"{type(query_engine).__name__}"
+            )
+        if cache is not None and not isinstance(cache, CompletionCache):
+            raise ConfigurationError(f"cache must be a CompletionCache, not {type(cache).__name__}")
         super().__init__(callback_manager or query_engine.callback_manager)
         self._query_engine = query_engine
         self._cache = cache or CompletionCache()
