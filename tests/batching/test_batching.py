@@ -98,6 +98,32 @@ def test_one_bad_request_never_fails_its_batch_mates() -> None:
     assert isinstance(second[1], RuntimeError)
 
 
+def test_an_executor_that_breaks_its_contract_is_named_to_every_caller() -> None:
+    """Too few results, or no list at all, is a BatchError saying what the executor must
+    return, for each request (not a bare IndexError or TypeError)."""
+
+    async def short(key: Any, payloads: Sequence[str]) -> list[str]:
+        return [p.upper() for p in payloads][:-1]
+
+    async def nothing(key: Any, payloads: Sequence[str]) -> None:
+        return None
+
+    async def main(executor: Any) -> list[Any]:
+        batcher = tl.MicroBatcher(executor, classes=FAST)
+        out = await asyncio.gather(*(batcher.submit(p, model="m") for p in "abcd"),
+                                   return_exceptions=True)  # fmt: skip
+        await batcher.aclose()
+        return out
+
+    for executor, message in ((short, "returned 0 results for 1 request "),
+                              (nothing, "returned NoneType, not a list")):  # fmt: skip
+        results = asyncio.run(main(executor))
+        assert len(results) == 4
+        for result in results:
+            assert isinstance(result, tl.BatchError)
+            assert message in str(result)
+
+
 def test_backpressure_rejects_or_waits() -> None:
     """With a full queue, 'reject' raises at once and 'wait' waits for room."""
     slow = Recorder(delay=0.05)

@@ -23,7 +23,7 @@ from pydantic import Field
 
 from tokenlean._canonical import canonical_json
 from tokenlean._config import FrozenModel
-from tokenlean._errors import BatchClosedError, BatchQueueFullError, ConfigurationError
+from tokenlean._errors import BatchClosedError, BatchError, BatchQueueFullError, ConfigurationError
 from tokenlean._stats import rank_percentile
 
 if TYPE_CHECKING:
@@ -277,11 +277,7 @@ class MicroBatcher:
             self.metrics.queue_delay_ms.append((start - item.enqueued) * 1000)
         try:
             try:
-                results = list(await self.executor(key, [i.payload for i in items]))
-                if len(results) != len(items):
-                    raise RuntimeError(
-                        f"executor returned {len(results)} results for {len(items)} requests"
-                    )
+                results = _results(await self.executor(key, [i.payload for i in items]), items)
             except Exception:
                 # The whole batch failed: run each request alone, so one bad request cannot
                 # fail its batch-mates.
@@ -307,7 +303,7 @@ class MicroBatcher:
 
     async def _alone(self, key: BatchKey, payload: Any) -> Any:
         try:
-            return (await self.executor(key, [payload]))[0]
+            return _results(await self.executor(key, [payload]), [payload])[0]
         except Exception as exc:
             return exc
 
@@ -393,3 +389,25 @@ class SyncMicroBatcher:
         self._call(self.batcher.aclose(drain=drain))
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
+
+
+def _results(returned: Any, sent: Sequence[Any]) -> list[Any]:
+    """An executor's results, checked against its contract: one result per payload, in order.
+
+    Raises:
+        BatchError: anything else (the caller of each request receives it).
+    """
+    try:
+        results = list(returned)
+    except TypeError:
+        raise BatchError(
+            f"the executor returned {type(returned).__name__}, not a list of one result per "
+            f"request ({len(sent)} sent)"
+        ) from None
+    if len(results) != len(sent):
+        raise BatchError(
+            f"the executor returned {len(results)} results for {len(sent)} "
+            f"request{'s' if len(sent) != 1 else ''} (it must return one result per request, "
+            "in order)"
+        )
+    return results

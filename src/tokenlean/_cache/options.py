@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
 from tokenlean._errors import ConfigurationError
 
@@ -36,7 +37,7 @@ class CallOptions:
         object.__setattr__(self, "ttl_s", _checked_ttl(self.ttl_s))
 
 
-def _checked_ttl(ttl_s: object) -> float | None:
+def _checked_ttl(ttl_s: Any) -> float | None:
     """A per-call TTL as seconds: None, or a positive finite number (a numeric string, as run
     metadata may carry, is read as one).
 
