@@ -350,3 +350,18 @@ def test_a_store_that_is_neither_a_store_nor_a_uri_is_refused_when_built(store: 
     for build in (tl.CompletionCache, tl.RetrievalCache, tl.ConversationMemory):
         with pytest.raises(tl.ConfigurationError, match=f"not {type(store).__name__}"):
             build(store)
+
+
+def test_one_redis_uri_with_cache_bounds_opens_the_memory_too(prefixes: Prefixes) -> None:
+    """A transcript store ignores the cache stores' bounds, so a deployment gives its caches and
+    its memory one URI."""
+    uri = f"{URL}?prefix={prefixes.new()}&max_entries=100&max_bytes=100000&feed_length=50"
+    cache_store = tl.open_store(uri)
+    transcripts = tl.open_transcript_store(uri)
+    try:
+        transcripts.append("t", "s", [tl.Turn("t0", 0, "user", "hello", 1.0)])
+        assert transcripts.count("t", "s") == 1
+        assert "max_entries" not in transcripts.uri
+    finally:
+        cache_store.close()
+        transcripts.close()

@@ -11,7 +11,10 @@ from tokenlean._memory.transcript_redis import RedisTranscriptStore
 from tokenlean._memory.transcript_sqlite import SQLiteTranscriptStore
 from tokenlean._redis_client import DEFAULT_PREFIX, refuse_masked_password
 
-__all__ = ["open_transcript_store", "transcript_store_from"]
+__all__ = ["CACHE_OPTIONS", "open_transcript_store", "transcript_store_from"]
+
+CACHE_OPTIONS = ("max_entries", "max_bytes", "feed_length")
+"""Options of a cache store's URI that a transcript store ignores (it has no bounds)."""
 
 
 def open_transcript_store(uri: str) -> TranscriptStore:
@@ -22,8 +25,10 @@ def open_transcript_store(uri: str) -> TranscriptStore:
       (absolute) — a :class:`SQLiteTranscriptStore` in that file.
     - ``redis://[user:password@]host:port/db`` (``rediss://`` for TLS, ``unix:///path.sock``) —
       a :class:`RedisTranscriptStore`, shared by every process that opens it; ``?prefix=myapp:``
-      sets its key prefix (default ``tokenlean:``) and ``?timeout_s=`` its timeout; other
-      options are passed to redis-py.
+      sets its key prefix (default ``tokenlean:``) and ``?timeout_s=`` its timeout; the cache
+      stores' bounds (``max_entries``, ``max_bytes``, ``feed_length``) are ignored, so one URI
+      serves a deployment's caches and memory (a transcript is never evicted); other options
+      are passed to redis-py.
 
     A store's ``uri`` is the URI that reopens it, its password masked as ``***``.
 
@@ -50,6 +55,8 @@ def open_transcript_store(uri: str) -> TranscriptStore:
         return SQLiteTranscriptStore(parts.path[1:])  # sqlite:///relative, sqlite:////absolute
     if scheme in ("redis", "rediss", "unix"):
         options = dict(parse_qsl(parts.query, keep_blank_values=True))
+        for cache_only in CACHE_OPTIONS:  # one URI serves a deployment's caches and memory
+            options.pop(cache_only, None)
         prefix = options.pop("prefix", DEFAULT_PREFIX)
         timeout = options.pop("timeout_s", "1.0")
         try:
