@@ -124,6 +124,32 @@ def test_an_executor_that_breaks_its_contract_is_named_to_every_caller() -> None
             assert message in str(result)
 
 
+def test_closing_without_draining_returns_while_an_executor_hangs() -> None:
+    """aclose(drain=False) cancels the batches in the executor: it returns at once and their
+    requests fail with BatchClosedError."""
+    started = asyncio.Event()
+
+    async def hangs(key: Any, payloads: Sequence[str]) -> list[str]:
+        started.set()
+        await asyncio.Event().wait()
+        return list(payloads)
+
+    async def main() -> tuple[Any, float]:
+        batcher = tl.MicroBatcher(hangs, classes=FAST)
+        request = asyncio.ensure_future(batcher.submit("a", model="m"))
+        await asyncio.wait_for(started.wait(), 5)
+        loop = asyncio.get_running_loop()
+        begin = loop.time()
+        await asyncio.wait_for(batcher.aclose(drain=False), 5)
+        elapsed = loop.time() - begin
+        outcome = (await asyncio.gather(request, return_exceptions=True))[0]
+        return outcome, elapsed
+
+    outcome, elapsed = asyncio.run(main())
+    assert isinstance(outcome, tl.BatchClosedError)
+    assert elapsed < 1.0
+
+
 def test_backpressure_rejects_or_waits() -> None:
     """With a full queue, 'reject' raises at once and 'wait' waits for room."""
     slow = Recorder(delay=0.05)

@@ -316,7 +316,9 @@ class MicroBatcher:
 
     async def aclose(self, *, drain: bool = True) -> None:
         """Shut down: run (``drain=True``) or fail with :class:`BatchClosedError` every queued
-        request; new submissions are refused."""
+        request; new submissions are refused. Without draining, the batches already in the
+        executor are cancelled too (their requests fail the same way), so it returns at once
+        even while an executor hangs."""
         self._closed = True
         if drain:
             await self.flush()
@@ -329,6 +331,8 @@ class MicroBatcher:
                     if not item.future.done():
                         item.future.set_exception(BatchClosedError("shut down before it ran"))
                 await self._release(len(partition.items))
+            for task in list(self._running):
+                task.cancel()
             while self._running:
                 await asyncio.gather(*list(self._running), return_exceptions=True)
         room = self._condition()
