@@ -4,7 +4,8 @@ processes, expires natively, and turns a lost server into typed errors the cache
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -217,29 +218,42 @@ def _ask(text: str) -> tl.CacheRequest:
     return tl.CacheRequest(model="m", messages=({"role": "user", "content": text},))
 
 
+@contextmanager
+def _after_a_loss(
+    prefixes: Prefixes,
+) -> Iterator[tuple[tl.CompletionCache, Callable[[], tl.CompletionCache]]]:
+    """Replica a stores an answer, then the server loses the data; ``start()`` starts another
+    replica on the same URI. Every replica is closed at the end."""
+    prefix = prefixes.new()
+    uri = f"{URL}?prefix={prefix}"
+    opened = [tl.CompletionCache(uri)]
+
+    def start() -> tl.CompletionCache:
+        opened.append(tl.CompletionCache(uri))
+        return opened[-1]
+
+    try:
+        opened[0].store(_ask("q0"), "v0", tenant="acme")
+        _lose_data(prefix)
+        yield opened[0], start
+    finally:
+        for cache in opened:
+            cache.close()
+
+
 def test_a_running_replica_writes_its_secret_back_after_the_server_lost_it(
     prefixes: Prefixes,
 ) -> None:
     """After a data loss, the first write of a running replica restores its key secret, so a
     replica started later derives the same keys: they share entries and invalidations."""
-    prefix = prefixes.new()
-    uri = f"{URL}?prefix={prefix}"
-    a = tl.CompletionCache(uri)
-    try:
-        a.store(_ask("q0"), "v0", tenant="acme")
-        _lose_data(prefix)
+    with _after_a_loss(prefixes) as (a, start):
         assert a.store(_ask("q1"), "v1", tenant="acme")
-        b = tl.CompletionCache(uri)
-        try:
-            assert b.lookup(_ask("q1"), tenant="acme").hit
-            b.store(_ask("q2"), "v2", tenant="acme")
-            assert a.lookup(_ask("q2"), tenant="acme").hit
-            assert a.invalidate(tenant="acme") == 2
-            assert not b.lookup(_ask("q2"), tenant="acme").hit
-        finally:
-            b.close()
-    finally:
-        a.close()
+        b = start()
+        assert b.lookup(_ask("q1"), tenant="acme").hit
+        b.store(_ask("q2"), "v2", tenant="acme")
+        assert a.lookup(_ask("q2"), tenant="acme").hit
+        assert a.invalidate(tenant="acme") == 2
+        assert not b.lookup(_ask("q2"), tenant="acme").hit
 
 
 def test_a_replica_adopts_a_secret_another_replica_made_after_a_data_loss(
@@ -248,47 +262,27 @@ def test_a_replica_adopts_a_secret_another_replica_made_after_a_data_loss(
     """When a replica started after the loss made a new secret first, the older replica's next
     write is refused (a typed error; the cache drops it and counts it) and it then uses the
     server's secret: one write lost, never two worlds."""
-    prefix = prefixes.new()
-    uri = f"{URL}?prefix={prefix}"
-    a = tl.CompletionCache(uri)
-    try:
-        a.store(_ask("q0"), "v0", tenant="acme")
-        _lose_data(prefix)
-        b = tl.CompletionCache(uri)
-        try:
-            b.store(_ask("q1"), "v1", tenant="acme")
-            store = a.store_backend
-            assert isinstance(store, RedisStore)
-            with pytest.raises(tl.StoreBackendError, match="key secret changed"):
-                store.put(tl.StoredEntry("ns", "k", b"v", 0.0))
-            assert a.store(_ask("q2"), "v2", tenant="acme")  # with the server's secret now
-            assert a.lookup(_ask("q1"), tenant="acme").hit
-            assert b.lookup(_ask("q2"), tenant="acme").hit
-            assert b.invalidate(tenant="acme") == 2
-            assert not a.lookup(_ask("q2"), tenant="acme").hit
-        finally:
-            b.close()
-    finally:
-        a.close()
+    with _after_a_loss(prefixes) as (a, start):
+        b = start()
+        b.store(_ask("q1"), "v1", tenant="acme")
+        store = a.store_backend
+        assert isinstance(store, RedisStore)
+        with pytest.raises(tl.StoreBackendError, match="key secret changed"):
+            store.put(tl.StoredEntry("ns", "k", b"v", 0.0))
+        assert a.store(_ask("q2"), "v2", tenant="acme")  # with the server's secret now
+        assert a.lookup(_ask("q1"), tenant="acme").hit
+        assert b.lookup(_ask("q2"), tenant="acme").hit
+        assert b.invalidate(tenant="acme") == 2
+        assert not a.lookup(_ask("q2"), tenant="acme").hit
 
 
 def test_an_invalidation_made_with_a_lost_secret_is_refused(prefixes: Prefixes) -> None:
     """An invalidation keyed with a secret the server no longer holds would match nothing: it
     raises, and the retry (with the server's secret) removes the entries."""
-    prefix = prefixes.new()
-    uri = f"{URL}?prefix={prefix}"
-    a = tl.CompletionCache(uri)
-    try:
-        a.store(_ask("q0"), "v0", tenant="acme")
-        _lose_data(prefix)
-        b = tl.CompletionCache(uri)
-        try:
-            b.store(_ask("q1"), "v1", tenant="acme")
-            with pytest.raises(tl.StoreBackendError, match="key secret changed"):
-                a.invalidate(tenant="acme")
-            assert a.invalidate(tenant="acme") == 1
-            assert not b.lookup(_ask("q1"), tenant="acme").hit
-        finally:
-            b.close()
-    finally:
-        a.close()
+    with _after_a_loss(prefixes) as (a, start):
+        b = start()
+        b.store(_ask("q1"), "v1", tenant="acme")
+        with pytest.raises(tl.StoreBackendError, match="key secret changed"):
+            a.invalidate(tenant="acme")
+        assert a.invalidate(tenant="acme") == 1
+        assert not b.lookup(_ask("q1"), tenant="acme").hit
