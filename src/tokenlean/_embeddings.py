@@ -303,9 +303,10 @@ class SentenceTransformerEmbedder:
 def model_label(name: str) -> str:
     """A model's name as replicas agree on it: a local folder by its last part (its parent's
     when the folder is called ``model``, as the bundled package's is), so two machines that
-    install the same model in different places give the same label."""
-    if "/" in name or "\\" in name:
-        path = Path(name)
+    install the same model in different places give the same label. A hub id
+    (``BAAI/bge-small-en-v1.5``) stays whole: ``acme/bge-small-en-v1.5`` is another model."""
+    path = Path(name).expanduser()
+    if name.startswith(("/", ".", "~")) or "\\" in name or path.is_dir():
         return path.parent.name if path.name == "model" else path.name
     return name
 

@@ -286,3 +286,28 @@ def test_an_invalidation_made_with_a_lost_secret_is_refused(prefixes: Prefixes) 
             a.invalidate(tenant="acme")
         assert a.invalidate(tenant="acme") == 1
         assert not b.lookup(_ask("q1"), tenant="acme").hit
+
+
+def test_a_write_keyed_before_the_secret_changed_is_removed_again(prefixes: Prefixes) -> None:
+    """Another thread's refused write can make the replica adopt the server's secret while
+    this write's keys were made with the old one: the entry would be unreachable and escape
+    invalidation by tenant, so the cache removes it and drops the write."""
+    with _after_a_loss(prefixes) as (a, start):
+        b = start()
+        b.store(_ask("q1"), "v1", tenant="acme")
+        store = a.store_backend
+        assert isinstance(store, RedisStore)
+        partitions = a._partitions
+        original = partitions.put
+
+        def put_after_another_threads_refused_write(entry: Any, vector: Any = None) -> None:
+            with pytest.raises(tl.StoreBackendError):
+                store.put(tl.StoredEntry("ns", "k", b"v", 0.0))  # the other thread's write
+            original(entry, vector)
+
+        partitions.put = put_after_another_threads_refused_write  # type: ignore[method-assign]
+        assert a.store(_ask("q2"), "v2", tenant="acme") is False
+        partitions.put = original  # type: ignore[method-assign]
+        assert a.stats().store_errors >= 1
+        assert b.invalidate(tenant="acme") == 1  # q1: nothing keyed with the old secret is left
+        assert store.usage()[0] == 0

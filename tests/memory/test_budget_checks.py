@@ -19,3 +19,11 @@ def test_context_refuses_a_budget_that_is_not_a_positive_whole_number(budget: An
         memory.context("s", budget=budget, user="And now?")
     assert memory.count("s") == 2
     assert memory.context("s", budget=100, user="And now?").tokens <= 100
+
+
+def test_a_numpy_integer_is_a_whole_number_of_tokens() -> None:
+    import numpy as np
+
+    memory = tl.ConversationMemory(embedder=HashingEmbedder(32))
+    memory.add("s", [{"role": "user", "content": "Hello"}])
+    assert memory.context("s", budget=np.int64(100), user="And now?").tokens <= 100

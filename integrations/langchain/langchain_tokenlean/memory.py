@@ -11,6 +11,7 @@ to the raw transcript.
 from __future__ import annotations
 
 import json
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -45,11 +46,11 @@ def checked_budget(budget: object) -> int:
     Raises:
         ConfigurationError: not a positive whole number of tokens.
     """
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+    if isinstance(budget, bool) or not isinstance(budget, numbers.Integral) or budget < 1:
         raise ConfigurationError(
             f"budget must be a positive whole number of tokens, not {budget!r}"
         )
-    return budget
+    return int(budget)
 
 
 def _role(message: BaseMessage) -> str:

@@ -64,6 +64,7 @@ from tokenlean._errors import (
     CorruptedStoreError,
     InvalidInputError,
     NotSerializableError,
+    StoreBackendError,
     StoreError,
 )
 from tokenlean._extras import require
@@ -672,6 +673,7 @@ class CompletionCache:
         if isinstance(tags, str):
             tags = (tags,)
         try:
+            secret = self._secret  # what this write's keys are made with
             tenant_id = self._tenant(tenant)
         except StoreError as exc:  # the key secret could not be read
             self._faults.report("exact", "the write was dropped", exc)
@@ -695,7 +697,7 @@ class CompletionCache:
         if semantic is None:
             namespace, key = self._exact_address(request, tenant_id, policy)
             entry = StoredEntry(namespace, key, layer="exact", **common)  # type: ignore[arg-type]
-            return self._put(entry, None)
+            return self._put(entry, None, secret=secret)
         if policy.max_error_rate is not None:
             self._learning.judge_answer(semantic.key, value, route, policy)
         vector = self._embed(semantic.query)
@@ -707,7 +709,7 @@ class CompletionCache:
             features=extract_features(semantic.query).keyed(self._secret).to_json(),
             **common,  # type: ignore[arg-type]
         )
-        if not self._put(entry, vector):
+        if not self._put(entry, vector, secret=secret):
             return False
         if request.split is None and isinstance(policy.compare, TemplateSplitter):
             # A semantic key made with a learned template gets an exact twin: a replica or a
@@ -718,15 +720,31 @@ class CompletionCache:
             namespace, key = self._exact_address(request, tenant_id, policy)
             twin_tags = (*common["tags"], _twin_tag(semantic.namespace, semantic.key))  # type: ignore[misc]
             twin = {**common, "tags": twin_tags}
-            self._put(StoredEntry(namespace, key, layer="exact", **twin), None, count=False)  # type: ignore[arg-type]
+            twin_entry = StoredEntry(namespace, key, layer="exact", **twin)  # type: ignore[arg-type]
+            self._put(twin_entry, None, count=False, secret=secret)
         return True
 
     def _put(
-        self, entry: StoredEntry, vector: npt.NDArray[np.float32] | None, *, count: bool = True
+        self,
+        entry: StoredEntry,
+        vector: npt.NDArray[np.float32] | None,
+        *,
+        count: bool = True,
+        secret: bytes | None = None,
     ) -> bool:
-        """Write one entry; False (the fault counted and logged) when the store failed."""
+        """Write one entry; False (the fault counted and logged) when the store failed.
+
+        With ``secret`` (what the entry's keys were made with): when the store's secret is
+        another once written (a Redis server that lost its data and took another replica's new
+        secret meanwhile), the entry is removed again: no lookup could find it, and no
+        invalidation by tenant would remove it."""
         try:
             self._partitions.put(entry, vector)
+            if secret is not None and self._secret != secret:
+                self._partitions.delete(Selector(namespace=entry.namespace, key=entry.key))
+                raise StoreBackendError(
+                    f"{self._store.name}: the key secret changed while this write was keyed"
+                )
         except StoreError as exc:
             self._faults.report(entry.layer, "the write was dropped", exc)
             return False

@@ -441,11 +441,14 @@ class RedisStore:
             StoreError: the server cannot be reached (the next use tries again).
             CorruptedStoreError: the stored secret is not valid.
         """
-        if self._secret is None:
+        secret = self._secret  # read once: _secret_changed may reset it meanwhile
+        if secret is None:
             with self._lock:
-                if self._secret is None:
-                    self._secret = self._redis.call("reading the key secret", self._load_secret)
-        return self._secret
+                secret = self._secret
+                if secret is None:
+                    secret = self._redis.call("reading the key secret", self._load_secret)
+                    self._secret = secret
+        return secret
 
     def get(self, namespace: str, key: str) -> StoredEntry | None:
         address = _address(namespace, key)
@@ -527,11 +530,13 @@ class RedisStore:
     def delete(self, selector: Selector) -> list[tuple[str, str]]:
         # An invalidation's keys (a hashed tenant, a namespace) were made with our secret: on a
         # server that lost its data to another replica's new secret they would match nothing.
-        secret = self.secret.hex()
-        held = self._redis.call("reading the key secret", lambda: self._redis.client.get(
-            self._key("secret")))  # fmt: skip
-        if held is not None and _text(held) != secret:
-            self._secret_changed(secret)
+        # (Removing everything needs no key: clear() is never refused.)
+        if selector != Selector():
+            secret = self.secret.hex()
+            held = self._redis.call("reading the key secret", lambda: self._redis.client.get(
+                self._key("secret")))  # fmt: skip
+            if held is not None and _text(held) != secret:
+                self._secret_changed(secret)
         spec = json.dumps(
             [selector.namespace, selector.key, selector.tenant, selector.layer, selector.tag,
              selector.plan_version, selector.expired_at]

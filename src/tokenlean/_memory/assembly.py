@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import json
+import numbers
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -139,11 +140,11 @@ def check_budget(budget: object) -> int:
     Raises:
         ConfigurationError: anything else (a string, a float, a bool, zero or less).
     """
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+    if isinstance(budget, bool) or not isinstance(budget, numbers.Integral) or budget < 1:
         raise ConfigurationError(
             f"budget must be a positive whole number of tokens, not {budget!r}"
         )
-    return budget
+    return int(budget)
 
 
 Ranking = Sequence[str] | Callable[[], Sequence[str]]
