@@ -348,6 +348,51 @@ def test_a_pairs_line_of_the_wrong_shape_says_what_it_is(
     assert not (tmp_path / "s.db").exists()  # refused before the store or the model
 
 
+def test_cli_calibration_takes_pairs_as_labelled(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pairs sharing one answer (several paraphrases of one question) are all right rows, as
+    CompletionCache.calibrate counts them: no pair is re-matched to another pair's text."""
+    import json
+
+    import tokenlean._embeddings as embeddings
+    from tokenlean.testing import HashingEmbedder
+
+    monkeypatch.setattr(embeddings, "default_embedder", lambda: HashingEmbedder())
+    path = tmp_path / "pairs.jsonl"
+    rows = [{"text_a": f"What is the warranty on the {p} {i}?",
+             "text_b": f"How long is the {p} {i} under warranty?", "label": 1}
+            for p in ("kettle", "kettle model") for i in range(30)]  # fmt: skip
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, out, err = run(["cache", "calibrate", str(path), "--store", str(tmp_path / "s.db"),
+                          "--format", "pairs-jsonl", "--json"], capsys)  # fmt: skip
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["added"] > 0
+    assert result["evidence_wrong"] == 0
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--max-error-rate", "1.5"], "max_error_rate: Input should be less than 1"),
+        (["--max-error-rate", "0"], "max_error_rate: Input should be greater than 0"),
+        (["--limit", "-5"], "Invalid value for '--limit'"),
+        (["--limit", "0"], "Invalid value for '--limit'"),
+    ],
+)
+def test_a_calibrate_option_out_of_range_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: list[str], message: str
+) -> None:
+    path = tmp_path / "pairs.jsonl"
+    path.write_text('{"text_a": "a b", "text_b": "a c", "label": 1}\n')
+    code, _, err = run(["cache", "calibrate", str(path), "--store", str(tmp_path / "s.db"),
+                        "--format", "pairs-jsonl", *option], capsys)  # fmt: skip
+    assert code == 2
+    assert message in err
+    assert "bug in tokenlean" not in err
+
+
 # ----------------------------------------------------------------------------- audit output
 
 

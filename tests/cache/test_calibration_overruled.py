@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pytest
 
 import tokenlean as tl
 from tests.cache.test_error_bounded import features, state
@@ -101,3 +102,34 @@ def test_calibrate_marks_its_rows() -> None:
     assert acceptance["calibration_evidence"] == added
     assert acceptance["calibration_evidence"] > 0
     assert acceptance["calibration_overruled"] is False
+
+
+@pytest.mark.parametrize(
+    "example",
+    [
+        ("a", "b"),
+        ("a", "b", True, "extra"),
+        ("a", "b", "0"),
+        ("a", "b", "no"),
+        ("a", "b", None),
+        ("a", "b", 2),
+        ("a", "b", 0.5),
+        (None, "b", True),
+        ("a", b"b", True),
+        "abc",
+    ],
+)
+def test_a_malformed_calibration_example_is_refused_and_nothing_is_added(example: object) -> None:
+    """A label that is not a bool or 1/0 (a string "0" is true in Python) or an example of
+    the wrong shape is an InvalidInputError naming it; the rows before it are not added."""
+    cache = tl.CompletionCache(
+        policy=tl.CachePolicy.semantic(compare=tl.last_user_turn),
+        embedder=HashingEmbedder(),
+        judge=tl.equal_answers,
+        background_judging=False,
+    )
+    good = ("status of order 1", "status of my order 1", True)
+    with pytest.raises(tl.InvalidInputError, match="calibration example 1"):
+        cache.calibrate([good, example])  # type: ignore[list-item]
+    assert cache.acceptance()["evidence"] == 0
+    assert cache.calibrate([good, ("status of order 2", "status of my order 2", 1)]) == 2

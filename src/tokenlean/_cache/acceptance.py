@@ -81,8 +81,9 @@ class AcceptanceSnapshot:
     Attributes:
         evidence: rows of evidence held (after the window).
         evidence_wrong: rows judged wrong.
-        fitted: True when the region is drawn on the logistic model's score (``cut`` is then a
-            probability of being right); False when on cosine (``cut`` is a cosine).
+        fitted: True when the region is drawn on the logistic model's score (``cut`` is then
+            that score, which ranks candidates but is not a calibrated probability); False when
+            on cosine (``cut`` is a cosine).
         serving: True once some region passes the bound (before that: exact hits only).
         cut: the least model score served (None: nothing served).
         error_estimate: error rate of the evidence inside the region.

@@ -27,11 +27,12 @@ import asyncio
 import contextlib
 import json
 import logging
+import numbers
 import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -555,14 +556,22 @@ class CompletionCache:
 
         Raises:
             ConfigurationError: the route is not error-bounded semantic.
+            InvalidInputError: an example that is not ``(text or request, text or request,
+                label)`` with a label of True/False (or 1/0); nothing is added.
             StoreError: the store failed to read or save the route's evidence.
         """
         policy = self.policy_for(route)
         if policy.mode != "semantic" or policy.max_error_rate is None:
             raise ConfigurationError("calibrate needs an error-bounded semantic route")
+        if isinstance(examples, str | bytes) or not isinstance(examples, Iterable):
+            raise InvalidInputError(
+                f"calibrate takes a list of (cached, query, same_answer), not "
+                f"{type(examples).__name__}"
+            )
+        checked = [_example(number, example) for number, example in enumerate(examples)]
         state = self._learning.state(route, policy)
         triples: list[tuple[str, str, bool]] = []
-        for cached, query, same in examples:
+        for cached, query, same in checked:
             parts: list[tuple[str, str] | None] = []
             for item in (cached, query):
                 if isinstance(item, CacheRequest):
@@ -839,3 +848,30 @@ class CompletionCache:
         self.flush()
         self._learning.close()
         self.store_backend.close()
+
+
+def _example(number: int, example: Any) -> tuple[str | CacheRequest, str | CacheRequest, bool]:
+    """A calibration example checked: two texts or requests and a label that is a bool (or
+    the integer 1 or 0: never a string such as "0", which is true).
+
+    Raises:
+        InvalidInputError: anything else, naming the example.
+    """
+    if isinstance(example, str | bytes) or not isinstance(example, Sequence) or len(example) != 3:
+        raise InvalidInputError(
+            f"calibration example {number}: expected (cached, query, same_answer), "
+            f"not {type(example).__name__}"
+        )
+    cached, query, same = example
+    for text in (cached, query):
+        if not isinstance(text, str | CacheRequest):
+            raise InvalidInputError(
+                f"calibration example {number}: a text or a CacheRequest, not {type(text).__name__}"
+            )
+    if isinstance(same, bool | np.bool_):
+        return cached, query, bool(same)
+    if isinstance(same, numbers.Integral) and same in (0, 1):
+        return cached, query, bool(same)
+    raise InvalidInputError(
+        f"calibration example {number}: same_answer must be True or False (or 1 or 0), not {same!r}"
+    )

@@ -14,6 +14,7 @@ import traceback
 from types import SimpleNamespace
 from typing import Annotated
 
+import pydantic
 import typer
 
 from tokenlean._errors import TokenleanError
@@ -123,6 +124,11 @@ def main(argv: list[str] | None = None) -> None:
         usage = _usage_error(exc)
         if usage is not None:
             sys.exit(usage)
+        if isinstance(exc, pydantic.ValidationError):  # an option a setting refused
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first.get("loc", ())) or exc.title
+            _error(f"{where}: {first.get('msg', 'invalid')} (got {first.get('input')!r})")
+            sys.exit(2)
         if _state.verbose:
             traceback.print_exc()
             _error(f"unexpected {type(exc).__name__}; this is a bug in tokenlean, please report it")

@@ -112,7 +112,9 @@ def bench_cache(
     max_error_rate: Annotated[
         float, typer.Option(help="Error budget of the error-bounded semantic policy.")
     ] = 0.05,
-    limit: Annotated[int | None, typer.Option(help="Use the first N pairs or prompts.")] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Use the first N pairs or prompts.")
+    ] = None,
     threshold: Annotated[
         float | None,
         typer.Option(help="Pairs: a static threshold instead of the error-bounded policy."),
@@ -158,7 +160,7 @@ def bench_retrieval(
     beir: Annotated[Path, typer.Option("--beir", help="BEIR-layout folder.")],
     split: Annotated[str, typer.Option(help="qrels split: train or test.")] = "train",
     budget: Annotated[int, typer.Option(help="Token budget of the packed context.")] = 1000,
-    limit: Annotated[int | None, typer.Option(help="Use the first N queries.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Use the first N queries.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """nDCG@10, recall@10 and recall within a token budget, against BM25 and dense alone."""
@@ -176,7 +178,7 @@ def bench_memory(
     files: Annotated[list[Path], typer.Argument(help="LoCoMo conversation files.")],
     dataset: Annotated[str, typer.Option(help="Data format (locomo).")] = "locomo",
     budget: Annotated[int, typer.Option(help="Token budget of each assembled context.")] = 2000,
-    limit: Annotated[int | None, typer.Option(help="First N questions per file.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="First N questions per file.")] = None,
     latency_turns: Annotated[
         list[int] | None,
         typer.Option(

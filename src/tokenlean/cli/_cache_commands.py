@@ -23,7 +23,7 @@ from tokenlean._cache.sqlite_store import SQLiteStore
 from tokenlean._canonical import canonicalize_text
 from tokenlean._embeddings import Embedder, default_embedder
 from tokenlean._errors import ConfigurationError
-from tokenlean.bench._cache_pairs import FORMATS, load_pairs, nearest_examples
+from tokenlean.bench._cache_pairs import FORMATS, load_pairs
 from tokenlean.bench._cache_stream import load_stream
 from tokenlean.cli._app import BudgetOpt, JsonOpt, RouteOpt, VersionOpt, cache_app
 from tokenlean.cli._store_commands import open_store, store_path
@@ -102,9 +102,9 @@ def calibrate_store(
     if stream is not None:
         examples = _stream_examples(stream, embedder)
     else:
-        vectors_a = embedder.embed([canonicalize_text(p.text_a) for p in pairs])
-        vectors_b = embedder.embed([canonicalize_text(p.text_b) for p in pairs])
-        examples = nearest_examples(pairs, vectors_a, vectors_b)
+        # The pairs as labelled, as CompletionCache.calibrate takes them: a label is about its
+        # own two texts (another pair may well share the answer), so no pair is re-matched.
+        examples = [(p.text_a, p.text_b, p.duplicate) for p in pairs]
     cache = _open(path, route, max_error_rate, version, embedder)
     try:
         added = cache.calibrate(examples, route=route)
@@ -138,7 +138,9 @@ def cache_calibrate(
     route: RouteOpt = None,
     max_error_rate: BudgetOpt = 0.05,
     version: VersionOpt = "1",
-    limit: Annotated[int | None, typer.Option(help="Use the first N pairs or prompts.")] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Use the first N pairs or prompts.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Add offline evidence to a semantic route's error-bounded acceptance rule."""
