@@ -81,7 +81,7 @@ from tokenlean._errors import (
     TokenleanError,
 )
 from tokenlean._input import decode_text, parse_chat_request
-from tokenlean._memory.assembly import ContextPack, MemoryBudget, PackItem
+from tokenlean._memory.assembly import ContextPack, MemoryBudget, PackItem, check_budget
 from tokenlean._memory.conversation import ConversationMemory
 from tokenlean._memory.slots import RegexExtractor, SlotChange, SlotExtractor, SlotState
 from tokenlean._memory.summary import (
@@ -304,6 +304,7 @@ __all__ = [
     "canonical_json",
     "canonical_query",
     "canonicalize_text",
+    "check_budget",
     "count_message_tokens",
     "count_request_tokens",
     "count_tokens",

@@ -38,12 +38,10 @@ from tokenlean import (
     CacheLookup,
     CacheRequest,
     CompletionCache,
-    ConfigurationError,
     InvalidInputError,
     NotSerializableError,
     PromptAnswerJudge,
     normalize_role,
-    open_store,
 )
 
 __all__ = ["LangChainAnswerJudge", "TokenleanCache"]
@@ -219,14 +217,9 @@ class TokenleanCache(BaseCache):
         tenant: str = "default",
         route: str | None = None,
     ) -> None:
-        if cache is not None and not isinstance(cache, str | CompletionCache):
-            raise ConfigurationError(
-                "cache must be a CompletionCache or a store URI (memory://, sqlite:///path.db, "
-                f"redis://host:port/db), not {type(cache).__name__}"
-            )
-        if isinstance(cache, str):  # a store URI: memory://, sqlite:///path, redis://host/db
-            cache = CompletionCache(open_store(cache))
-        self.cache = cache or CompletionCache()
+        # A store URI (memory://, sqlite:///path, redis://host/db) or None opens a cache; the
+        # core names anything else (ConfigurationError).
+        self.cache = cache if isinstance(cache, CompletionCache) else CompletionCache(cache)
         self.cache.check_target(tenant=tenant, route=route)
         self.tenant = tenant
         self.route = route

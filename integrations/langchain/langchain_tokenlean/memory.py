@@ -11,7 +11,6 @@ to the raw transcript.
 from __future__ import annotations
 
 import json
-import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,7 +25,7 @@ from langchain_core.messages import (
 )
 
 from langchain_tokenlean.cache import text_completion
-from tokenlean import ConfigurationError, ConversationMemory, PromptSummarizer, normalize_role
+from tokenlean import ConversationMemory, PromptSummarizer, check_budget, normalize_role
 
 __all__ = [
     "TokenleanChatMessageHistory",
@@ -38,19 +37,6 @@ __all__ = [
 
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
-
-
-def checked_budget(budget: object) -> int:
-    """A memory budget checked when an adapter is built, not at its first model call.
-
-    Raises:
-        ConfigurationError: not a positive whole number of tokens.
-    """
-    if isinstance(budget, bool) or not isinstance(budget, numbers.Integral) or budget < 1:
-        raise ConfigurationError(
-            f"budget must be a positive whole number of tokens, not {budget!r}"
-        )
-    return int(budget)
 
 
 def _role(message: BaseMessage) -> str:
@@ -140,7 +126,7 @@ class TokenleanChatMessageHistory(BaseChatMessageHistory):
         # A transcript store URI (sqlite:///path, redis://host/db): replicas share conversations.
         self.memory = ConversationMemory(memory) if isinstance(memory, str) else memory
         self.base_session = session
-        self.budget = checked_budget(budget)
+        self.budget = check_budget(budget)  # when built, not at the first model call
         self.tenant = tenant
         self.system = system
 

@@ -21,12 +21,13 @@ from typing import Any, cast
 from langchain_core.messages import AnyMessage, BaseMessage, SystemMessage
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
-from langchain_tokenlean.memory import checked_budget, to_langchain, to_tokenlean
+from langchain_tokenlean.memory import to_langchain, to_tokenlean
 from tokenlean import (
     ConfigurationError,
     ContextPack,
     ConversationMemory,
     MissingDependencyError,
+    check_budget,
     count_tool_tokens,
 )
 
@@ -127,7 +128,7 @@ class TokenleanMemoryMiddleware(AgentMiddleware):
         super().__init__()
         # A transcript store URI (sqlite:///path, redis://host/db): replicas share conversations.
         self.memory = ConversationMemory(memory) if isinstance(memory, str) else memory
-        self.budget = checked_budget(budget)
+        self.budget = check_budget(budget)  # when built, not at the first model call
         self.tenant = tenant
         self.session = session
         self.on_pack = on_pack

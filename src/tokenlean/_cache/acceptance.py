@@ -276,12 +276,14 @@ class AcceptanceState:
                 y = np.array(self._y, dtype=bool)
                 prior = np.array(self._prior, dtype=bool)
             rule, contradicted = self._learn(x, y, prior)
-            inside = self._inside(rule, x) if rule[1] is not None else np.zeros(len(y), bool)
+            region_prior = 0
+            if not contradicted and rule[1] is not None and prior.any():
+                region_prior = int((self._inside(rule, x) & prior).sum())
             with self._lock:
                 (self._model, self._cut, self._estimate, self._bound, self._region,
                  self._support) = rule  # fmt: skip
                 self._contradicted = contradicted
-                self._region_prior = 0 if contradicted else int((inside & prior).sum())
+                self._region_prior = region_prior
 
     def _supported(self, x: npt.NDArray[np.float32]) -> bool:
         """Whether the model's region has evidence where ``x`` lies: a cosine no lower, and

@@ -159,6 +159,7 @@ class CompletionCache:
         self.policy = policy or CachePolicy.exact()
         self.routes = dict(routes or {})
         self._embedder = as_embedder(embedder) if embedder is not None else None
+        self._identity: str | None = None  # the embedder's, for partition keys
         self.clock = clock
         feed = self.store_backend if isinstance(self.store_backend, ChangeFeed) else None
         self._partitions = Partitions(
@@ -245,11 +246,14 @@ class CompletionCache:
 
     def _embedder_identity(self) -> str:
         """The embedder's model and dimension, part of every semantic partition key: a model
-        installed in another folder by another replica is the same model (:func:`model_label`)."""
-        embedder = self.embedder
-        name = getattr(embedder, "model_name", None)
-        label = model_label(name) if isinstance(name, str) and name else None
-        return f"{label or type(embedder).__qualname__}:{embedder.dimension}"
+        installed in another folder by another replica is the same model (:func:`model_label`).
+        Worked out once: it is on every lookup's path, and the embedder never changes."""
+        if self._identity is None:
+            embedder = self.embedder
+            name = getattr(embedder, "model_name", None)
+            label = model_label(name) if isinstance(name, str) and name else None
+            self._identity = f"{label or type(embedder).__qualname__}:{embedder.dimension}"
+        return self._identity
 
     def _semantic_address(
         self, request: CacheRequest, tenant: str, policy: CachePolicy

@@ -323,18 +323,13 @@ class CachedLLM(FunctionCallingLLM):
                 f"CachedLLM wraps a LlamaIndex LLM, not {type(llm).__name__} (a model name is "
                 "not an LLM: build the LLM with its integration first)"
             )
-        if cache is not None and not isinstance(cache, str | CompletionCache):
-            raise ConfigurationError(
-                "cache must be a CompletionCache or a store URI (memory://, sqlite:///path.db, "
-                f"redis://host:port/db), not {type(cache).__name__}"
-            )
         kwargs.setdefault("callback_manager", llm.callback_manager)
         kwargs.update(llm=llm, tenant=tenant, route=route)
         super().__init__(**kwargs)
         if isinstance(cache, str):  # a store URI: memory://, sqlite:///path, redis://host/db
             refuse_masked(cache, owner="CachedLLM", remedy="give the URI with its password")
-            cache = CompletionCache(open_store(cache))
-        self._cache = cache or CompletionCache()
+        # None or a URI opens a cache; the core names anything else (ConfigurationError).
+        self._cache = cache if isinstance(cache, CompletionCache) else CompletionCache(cache)
         self._cache.check_target(tenant=tenant, route=route)
 
     @classmethod
