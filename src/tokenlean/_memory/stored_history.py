@@ -39,6 +39,7 @@ class StoredHistory(Sequence[Turn]):
         self._system = sorted(t.index for t in system if t.index < end)
         self._system_turns = system
         self._read: dict[int, Turn] = {} if read is None else read
+        self._tail = end  # the oldest turn read by walking back from the end
 
     def before(self, end: int) -> StoredHistory:
         """The same history, cut at transcript index ``end`` (sharing what was read)."""
@@ -79,9 +80,10 @@ class StoredHistory(Sequence[Turn]):
         index = self._index_at(position)
         turn = self._read.get(index)
         if turn is None:
-            if index + 1 == self._end or index + 1 in self._read:  # walking back from the end
+            if index + 1 == self._tail:  # walking back from the end
                 start, end = max(0, index + 1 - self._BLOCK), index + 1
-            else:
+                self._tail = start
+            else:  # a neighbour of a retrieved turn
                 start, end = max(0, index - self._AROUND), index + self._AROUND + 1
             for read in self._store.turns(self._tenant, self._session, start, end):
                 self._read.setdefault(read.index, read)
