@@ -108,6 +108,27 @@ def test_summary_items_about_recent_turns_only_are_left_out() -> None:
     assert [i.text for i in out.items if i.section == "summary"] == ["about turn 0"]
 
 
+def test_summary_items_follow_the_ranking_past_what_the_retrieved_section_holds() -> None:
+    """The summary gives its share to the turns ranked just below what the retrieved section
+    holds (a summary item is a one-line view of a turn), not to those the retrieved section
+    already holds nor to an item sharing more words with the user turn."""
+    history = turns(60, words=30)
+    ranking = [f"t{i}" for i in (3, 9, 14, 20, 25, 31, 36, 41, 44, 47)]
+    gists = [SummaryItem(f"gist of turn {i}", (f"t{i}",)) for i in range(50)]
+    summary = RollingSummary((*gists, SummaryItem("what did we say in turn 7?", ("t7",))), 0)
+    shares = MemoryBudget(recent=0.1, summary=0.1, retrieved=0.8, neighbours=0)
+    out = assemble(budget=600, count=COUNT, history=history, user=user(), summary=summary,
+                   ranking=ranking, shares=shares)  # fmt: skip
+    retrieved = [i.sources[0] for i in out.items if i.section == "retrieved"]
+    in_summary = [i.sources[0] for i in out.items if i.section == "summary"]
+    assert retrieved == ranking[: len(retrieved)]
+    assert 0 < len(retrieved) < len(ranking)
+    assert set(ranking[len(retrieved) :]) <= set(in_summary)  # before any other item
+    assert not set(in_summary) & set(retrieved)
+    assert in_summary == sorted(in_summary, key=lambda i: int(i[1:]))  # in summary order
+    assert out.tokens <= 600
+
+
 def test_tool_calls_and_their_results_stay_together() -> None:
     call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
     history = [

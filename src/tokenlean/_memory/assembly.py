@@ -9,11 +9,14 @@ called only when some turns fall outside the recent window). The steps:
    exceed the budget, :class:`~tokenlean.ConfigurationError`.
 2. **Shares.** What is left (less :data:`SECTION_OVERHEAD`) is split by :class:`MemoryBudget`:
    recent turns (newest first, in groups that never split a tool call from its results), then
-   summary items (those sharing terms with the user turn first), then retrieved older turns
-   with their neighbours. A section's unused share carries over to the next.
+   retrieved older turns with their neighbours, then summary items (those about the turns
+   ranked highest for the user turn and not already in the pack first: a summary item is a
+   shorter view of a turn the retrieved section had no room for). A section's unused share
+   carries over to the next.
 3. **Extension.** Whatever is left at the end extends the recent window further back.
 4. **Verification.** The rendered messages are counted exactly; while they exceed the budget the
-   least important piece goes (oldest retrieved turn, then summary item, then recent turn).
+   least important piece goes (the lowest-ranked summary item or retrieved turn, by the
+   relevance ranking, then the oldest recent turn).
 """
 
 from __future__ import annotations
@@ -225,25 +228,30 @@ def assemble(
     carry = allowance - used
     recent_ids = {t.id for g in recent_groups for t in g}
 
-    # 2. Summary items that share terms with the user turn first, then the most recent.
-    summary_items = _summary_items(
-        summary, recent_ids, int(rest * shares.summary) + max(carry, 0), user, count
-    )
-    carry = (
-        int(rest * shares.summary) + max(carry, 0) - sum(i.tokens + _LINE for i in summary_items)
-    )
-
-    # 3. Retrieved older turns, with their neighbours.
+    # 2. Retrieved older turns, with their neighbours.
+    # When the recent window took more than its share (``min_recent_turns``), retrieval gives
+    # up the excess: the summary keeps its share.
     older = len(history) - sum(len(g) for g in recent_groups)
-    allowance = int(rest * shares.retrieved) + max(carry, 0)
+    allowance = min(
+        int(rest * shares.retrieved) + max(carry, 0), rest - used - int(rest * shares.summary)
+    )
     retrieved: list[PackItem] = []
     turns_of: dict[str, Turn] = {}  # the retrieved turns, by id
+    ranked: Sequence[str] = ()
     if older > 0 and user is not None and user.text and allowance > 0:
         ranked = ranking() if callable(ranking) else ranking
         turns_of = _retrieved(
             history, older, ranked, locate, recent_ids, allowance, shares.neighbours, count
         )
         retrieved = _compact(turns_of, count)
+    spent = sum(i.tokens + _LINE for i in retrieved)
+
+    # 3. Summary items about the best-ranked turns not already in the pack, then those that
+    # share terms with the user turn, then the most recent.
+    allowance = min(int(rest * shares.summary) + max(allowance - spent, 0), rest - used - spent)
+    summary_items = _summary_items(
+        summary, recent_ids | set(turns_of), allowance, user, count, ranked
+    )
 
     # 4. Whatever is left extends the recent window further back.
     left = (
@@ -268,14 +276,24 @@ def assemble(
     tail = [user] if user is not None else []
     messages = render([*pinned, *summary_items, *retrieved, *tail], recent)
     total = count_message_tokens(messages, counter=count).total
+    position = {turn_id: p for p, turn_id in enumerate(ranked)}
+
+    def rank(ids: Sequence[str]) -> int:  # unranked (neighbours, unranked summary items) last
+        return min((position.get(i, len(position)) for i in ids), default=len(position))
+
     while total > budget:
-        if retrieved:
-            retrieved.pop(0)
-            if retrieved and (first := turns_of.get(retrieved[0].sources[0])) is not None:
-                text = retrieved_text(first)  # the new first line gives its date again
-                retrieved[0] = PackItem("retrieved", text, count(text), (first.id,))
-        elif summary_items:
-            summary_items.pop(0)
+        # The lowest-ranked summary item or retrieved turn goes first (a summary item ranks as
+        # its best-ranked turn; a neighbour or an item about no ranked turn ranks last; on a
+        # tie the retrieved turn goes, the item says more turns), then the oldest recent turn.
+        pieces = [(rank(i.sources), 0, n) for n, i in enumerate(summary_items)]
+        pieces += [(rank((t,)), 1, n) for n, t in enumerate(turns_of)]
+        if pieces:
+            _, kind, n = max(pieces)
+            if kind == 0:
+                del summary_items[n]
+            else:
+                del turns_of[list(turns_of)[n]]
+                retrieved = _compact(turns_of, count)  # the next line may give its date again
         elif recent:
             recent = recent[1:]
             while recent and recent[0].role == "tool":
@@ -291,25 +309,34 @@ def assemble(
 
 def _summary_items(
     summary: RollingSummary | None,
-    recent_ids: set[str],
+    in_pack: set[str],
     allowance: int,
     user: PackItem | None,
     count: Callable[[str], int],
+    ranked: Sequence[str] = (),
 ) -> list[PackItem]:
-    """Summary items within ``allowance``, in summary order: those sharing the most terms with
-    the user turn are chosen first, then the newest; items about recent turns only are left out."""
+    """Summary items within ``allowance``, in summary order. Chosen first: those about the
+    turns ranked highest in ``ranked`` (the older turns' relevance ranking for the user turn),
+    then those sharing the most terms with the user turn, then the newest. Items about turns
+    already in the pack (``in_pack``: the recent and retrieved turns) only are left out."""
     if summary is None:
         return []
     terms = _terms(user.text if user is not None else "")
+    position = {turn_id: p for p, turn_id in enumerate(ranked)}
+    unranked = len(position)
+
+    def rank(i: int) -> int:
+        return min((position.get(s, unranked) for s in summary.items[i].sources), default=unranked)
+
     order = sorted(
         range(len(summary.items)),
-        key=lambda i: (-len(terms & _terms(summary.items[i].text)), -i),
+        key=lambda i: (rank(i), -len(terms & _terms(summary.items[i].text)), -i),
     )
     chosen: dict[int, PackItem] = {}
     spent = 0
     for i in order:
         item = summary.items[i]
-        if set(item.sources) <= recent_ids:
+        if set(item.sources) <= in_pack:
             continue
         tokens = count(item.text)
         if spent + tokens + _LINE > allowance:
