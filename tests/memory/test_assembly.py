@@ -175,3 +175,22 @@ def test_unused_shares_carry_over_to_the_next_section() -> None:
     )
     retrieved = sum(i.tokens for i in out.items if i.section == "retrieved")
     assert retrieved > 0.3 * (800 - 40)  # more than its own share: the summary's came along
+
+
+def test_without_a_user_turn_the_current_turn_is_kept_whole_or_refused() -> None:
+    """An agent's call after a tool result: the tool exchange and the user turn that started it
+    stay in the pack even past the recent share; a budget that cannot hold them is refused."""
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    history = [
+        *turns(20),
+        Turn("q", 20, "user", "show me the log", 0.0),
+        Turn("a", 21, "assistant", "", 0.0, tool_calls=(call,)),
+        Turn("r", 22, "tool", "event " * 60, 0.0, tool_call_id="c1"),
+    ]
+    out = assemble(budget=400, count=COUNT, history=history,
+                   shares=MemoryBudget(recent=0.05, min_recent_turns=0))  # fmt: skip
+    recent = [i.sources[0] for i in out.items if i.section == "recent"]
+    assert recent[-3:] == ["q", "a", "r"]
+    assert out.tokens <= 400
+    with pytest.raises(ConfigurationError, match="cannot hold the current turn"):
+        assemble(budget=60, count=COUNT, history=history)

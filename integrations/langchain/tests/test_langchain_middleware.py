@@ -207,3 +207,26 @@ def test_a_run_interrupted_for_approval_records_its_tool_call_once_resumed(mode:
     turns = memory.turns("approve")
     assert [t.role for t in turns] == ["user", "assistant", "tool", "assistant"]
     assert [t.id for t in turns] == [m.id for m in state["messages"]]
+
+
+@tool
+def dump_log(order: str) -> str:
+    """Dump the full log of an order."""
+    return " ".join(f"event{i} for {order}" for i in range(300))
+
+
+def test_a_tool_result_the_budget_cannot_hold_is_refused_not_dropped() -> None:
+    """The call after a tool result continues the current turn: when the budget cannot hold it
+    (the user turn, the call, the result), the model is not called with the system prompt alone."""
+    from tokenlean import ConfigurationError
+
+    memory = ConversationMemory(embedder=HashingEmbedder(64))
+    call = AIMessage("", tool_calls=[{"name": "dump_log", "args": {"order": "1"}, "id": "c1"}])
+    model = RecordingModel(responses=[call, AIMessage("done")], seen=[])
+    agent = create_agent(model, tools=[dump_log],
+                         middleware=[TokenleanMemoryMiddleware(memory, budget=600)],
+                         checkpointer=InMemorySaver())  # fmt: skip
+    with pytest.raises(ConfigurationError, match="cannot hold the current turn"):
+        _run(agent, "Show the log of order 1.", "big", "invoke")
+    assert len(model.seen) == 1  # the first call only
+    assert [t.role for t in memory.turns("big")] == ["user", "assistant", "tool"]  # all kept

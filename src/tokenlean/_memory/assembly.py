@@ -217,14 +217,28 @@ def assemble(
     pending: list[list[Turn]] = []  # the group that stopped the window, read but not taken
     allowance = int(rest * shares.recent)
     used = kept = 0
+    # Without a user turn, the call continues the current turn (an agent's next call after a
+    # tool result): the newest group and the tool exchanges back to the user turn that started
+    # them are the question, kept whole or refused, never silently dropped.
+    current = user is None  # still inside the current turn
+    required: set[str] = set()  # its turns' ids
     for group in groups:
         cost = group_cost(group)
-        if (used + cost > allowance and kept >= shares.min_recent_turns) or used + cost > rest:
+        if current and recent_groups and not any(t.role in ("tool", "user") for t in group):
+            current = False
+        if current and used + cost > rest:
+            raise _current_turn_error(budget, budget - rest + used + cost)
+        if not current and (
+            (used + cost > allowance and kept >= shares.min_recent_turns) or used + cost > rest
+        ):
             pending.append(group)
             break
         recent_groups.append(group)
         used += cost
         kept += len(group)
+        if current:
+            required.update(t.id for t in group)
+            current = not any(t.role == "user" for t in group)
     carry = allowance - used
     recent_ids = {t.id for g in recent_groups for t in g}
 
@@ -294,10 +308,12 @@ def assemble(
             else:
                 del turns_of[list(turns_of)[n]]
                 retrieved = _compact(turns_of, count)  # the next line may give its date again
-        elif recent:
+        elif recent and recent[0].id not in required:
             recent = recent[1:]
             while recent and recent[0].role == "tool":
                 recent = recent[1:]
+        elif recent:
+            raise _current_turn_error(budget, total)
         else:  # pragma: no cover - the pinned check above makes this unreachable
             break
         messages = render([*pinned, *summary_items, *retrieved, *tail], recent)
@@ -305,6 +321,14 @@ def assemble(
     recent_items = [PackItem("recent", t.content, count(t.content), (t.id,)) for t in recent]
     items = (*pinned, *summary_items, *retrieved, *recent_items, *tail)
     return Assembly(messages=messages, items=items, tokens=total)
+
+
+def _current_turn_error(budget: int, tokens: int) -> ConfigurationError:
+    return ConfigurationError(
+        f"budget {budget} cannot hold the current turn (at least {tokens} tokens with the "
+        "pinned sections: the last turn, and with tool results the calls and the user turn "
+        "before them); raise the budget or shorten the tool results"
+    )
 
 
 def _summary_items(
