@@ -334,3 +334,13 @@ def test_a_function_agent_with_tools_receives_a_byte_identical_static_prefix(giv
         changing = {str(messages[0].blocks[2:]) for messages in seen}
     assert len(changing) > 10
     assert max(received) <= limit, received
+
+
+@pytest.mark.parametrize("limit", [0, -1, 2.5, None, "2000", True])
+def test_a_token_limit_that_is_not_a_positive_whole_number_is_refused_like_the_cores(
+    limit: Any,
+) -> None:
+    from tokenlean import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="positive whole number of tokens"):
+        TokenleanMemory(session="limit", token_limit=limit)

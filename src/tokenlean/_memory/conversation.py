@@ -18,14 +18,14 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
 from tokenlean._embeddings import Embedder, as_embedder
-from tokenlean._errors import ConfigurationError, InvalidInputError
+from tokenlean._errors import ConfigurationError, InvalidInputError, MalformedRequestError
 from tokenlean._extras import require
 from tokenlean._memory.appending import append_once
 from tokenlean._memory.assembly import (
@@ -187,8 +187,7 @@ class ConversationMemory:
     # ------------------------------------------------------------------ writing
 
     def _state(self, tenant: str, session: str) -> SessionState:
-        if not tenant or not session:
-            raise ConfigurationError("tenant and session must be non-empty strings")
+        _check_ids(tenant, session)
         return self._states.get((tenant, session))
 
     def add(
@@ -209,12 +208,19 @@ class ConversationMemory:
         next :class:`ContextPack`), and the next ``add`` runs them again.
 
         Raises:
-            MalformedRequestError: a message without a valid role or with non-text content.
+            MalformedRequestError: messages that are not a list of message objects, or a
+                message without a valid role or with non-text content.
+            ConfigurationError: a tenant or session that is not a non-empty string.
             InvalidInputError: an id already in the session for another message, an id twice
                 in the batch, or text or metadata the store refuses (nothing is stored).
             StoreError: the store failed before the turns were stored (nothing is stored).
         """
         state = self._state(tenant, session)
+        if isinstance(messages, str | bytes | Mapping) or not isinstance(messages, Iterable):
+            raise MalformedRequestError(
+                f"messages must be a list of message objects, not {type(messages).__name__}"
+            )
+        messages = list(messages)
         now = self.clock()
         batch = [turn_from_message(message, i, now) for i, message in enumerate(messages)]
         if not batch:
@@ -280,6 +286,7 @@ class ConversationMemory:
 
     def count(self, session: str, *, tenant: str = "default") -> int:
         """How many turns the session holds (no turn is read)."""
+        _check_ids(tenant, session)
         return self.store.count(tenant, session)
 
     def errors(self, session: str, *, tenant: str = "default") -> dict[str, str]:
@@ -296,6 +303,7 @@ class ConversationMemory:
     def segment(self, session: str, *, tenant: str = "default") -> str:
         """The session's current segment: ``session``, or ``session#n`` after
         :meth:`new_segment` (frameworks' ``clear``/``reset`` map to it)."""
+        _check_ids(tenant, session)
         epoch = self.store.get_state(tenant, session, "epoch") or 0
         return session if not epoch else f"{session}#{epoch}"
 
@@ -309,6 +317,7 @@ class ConversationMemory:
 
     def turns(self, session: str, *, tenant: str = "default") -> list[Turn]:
         """The whole raw transcript of a session."""
+        _check_ids(tenant, session)
         return self.store.turns(tenant, session)
 
     # ------------------------------------------------------------------ slots
@@ -317,6 +326,7 @@ class ConversationMemory:
         """The session's slot state (raises ConfigurationError without a slot model)."""
         if self.slot_model is None:
             raise ConfigurationError("this memory has no slot model")
+        _check_ids(tenant, session)
         return SlotState.from_json(self.slot_model, self.store.get_state(tenant, session, "slots"))
 
     def set_slots(
@@ -672,6 +682,13 @@ class ConversationMemory:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
         self._calls.close()
+
+
+def _check_ids(tenant: object, session: object) -> None:
+    if not isinstance(tenant, str) or not isinstance(session, str) or not tenant or not session:
+        raise ConfigurationError(
+            f"tenant and session must be non-empty strings, not {tenant!r} and {session!r}"
+        )
 
 
 def _describe(exc: BaseException) -> str:

@@ -39,6 +39,7 @@ from tokenlean import (
     ConversationMemory,
     PromptSummarizer,
     SQLiteTranscriptStore,
+    check_budget,
     count_message_tokens,
     normalize_role,
 )
@@ -185,6 +186,8 @@ class TokenleanMemory(BaseMemory):
                 stacklevel=2,
             )
             data.setdefault("token_limit", data.pop("budget"))
+        if "token_limit" in data:  # the core's check and error, not pydantic's coercion
+            check_budget(data["token_limit"])
         super().__init__(**data)
         describe = memory is not None or self.store is not None or self.store_path is None
         if memory is None:
