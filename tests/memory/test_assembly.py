@@ -9,6 +9,7 @@ from tokenlean import ConfigurationError, count_message_tokens, get_token_counte
 from tokenlean._memory.assembly import (
     MemoryBudget,
     PackItem,
+    _summary_items,
     assemble,
     retrieved_text,
     tool_safe_groups,
@@ -194,3 +195,55 @@ def test_without_a_user_turn_the_current_turn_is_kept_whole_or_refused() -> None
     assert out.tokens <= 400
     with pytest.raises(ConfigurationError, match="cannot hold the current turn"):
         assemble(budget=60, count=COUNT, history=history)
+
+
+def test_without_a_user_turn_a_plain_reply_alone_is_the_current_turn() -> None:
+    """After a plain assistant reply (no tool results), the user turn before it is an ordinary
+    recent turn: a long one is left out, not a reason to refuse the budget."""
+    history = [Turn("q", 0, "user", "word " * 300, 0.0), Turn("a", 1, "assistant", "Noted.", 0.0)]
+    out = assemble(budget=60, count=COUNT, history=history)
+    assert [i.sources for i in out.items if i.section == "recent"] == [("a",)]
+
+
+def test_a_budget_that_fits_the_current_turn_exactly_is_not_refused() -> None:
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    history = [
+        Turn("q", 0, "user", "show me the log", 0.0),
+        Turn("a", 1, "assistant", "", 0.0, tool_calls=(call,)),
+        Turn("r", 2, "tool", "event " * 20, 0.0, tool_call_id="c1"),
+    ]
+    whole = assemble(budget=2000, count=COUNT, history=history).tokens
+    out = assemble(budget=whole, count=COUNT, history=history)
+    assert [i.sources[0] for i in out.items if i.section == "recent"] == ["q", "a", "r"]
+    assert out.tokens == whole
+    with pytest.raises(ConfigurationError, match="cannot hold the current turn"):
+        assemble(budget=whole - 1, count=COUNT, history=history)
+
+
+def test_a_summary_item_ranks_by_the_turns_it_adds_to_the_pack() -> None:
+    """An item about a retrieved turn and an unranked one ranks as the unranked one (what it
+    adds); an item whose turns are all in the pack is left out."""
+    summary = RollingSummary((
+        SummaryItem("about turns 0 and 20", ("t0", "t20")),
+        SummaryItem("about turns 5 and 6", ("t5", "t6")),
+        SummaryItem("about turns 0 and 28", ("t0", "t28")),
+    ), 0)  # fmt: skip
+    one_item = COUNT("about turns 5 and 6") + 1
+    chosen = _summary_items(summary, {"t0", "t28"}, one_item, user(), COUNT, ["t0", "t5"])
+    assert [i.text for i in chosen] == ["about turns 5 and 6"]
+    everything = _summary_items(summary, {"t0", "t28"}, 1000, user(), COUNT, ["t0", "t5"])
+    assert [i.text for i in everything] == ["about turns 0 and 20", "about turns 5 and 6"]
+
+
+def test_a_summary_item_whose_turns_end_up_retrieved_and_recent_is_left_out() -> None:
+    """t0 retrieved, t5 in the recent window once it is extended: the item about both would
+    say them twice."""
+    count = lambda text: len(text.split())  # noqa: E731
+    history = [Turn(f"t{i}", i, ("user", "assistant")[i % 2], f"message number {i} about things",
+                    float(i)) for i in range(30)]  # fmt: skip
+    summary = RollingSummary((SummaryItem("t0 and t5 said things", ("t0", "t5")),), covered=30)
+    out = assemble(budget=400, count=count, history=history, summary=summary, ranking=["t0"],
+                   user=PackItem("user", "what was message 0?", 4, ()))  # fmt: skip
+    in_pack = {i.sources[0] for i in out.items if i.section in ("recent", "retrieved")}
+    assert {"t0", "t5"} <= in_pack
+    assert not [i for i in out.items if i.section == "summary"]

@@ -184,7 +184,9 @@ def assemble(
         locate: the positions in ``history`` of ranked ids (default: a scan of ``history``).
 
     Raises:
-        ConfigurationError: the budget cannot hold the pinned sections.
+        ConfigurationError: the budget cannot hold the pinned sections, or, without ``user``,
+            the current turn (the newest turn, and after tool results the calls and the user
+            turn before them).
 
     Example:
         >>> from tokenlean._memory.transcript import Turn
@@ -220,14 +222,16 @@ def assemble(
     # Without a user turn, the call continues the current turn (an agent's next call after a
     # tool result): the newest group and the tool exchanges back to the user turn that started
     # them are the question, kept whole or refused, never silently dropped.
+    # The check is against the budget less the pinned sections only: the section headings
+    # are not there when nothing else is, and the exact count (step 5) has the last word.
     current = user is None  # still inside the current turn
     required: set[str] = set()  # its turns' ids
     for group in groups:
         cost = group_cost(group)
         if current and recent_groups and not any(t.role in ("tool", "user") for t in group):
             current = False
-        if current and used + cost > rest:
-            raise _current_turn_error(budget, budget - rest + used + cost)
+        if current and pinned_tokens + used + cost > budget:
+            raise _current_turn_error(budget, pinned_tokens + used + cost, estimated=True)
         if not current and (
             (used + cost > allowance and kept >= shares.min_recent_turns) or used + cost > rest
         ):
@@ -238,7 +242,10 @@ def assemble(
         kept += len(group)
         if current:
             required.update(t.id for t in group)
-            current = not any(t.role == "user" for t in group)
+            # Past the newest group only through tool exchanges, back to their user turn.
+            current = any(t.role == "tool" for t in group) and not any(
+                t.role == "user" for t in group
+            )
     carry = allowance - used
     recent_ids = {t.id for g in recent_groups for t in g}
 
@@ -282,25 +289,22 @@ def assemble(
         recent_groups.append(group)
         left -= cost
     recent = [t for g in reversed(recent_groups) for t in g]
-    final_recent = {t.id for t in recent}
-    # Summary items whose turns are now all in the recent window would say them twice.
-    summary_items = [i for i in summary_items if not set(i.sources) <= final_recent]
+    in_pack = {t.id for t in recent} | set(turns_of)
+    # Summary items whose turns are now all in the pack (the extended window) would say them twice.
+    summary_items = [i for i in summary_items if not set(i.sources) <= in_pack]
 
     # 5. Verify against the exact count: drop the least important pieces until it fits.
     tail = [user] if user is not None else []
     messages = render([*pinned, *summary_items, *retrieved, *tail], recent)
     total = count_message_tokens(messages, counter=count).total
     position = {turn_id: p for p, turn_id in enumerate(ranked)}
-
-    def rank(ids: Sequence[str]) -> int:  # unranked (neighbours, unranked summary items) last
-        return min((position.get(i, len(position)) for i in ids), default=len(position))
-
     while total > budget:
         # The lowest-ranked summary item or retrieved turn goes first (a summary item ranks as
-        # its best-ranked turn; a neighbour or an item about no ranked turn ranks last; on a
-        # tie the retrieved turn goes, the item says more turns), then the oldest recent turn.
-        pieces = [(rank(i.sources), 0, n) for n, i in enumerate(summary_items)]
-        pieces += [(rank((t,)), 1, n) for n, t in enumerate(turns_of)]
+        # its best-ranked turn not in the pack; a neighbour or an item about no ranked turn
+        # ranks last; on a tie the retrieved turn goes, the item says more turns), then the
+        # oldest recent turn.
+        pieces = [(_rank(i.sources, position, in_pack), 0, n) for n, i in enumerate(summary_items)]
+        pieces += [(_rank((t,), position, set()), 1, n) for n, t in enumerate(turns_of)]
         if pieces:
             _, kind, n = max(pieces)
             if kind == 0:
@@ -313,7 +317,7 @@ def assemble(
             while recent and recent[0].role == "tool":
                 recent = recent[1:]
         elif recent:
-            raise _current_turn_error(budget, total)
+            raise _current_turn_error(budget, total, estimated=False)
         else:  # pragma: no cover - the pinned check above makes this unreachable
             break
         messages = render([*pinned, *summary_items, *retrieved, *tail], recent)
@@ -323,12 +327,20 @@ def assemble(
     return Assembly(messages=messages, items=items, tokens=total)
 
 
-def _current_turn_error(budget: int, tokens: int) -> ConfigurationError:
+def _current_turn_error(budget: int, tokens: int, *, estimated: bool) -> ConfigurationError:
     return ConfigurationError(
-        f"budget {budget} cannot hold the current turn (at least {tokens} tokens with the "
-        "pinned sections: the last turn, and with tool results the calls and the user turn "
-        "before them); raise the budget or shorten the tool results"
+        f"budget {budget} cannot hold the current turn ({'about ' if estimated else ''}{tokens}"
+        " tokens with the pinned sections: the last turn, and after tool results the calls and"
+        " the user turn before them); raise the budget or shorten the tool results"
     )
+
+
+def _rank(sources: Sequence[str], position: Mapping[str, int], in_pack: set[str]) -> int:
+    """The best ranking position among ``sources`` not already in the pack (past the end of
+    the ranking when none is ranked): an item about a retrieved turn and an unranked one is
+    worth what it adds, the unranked one."""
+    return min((position.get(s, len(position)) for s in sources if s not in in_pack),
+               default=len(position))  # fmt: skip
 
 
 def _summary_items(
@@ -347,14 +359,13 @@ def _summary_items(
         return []
     terms = _terms(user.text if user is not None else "")
     position = {turn_id: p for p, turn_id in enumerate(ranked)}
-    unranked = len(position)
-
-    def rank(i: int) -> int:
-        return min((position.get(s, unranked) for s in summary.items[i].sources), default=unranked)
-
     order = sorted(
         range(len(summary.items)),
-        key=lambda i: (rank(i), -len(terms & _terms(summary.items[i].text)), -i),
+        key=lambda i: (
+            _rank(summary.items[i].sources, position, in_pack),
+            -len(terms & _terms(summary.items[i].text)),
+            -i,
+        ),
     )
     chosen: dict[int, PackItem] = {}
     spent = 0

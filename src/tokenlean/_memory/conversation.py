@@ -292,12 +292,14 @@ class ConversationMemory:
     def errors(self, session: str, *, tenant: str = "default") -> dict[str, str]:
         """The session's recorded failures since their step last succeeded in this process:
         ``summary_error``, ``slot_error``, ``index_error`` (only those set)."""
+        _check_ids(tenant, session)
         state = self._states.peek((tenant, session))
         return state.errors() if state is not None else {}
 
     def release(self, session: str, *, tenant: str = "default") -> None:
         """Drop the in-process state of a session and its segments (the retrieval index, the
         counts, the recorded errors). Nothing stored changes; the next use rebuilds it."""
+        _check_ids(tenant, session)
         self._states.release(tenant, session)
 
     def segment(self, session: str, *, tenant: str = "default") -> str:
@@ -369,6 +371,8 @@ class ConversationMemory:
     # ------------------------------------------------------------------ summary
 
     def summary(self, session: str, *, tenant: str = "default") -> RollingSummary:
+        """The session's rolling summary (empty before its first update)."""
+        _check_ids(tenant, session)
         return RollingSummary.from_json(self.store.get_state(tenant, session, "summary"))
 
     def _after_append(self, tenant: str, session: str, state: SessionState, count: int) -> None:
@@ -566,7 +570,9 @@ class ConversationMemory:
 
         Raises:
             ConfigurationError: the budget is not a positive whole number of tokens, or cannot
-                hold the pinned sections (system, state, user).
+                hold the pinned sections (system, state, user), or, without ``user``, the
+                current turn (the last turn, and after tool results the calls and the user
+                turn before them).
             StoreError: the transcript cannot be read.
         """
         check_budget(budget)
