@@ -1,4 +1,4 @@
-"""Latency-path threading: a single text is embedded on one torch thread, and the dense search's
+"""Latency-path threading: a small batch is embedded on one torch thread, and the dense search's
 matrix-vector product runs on the calling thread, with the same results as before."""
 
 from __future__ import annotations
@@ -53,10 +53,19 @@ def test_a_single_text_is_embedded_on_one_thread(two_threads: None) -> None:
     assert torch.get_num_threads() == 2
 
 
-def test_a_batch_is_embedded_with_the_configured_threads(two_threads: None) -> None:
-    """Several texts keep torch's configured thread count (throughput work)."""
+def test_a_small_batch_is_embedded_on_one_thread(two_threads: None) -> None:
+    """The turns a chat adds between two calls (a pair, a tool result) are latency work too."""
     model = _ThreadCountingModel()
     _embedder_with(model).embed(["first turn", "second turn", "third turn"])
+    assert model.threads == [1]
+    assert torch.get_num_threads() == 2
+
+
+def test_a_batch_is_embedded_with_the_configured_threads(two_threads: None) -> None:
+    """More texts than a chat adds between two calls keep torch's configured thread count
+    (throughput work: indexing a session, a document set)."""
+    model = _ThreadCountingModel()
+    _embedder_with(model).embed([f"turn {i}" for i in range(_embeddings.LATENCY_BATCH + 1)])
     assert model.threads == [2]
 
 
