@@ -74,3 +74,32 @@ def test_new_turns_are_read_once_and_new_system_turns_are_found() -> None:
         "Answer briefly.\n\nUse metric units."
     ]
     assert pack.messages[-1] == {"role": "user", "content": "How far is it?"}
+
+
+def test_a_system_turn_at_the_end_does_not_break_the_walk_back_into_small_reads() -> None:
+    """A mid-session system update just before the end: the recent window is still read back
+    in blocks, as many store calls and turns as without it."""
+
+    class CallCounting(CountingStore):
+        calls = 0
+
+        def turns(
+            self, tenant: str, session: str, start: int = 0, end: int | None = None
+        ) -> list[Turn]:
+            self.calls += 1
+            return super().turns(tenant, session, start, end)
+
+    reads = []
+    for with_system in (False, True):
+        store = CallCounting()
+        memory = tl.ConversationMemory(store, embedder=HashingEmbedder(64))
+        memory.add("s", [{"role": ("user", "assistant")[i % 2], "content": f"Message {i}."}
+                         for i in range(2000)])  # fmt: skip
+        if with_system:
+            memory.add("s", [{"role": "system", "content": "Use metric units."}])
+        memory.context("s", budget=4000, user="warm up")
+        memory.wait()
+        store.read = store.calls = 0
+        memory.context("s", budget=4000, user="Which message was about order 1007?")
+        reads.append((store.calls, store.read))
+    assert reads[1] == reads[0]

@@ -37,6 +37,7 @@ class StoredHistory(Sequence[Turn]):
     ) -> None:  # fmt: skip
         self._store, self._tenant, self._session, self._end = store, tenant, session, end
         self._system = sorted(t.index for t in system if t.index < end)
+        self._system_set = frozenset(self._system)
         self._system_turns = system
         self._read: dict[int, Turn] = {} if read is None else read
         self._tail = end  # the oldest turn read by walking back from the end
@@ -80,7 +81,10 @@ class StoredHistory(Sequence[Turn]):
         index = self._index_at(position)
         turn = self._read.get(index)
         if turn is None:
-            if index + 1 == self._tail:  # walking back from the end
+            above = index + 1  # the next turn of this history (system turns are skipped)
+            while above < self._tail and above in self._system_set:
+                above += 1
+            if above == self._tail:  # walking back from the end
                 start, end = max(0, index + 1 - self._BLOCK), index + 1
                 self._tail = start
             else:  # a neighbour of a retrieved turn
