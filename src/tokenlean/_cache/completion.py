@@ -63,6 +63,7 @@ from tokenlean._embeddings import Embedder, as_embedder, default_embedder, model
 from tokenlean._errors import (
     ConfigurationError,
     CorruptedStoreError,
+    EmbeddingError,
     InvalidInputError,
     NotSerializableError,
     StoreBackendError,
@@ -167,6 +168,7 @@ class CompletionCache:
         )
         self._stats = StatsRecorder()
         self._faults = FaultReporter(self._store.name, self._stats, collector)
+        self._embedding_warned: float | None = None  # when an embedder failure was last logged
         self._recent_lock = threading.Lock()  # the embeddings memo
         self._recent: OrderedDict[str, npt.NDArray[np.float32]] = OrderedDict()
         self._learning = Learning(
@@ -282,9 +284,51 @@ class CompletionCache:
             if seen is not None:
                 self._recent.move_to_end(digest)
                 return seen
-        vector: npt.NDArray[np.float32] = self.embedder.embed([query])[0]
+        vector: npt.NDArray[np.float32] = self._embedded([query])[0]
         self._remember_vectors({digest: vector})
         return vector
+
+    def _embedded(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """The embedder's vectors for ``texts``, checked: one finite row per text, of the
+        index's dimension. Anything else, or the embedder raising, is an
+        :class:`EmbeddingError` (a wrong vector must not be remembered or stored)."""
+        try:
+            vectors = np.asarray(self.embedder.embed(list(texts)), dtype=np.float32)
+        except EmbeddingError:
+            raise
+        except Exception as exc:
+            raise EmbeddingError(
+                f"the embedder {self.embedder!r} failed: {type(exc).__name__}: {exc}"[:400]
+            ) from exc
+        dimension = getattr(self.embedder, "dimension", None)
+        if (
+            vectors.ndim != 2
+            or vectors.shape[0] != len(texts)
+            or (isinstance(dimension, int) and vectors.shape[1] != dimension)
+        ):
+            raise EmbeddingError(
+                f"the embedder {self.embedder!r} returned vectors of shape {vectors.shape} for "
+                f"{len(texts)} texts (dimension {dimension})"
+            )
+        if not np.isfinite(vectors).all():
+            raise EmbeddingError(f"the embedder {self.embedder!r} returned NaN or infinity")
+        return vectors
+
+    def _embedding_fault(self, layer: str, outcome: str, error: EmbeddingError) -> None:
+        """An embedder failure met by a lookup or a write: counted in ``embedding_errors``
+        and logged (at most once a minute per embedder); the call goes on without it."""
+        self._stats.count(embedding_errors=1)
+        now = time.monotonic()
+        with self._recent_lock:
+            if self._embedding_warned is not None and now - self._embedding_warned < 60.0:
+                return
+            self._embedding_warned = now
+        logger.warning(
+            "tokenlean: the semantic cache's embedder failed (%s); %s (%s layer), and the call "
+            "goes on to the model. The next warning for this cache comes a minute from now at "
+            "the earliest; stats().embedding_errors counts them all.",
+            str(error)[:400], outcome, layer,
+        )  # fmt: skip
 
     def _query_digest(self, query: str) -> str:
         return hash_key(self._secret, "query", query)
@@ -325,8 +369,13 @@ class CompletionCache:
             with self._recent_lock:
                 missing = [(d, q) for d, q in queries.items() if d not in self._recent]
             if missing:
-                vectors = self.embedder.embed([q for _, q in missing])
-                self._remember_vectors(dict(zip([d for d, _ in missing], vectors, strict=True)))
+                try:
+                    vectors = self._embedded([q for _, q in missing])
+                except EmbeddingError:
+                    pass  # each lookup below embeds its own text, and counts its failure
+                else:
+                    digests = [d for d, _ in missing]
+                    self._remember_vectors(dict(zip(digests, vectors, strict=True)))
         return [self.lookup(request, tenant=tenant, route=route) for request in requests]
 
     # ------------------------------------------------------------------ lookup
@@ -393,7 +442,11 @@ class CompletionCache:
         self._stats.passed("exact")
         if self.collector is not None:
             self.collector.record_cache("exact", False)
-        vector = self._embed(semantic.query)
+        try:
+            vector = self._embed(semantic.query)
+        except EmbeddingError as exc:
+            self._embedding_fault("semantic", "the lookup is a miss", exc)
+            return self._miss("semantic", f"miss: the embedder failed ({exc})"[:200], start)
         index = self._partitions.index(semantic.namespace)
         if index is None:
             return self._miss("semantic", "miss", start)
@@ -713,7 +766,11 @@ class CompletionCache:
             return self._put(entry, None, secret=secret)
         if policy.max_error_rate is not None:
             self._learning.judge_answer(semantic.key, value, route, policy)
-        vector = self._embed(semantic.query)
+        try:
+            vector = self._embed(semantic.query)
+        except EmbeddingError as exc:
+            self._embedding_fault("semantic", "the write was dropped", exc)
+            return False
         entry = StoredEntry(
             semantic.namespace,
             semantic.key,

@@ -48,7 +48,9 @@ class CacheStats:
     ``indexes`` counts the semantic partitions loaded in this process by vector-index kind
     (``flat``, ``ivf`` while an interim index serves, or ``hnsw``). ``store_errors`` counts the
     store faults the cache went on without (each lookup that met one is also counted as a miss;
-    each write that met one was dropped).
+    each write that met one was dropped). ``embedding_errors`` counts the embedder failures
+    (it raised, or gave vectors of the wrong shape, NaN or infinity) the cache went on without
+    the same way: a semantic lookup that met one is a miss, a semantic write is dropped.
     """
 
     layers: dict[str, LayerStats]
@@ -64,6 +66,7 @@ class CacheStats:
     indexes: dict[str, int] = field(default_factory=dict)
     store_errors: int = 0
     total_lookups: int | None = None
+    embedding_errors: int = 0
 
     @property
     def hits(self) -> int:
@@ -107,6 +110,7 @@ class StatsRecorder:
         self.judged = 0
         self.feedback = 0
         self.store_errors = 0
+        self.embedding_errors = 0
         self._lookups = 0
 
     def lookup(self, layer: str, hit: bool, ms: float) -> None:
@@ -132,6 +136,7 @@ class StatsRecorder:
         judged: int = 0,
         feedback: int = 0,
         store_errors: int = 0,
+        embedding_errors: int = 0,
     ) -> None:
         with self._lock:
             self.bypassed += bypassed
@@ -141,6 +146,7 @@ class StatsRecorder:
             self.judged += judged
             self.feedback += feedback
             self.store_errors += store_errors
+            self.embedding_errors += embedding_errors
 
     def snapshot(
         self,
@@ -161,5 +167,5 @@ class StatsRecorder:
             return CacheStats(
                 layers, self.bypassed, self.writes, self.rejected, entries, size,
                 self.explored, self.judged, self.feedback, dict(acceptance or {}),
-                dict(indexes or {}), self.store_errors, self._lookups,
+                dict(indexes or {}), self.store_errors, self._lookups, self.embedding_errors,
             )  # fmt: skip
