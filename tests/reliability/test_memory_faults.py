@@ -554,3 +554,33 @@ def test_the_store_reads_only_what_an_add_needs() -> None:
         mem.add("s1", [{**m, "id": f"given-{i}-{k}"} for k, m in enumerate(pair(i))])
     assert mem.count("s1") == 3400
     assert 0 < store.largest <= 60
+
+
+def test_nan_vectors_are_neither_indexed_nor_stored_and_the_turns_are_embedded_again(
+    tmp_path: Path,
+) -> None:
+    """An embedder that returns NaN once degrades that context (no retrieval) instead of storing
+    NaN vectors that every later process would read back and search with."""
+
+    class NaNOnce(HashingEmbedder):
+        broken = True
+
+        def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+            vectors = super().embed(texts)
+            return np.full_like(vectors, np.nan) if self.broken else vectors
+
+    embedder = NaNOnce(64)
+    store = tl.SQLiteTranscriptStore(tmp_path / "memory.db")
+    memory = tl.ConversationMemory(store, embedder=embedder)
+    memory.add("s", [{"role": ("user", "assistant")[i % 2], "content": f"Filler message {i}."}
+                     for i in range(40)])  # fmt: skip
+    memory.add("s", [{"role": "user", "content": "My locker code is 4711."}])
+    pack = memory.context("s", budget=120, user="What is my locker code?")
+    assert pack.degraded == ("retrieved",)
+    assert "NaN" in (pack.index_error or "")
+    embedder.broken = False
+    restarted = tl.ConversationMemory(tl.SQLiteTranscriptStore(tmp_path / "memory.db"),
+                                      embedder=embedder)  # fmt: skip
+    pack = restarted.context("s", budget=120, user="What is my locker code?")
+    assert pack.degraded == ()
+    assert "My locker code is 4711." in "".join(str(m["content"]) for m in pack.messages)
