@@ -344,3 +344,36 @@ def test_a_token_limit_that_is_not_a_positive_whole_number_is_refused_like_the_c
 
     with pytest.raises(ConfigurationError, match="positive whole number of tokens"):
         TokenleanMemory(session="limit", token_limit=limit)
+
+
+def test_a_store_failing_after_the_answer_neither_fails_the_chat_nor_loses_the_turns() -> None:
+    """The disk fills up while the model answers: the chat still returns its (paid) answer, the
+    messages are held in the process and written, in order, once the store answers again."""
+    from llama_index.core.chat_engine import SimpleChatEngine
+
+    from tokenlean import MemoryTranscriptStore, StoreFullError
+
+    class FailingStore(MemoryTranscriptStore):
+        failing = False
+
+        def append(self, *args: Any, **kwargs: Any) -> Any:
+            if self.failing:
+                raise StoreFullError("disk full (injected)")
+            return super().append(*args, **kwargs)
+
+    store = FailingStore()
+    memory = TokenleanMemory(ConversationMemory(store, embedder=HashingEmbedder(64)),
+                             session="s", token_limit=2000)  # fmt: skip
+    engine = SimpleChatEngine.from_defaults(llm=MockLLM(max_tokens=3), memory=memory)
+    engine.chat("first question")
+    store.failing = True
+    assert str(engine.chat("second question"))  # answered
+    assert memory.pending == 2
+    store.failing = False
+    engine.chat("third question")
+    assert memory.pending == 0
+    turns = memory.memory.turns("s")
+    assert [t.role for t in turns] == ["user", "assistant"] * 3
+    assert [t.content for t in turns if t.role == "user"] == [
+        "first question", "second question", "third question"
+    ]

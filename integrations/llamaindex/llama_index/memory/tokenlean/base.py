@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -39,10 +40,13 @@ from tokenlean import (
     ConversationMemory,
     PromptSummarizer,
     SQLiteTranscriptStore,
+    StoreError,
     check_budget,
     count_message_tokens,
     normalize_role,
 )
+
+logger = logging.getLogger("tokenlean.memory")
 
 __all__ = [
     "LlamaIndexSummarizer",
@@ -168,6 +172,8 @@ class TokenleanMemory(BaseMemory):
     store: str | None = Field(default=None)
     cache_point: bool = Field(default=False)
     _memory: ConversationMemory = PrivateAttr()
+    # Messages a failed store write left in this process, written before anything else.
+    _pending: list[list[dict[str, Any]]] = PrivateAttr(default_factory=list)
 
     def __init__(self, memory: ConversationMemory | str | None = None, **data: Any) -> None:
         if isinstance(memory, str):  # a transcript store URI, as the LangChain adapters take
@@ -257,6 +263,7 @@ class TokenleanMemory(BaseMemory):
     def get(self, input: str | None = None, **kwargs: Any) -> list[ChatMessage]:
         """The budgeted context. With ``input`` (a chat engine's pending message), it guides
         retrieval and is left for the caller to append."""
+        self._flush()
         session = self._session
         if not self._memory.count(session, tenant=self.tenant) and input is None:
             return []
@@ -316,10 +323,44 @@ class TokenleanMemory(BaseMemory):
         ]
 
     def put(self, message: ChatMessage) -> None:
-        self._memory.add(self._session, [to_tokenlean(message)], tenant=self.tenant)
+        """Record a message. A store that fails does not fail the chat (its answer is already
+        paid for): the message is kept in this process, logged, and written, in order, with
+        the next ``put``, ``get`` or ``set`` (see :meth:`pending`)."""
+        self._write([to_tokenlean(message)])
 
     def put_messages(self, messages: list[ChatMessage]) -> None:
-        self._memory.add(self._session, [to_tokenlean(m) for m in messages], tenant=self.tenant)
+        """Record messages, as :meth:`put` does."""
+        self._write([to_tokenlean(m) for m in messages])
+
+    @property
+    def pending(self) -> int:
+        """Messages held in this process since the store failed, not written yet."""
+        return sum(len(batch) for batch in self._pending)
+
+    def _flush(self) -> bool:
+        """Write the held batches, oldest first, each as it was given (a batch already stored
+        by a write that only seemed to fail is recognized as a retry and not stored twice).
+        False if the store still fails."""
+        while self._pending:
+            try:
+                self._memory.add(self._session, self._pending[0], tenant=self.tenant)
+            except StoreError as exc:
+                logger.warning(
+                    "tokenlean: memory store failed (%s: %s); %d message(s) of session %r held "
+                    "in this process, written when it answers",
+                    type(exc).__name__, str(exc)[:300], self.pending, self.session,
+                )  # fmt: skip
+                return False
+            except Exception:  # a message the memory refuses: raised, and not held
+                self._pending.pop(0)
+                raise
+            self._pending.pop(0)
+        return True
+
+    def _write(self, messages: list[dict[str, Any]]) -> None:
+        if messages:
+            self._pending.append(messages)
+        self._flush()
 
     def set(self, messages: list[ChatMessage]) -> None:
         """Make ``messages`` the conversation, as LlamaIndex's memories do.
@@ -328,6 +369,7 @@ class TokenleanMemory(BaseMemory):
         ones are recorded. Otherwise (another history, a shorter one) a new segment starts with
         them, as :meth:`reset` does: the earlier turns stay stored (the transcript is
         append-only) but no longer reach the model."""
+        self._flush()
         stored = self._memory.turns(self._session, tenant=self.tenant)
         given = [to_tokenlean(m) for m in messages]
         continues = len(given) >= len(stored) and all(
