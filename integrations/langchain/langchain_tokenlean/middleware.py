@@ -15,6 +15,7 @@ only ``langchain-core``. Without the extra, importing this module raises
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, cast
 
@@ -27,9 +28,12 @@ from tokenlean import (
     ContextPack,
     ConversationMemory,
     MissingDependencyError,
+    StoreError,
     check_budget,
     count_tool_tokens,
 )
+
+logger = logging.getLogger("tokenlean.memory")
 
 try:
     from langchain.agents.middleware import (
@@ -143,8 +147,18 @@ class TokenleanMemoryMiddleware(AgentMiddleware):
             self.memory.add(session, batch, tenant=self.tenant)
 
     def _record(self, state: AgentState[Any]) -> None:
-        """Record the thread's messages not recorded yet (at the end of a run)."""
-        self._sync(_thread_id(self.session), state["messages"])
+        """Record the thread's messages not recorded yet (at the end of a run). A store that
+        fails here does not fail the run (its answer is paid for): the messages stay in the
+        agent's state, and the next run's first model call records them (logged)."""
+        session = _thread_id(self.session)
+        try:
+            self._sync(session, state["messages"])
+        except StoreError as exc:
+            logger.warning(
+                "tokenlean: memory store failed (%s: %s) recording thread %r; its messages are "
+                "recorded by the thread's next run",
+                type(exc).__name__, str(exc)[:300], session,
+            )  # fmt: skip
 
     def _rewrite(self, request: ModelRequest) -> ModelRequest:
         session = _thread_id(self.session)

@@ -230,3 +230,44 @@ def test_a_tool_result_the_budget_cannot_hold_is_refused_not_dropped() -> None:
         _run(agent, "Show the log of order 1.", "big", "invoke")
     assert len(model.seen) == 1  # the first call only
     assert [t.role for t in memory.turns("big")] == ["user", "assistant", "tool"]  # all kept
+
+
+def test_a_store_failing_at_the_end_of_a_run_neither_fails_it_nor_loses_the_turns() -> None:
+    """The disk fills up while the model answers: the run returns its (paid) answer, and the
+    thread's next run records what the failed write left out, in order."""
+    from tokenlean import MemoryTranscriptStore, StoreFullError
+
+    class FailingStore(MemoryTranscriptStore):
+        failing = False
+
+        def append(self, *args: Any, **kwargs: Any) -> Any:
+            if self.failing:
+                raise StoreFullError("disk full (injected)")
+            return super().append(*args, **kwargs)
+
+    store = FailingStore()
+
+    class FillsTheDisk(RecordingModel):
+        def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> Any:
+            if len(self.seen) == 1:  # while answering the second question
+                store.failing = True
+            return super()._generate(messages, *args, **kwargs)
+
+    memory = ConversationMemory(store, embedder=HashingEmbedder(64))
+    model = FillsTheDisk(responses=[AIMessage("one"), AIMessage("two"), AIMessage("three")],
+                         seen=[])  # fmt: skip
+    agent = create_agent(model, middleware=[TokenleanMemoryMiddleware(memory, budget=600)],
+                         checkpointer=InMemorySaver())  # fmt: skip
+    _run(agent, "first", "t", "invoke")
+    assert _run(agent, "second", "t", "invoke")["messages"][-1].content == "two"  # answered
+    assert [t.content for t in memory.turns("t")] == ["first", "one", "second"]
+    store.failing = False  # the store answers again
+    _run(agent, "third", "t", "invoke")
+    assert [t.content for t in memory.turns("t")] == [
+        "first",
+        "one",
+        "second",
+        "two",
+        "third",
+        "three",
+    ]

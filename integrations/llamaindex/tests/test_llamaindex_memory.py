@@ -375,5 +375,7 @@ def test_a_store_failing_after_the_answer_neither_fails_the_chat_nor_loses_the_t
     turns = memory.memory.turns("s")
     assert [t.role for t in turns] == ["user", "assistant"] * 3
     assert [t.content for t in turns if t.role == "user"] == [
-        "first question", "second question", "third question"
+        "first question",
+        "second question",
+        "third question",
     ]
