@@ -72,3 +72,22 @@ def test_a_batch_lookup_with_a_failing_embedder_is_counted_misses() -> None:
     found = cache.lookup_many([req("first question"), req("second question")])
     assert [f.hit for f in found] == [False, False]
     assert cache.stats().embedding_errors == 2
+
+
+def test_the_default_judge_gives_no_verdict_when_the_embedder_fails() -> None:
+    """A NaN or raising embedder is no evidence that two answers differ."""
+    embedder = Flaky()
+    judge = tl.DefaultAnswerJudge(embedder)
+    for mode in ("nan", "raise", "missing"):
+        embedder.mode = mode
+        assert judge("Refunds are paid back quickly.", "You get your money back soon.") is None
+
+
+def test_calibrate_raises_a_typed_error_when_the_embedder_fails() -> None:
+    embedder = Flaky()
+    cache = tl.CompletionCache(
+        embedder=embedder, policy=tl.CachePolicy.semantic(compare=tl.last_user_turn)
+    )
+    embedder.mode = "raise"
+    with pytest.raises(tl.EmbeddingError):
+        cache.calibrate([("where is my parcel", "where's my package", True)])

@@ -643,7 +643,7 @@ class CompletionCache:
                 continue
             triples.append((first[1], second[1], bool(same)))
         unique = list(dict.fromkeys(t for triple in triples for t in triple[:2]))
-        vectors = dict(zip(unique, self.embedder.embed(unique), strict=True)) if unique else {}
+        vectors = dict(zip(unique, self._embedded(unique), strict=True)) if unique else {}
         added = 0
         for cached_text, query_text, same in triples:
             cosine = float(np.dot(vectors[cached_text], vectors[query_text]))

@@ -105,8 +105,15 @@ class DefaultAnswerJudge:
             return False
         if self.embedder is None:
             return None
-        vectors = self.embedder.embed([raw_a, raw_b])
-        return bool(float(np.dot(vectors[0], vectors[1])) >= self.min_similarity)
+        try:
+            vectors = np.asarray(self.embedder.embed([raw_a, raw_b]), dtype=np.float32)
+        except Exception:  # no verdict: a failing embedder is not evidence either way
+            return None
+        shaped = vectors.ndim == 2 and vectors.shape[0] == 2
+        similarity = float(np.dot(vectors[0], vectors[1])) if shaped else float("nan")
+        if not np.isfinite(similarity):  # NaN or a wrong shape: no verdict, not "different"
+            return None
+        return bool(similarity >= self.min_similarity)
 
 
 class PromptAnswerJudge:
