@@ -16,6 +16,7 @@ only ``langchain-core``. Without the extra, importing this module raises
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, cast
 
@@ -137,26 +138,39 @@ class TokenleanMemoryMiddleware(AgentMiddleware):
         self.session = session
         self.on_pack = on_pack
         self.cache_control = dict(cache_control) if cache_control else None
+        # Batches a failed write at the end of a run left in this process, by thread.
+        self._held: dict[str, list[list[dict[str, Any]]]] = {}
+        self._holding = threading.Lock()
 
     def _sync(self, session: str, messages: Sequence[BaseMessage]) -> None:
-        """Record the messages not recorded yet: the core's ``add`` skips ids it already holds
-        (the agent state gives every message one). System prompts are taken from the request,
-        not stored as turns."""
+        """Record the messages not recorded yet, after any batch a failed write held: the
+        core's ``add`` skips ids it already holds (the agent state gives every message one).
+        System prompts are taken from the request, not stored as turns."""
+        with self._holding:
+            held = self._held.get(session, [])
+            while held:
+                self.memory.add(session, held[0], tenant=self.tenant)
+                held.pop(0)
+            self._held.pop(session, None)
         batch = [to_tokenlean(m) for m in messages if m.type != "system"]
         if batch:
             self.memory.add(session, batch, tenant=self.tenant)
 
     def _record(self, state: AgentState[Any]) -> None:
         """Record the thread's messages not recorded yet (at the end of a run). A store that
-        fails here does not fail the run (its answer is paid for): the messages stay in the
-        agent's state, and the next run's first model call records them (logged)."""
+        fails here does not fail the run (its answer is paid for): the messages are held in
+        this process (logged) and recorded before the thread's next model call, with or
+        without a checkpointer."""
         session = _thread_id(self.session)
         try:
             self._sync(session, state["messages"])
         except StoreError as exc:
+            batch = [to_tokenlean(m) for m in state["messages"] if m.type != "system"]
+            with self._holding:
+                self._held.setdefault(session, []).append(batch)
             logger.warning(
                 "tokenlean: memory store failed (%s: %s) recording thread %r; its messages are "
-                "recorded by the thread's next run",
+                "held in this process and recorded before the thread's next model call",
                 type(exc).__name__, str(exc)[:300], session,
             )  # fmt: skip
 

@@ -271,3 +271,41 @@ def test_a_store_failing_at_the_end_of_a_run_neither_fails_it_nor_loses_the_turn
         "third",
         "three",
     ]
+
+
+def test_without_a_checkpointer_a_failed_write_is_held_until_the_next_run() -> None:
+    from tokenlean import MemoryTranscriptStore, StoreFullError
+
+    class FailingStore(MemoryTranscriptStore):
+        failing = False
+
+        def append(self, *args: Any, **kwargs: Any) -> Any:
+            if self.failing:
+                raise StoreFullError("disk full (injected)")
+            return super().append(*args, **kwargs)
+
+    store = FailingStore()
+
+    class FillsTheDisk(RecordingModel):
+        def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> Any:
+            if len(self.seen) == 1:
+                store.failing = True
+            return super()._generate(messages, *args, **kwargs)
+
+    memory = ConversationMemory(store, embedder=HashingEmbedder(64))
+    model = FillsTheDisk(responses=[AIMessage("one"), AIMessage("two"), AIMessage("three")],
+                         seen=[])  # fmt: skip
+    agent = create_agent(model, middleware=[TokenleanMemoryMiddleware(memory, budget=600,
+                                                                      session="s")])  # fmt: skip
+    for text in ("first", "second"):
+        agent.invoke({"messages": [HumanMessage(text)]})
+    store.failing = False
+    agent.invoke({"messages": [HumanMessage("third")]})
+    assert [t.content for t in memory.turns("s")] == [
+        "first",
+        "one",
+        "second",
+        "two",
+        "third",
+        "three",
+    ]

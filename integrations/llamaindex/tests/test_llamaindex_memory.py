@@ -379,3 +379,30 @@ def test_a_store_failing_after_the_answer_neither_fails_the_chat_nor_loses_the_t
         "second question",
         "third question",
     ]
+
+
+def test_held_messages_keep_their_segment_and_a_malformed_one_is_refused_not_held() -> None:
+    from tokenlean import MalformedRequestError, MemoryTranscriptStore, StoreFullError
+
+    class FailingStore(MemoryTranscriptStore):
+        failing = False
+
+        def append(self, *args: Any, **kwargs: Any) -> Any:
+            if self.failing:
+                raise StoreFullError("disk full (injected)")
+            return super().append(*args, **kwargs)
+
+    store = FailingStore()
+    memory = TokenleanMemory(ConversationMemory(store, embedder=HashingEmbedder(64)),
+                             session="s", token_limit=2000)  # fmt: skip
+    memory.put(ChatMessage(role="user", content="old question"))
+    store.failing = True
+    memory.put(ChatMessage(role="assistant", content="old answer"))
+    with pytest.raises(MalformedRequestError):  # a tool message without its call id
+        memory.put(ChatMessage(role="tool", content="result"))
+    assert memory.pending == 1
+    store.failing = False
+    memory.reset()
+    memory.put(ChatMessage(role="user", content="new question"))
+    assert [m.content for m in memory.get_all()] == ["new question"]
+    assert [t.content for t in memory.memory.turns("s")] == ["old question", "old answer"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -45,6 +46,7 @@ from tokenlean import (
     count_message_tokens,
     normalize_role,
 )
+from tokenlean._memory.transcript import turn_from_message
 
 logger = logging.getLogger("tokenlean.memory")
 
@@ -172,8 +174,11 @@ class TokenleanMemory(BaseMemory):
     store: str | None = Field(default=None)
     cache_point: bool = Field(default=False)
     _memory: ConversationMemory = PrivateAttr()
-    # Messages a failed store write left in this process, written before anything else.
-    _pending: list[list[dict[str, Any]]] = PrivateAttr(default_factory=list)
+    # Batches a failed store write left in this process, with the segment they belong to,
+    # written before anything else; the lock orders puts from several threads.
+    _pending: list[tuple[str, list[dict[str, Any]]]] = PrivateAttr(default_factory=list)
+    _writing: threading.RLock = PrivateAttr(default_factory=threading.RLock)
+    _segment: str | None = PrivateAttr(default=None)  # the last segment read from the store
 
     def __init__(self, memory: ConversationMemory | str | None = None, **data: Any) -> None:
         if isinstance(memory, str):  # a transcript store URI, as the LangChain adapters take
@@ -289,6 +294,7 @@ class TokenleanMemory(BaseMemory):
             ConfigurationError: the pinned and extra messages and the tool schemas alone exceed
                 ``token_limit``.
         """
+        self._flush()
         shaped = [to_tokenlean(m) for m in (*pinned, *extra)]
         schemas = [_tool_schema(tool) for tool in tools]
         around = count_message_tokens(shaped, tools=schemas or None, counter=self._memory.counter)
@@ -317,6 +323,7 @@ class TokenleanMemory(BaseMemory):
 
     def get_all(self) -> list[ChatMessage]:
         """Every stored turn."""
+        self._flush()
         return [
             to_llamaindex(t.to_message())
             for t in self._memory.turns(self._session, tenant=self.tenant)
@@ -324,8 +331,9 @@ class TokenleanMemory(BaseMemory):
 
     def put(self, message: ChatMessage) -> None:
         """Record a message. A store that fails does not fail the chat (its answer is already
-        paid for): the message is kept in this process, logged, and written, in order, with
-        the next ``put``, ``get`` or ``set`` (see :meth:`pending`)."""
+        paid for): the message is kept in this process, logged, and written, in order, before
+        the next ``put``, ``get``, ``get_within``, ``get_all``, ``set`` or ``reset`` (see
+        :attr:`pending`). A message the memory refuses (malformed) raises and is not kept."""
         self._write([to_tokenlean(message)])
 
     def put_messages(self, messages: list[ChatMessage]) -> None:
@@ -335,32 +343,45 @@ class TokenleanMemory(BaseMemory):
     @property
     def pending(self) -> int:
         """Messages held in this process since the store failed, not written yet."""
-        return sum(len(batch) for batch in self._pending)
+        with self._writing:
+            return sum(len(batch) for _, batch in self._pending)
 
-    def _flush(self) -> bool:
-        """Write the held batches, oldest first, each as it was given (a batch already stored
-        by a write that only seemed to fail is recognized as a retry and not stored twice).
-        False if the store still fails."""
-        while self._pending:
-            try:
-                self._memory.add(self._session, self._pending[0], tenant=self.tenant)
-            except StoreError as exc:
-                logger.warning(
-                    "tokenlean: memory store failed (%s: %s); %d message(s) of session %r held "
-                    "in this process, written when it answers",
-                    type(exc).__name__, str(exc)[:300], self.pending, self.session,
-                )  # fmt: skip
-                return False
-            except Exception:  # a message the memory refuses: raised, and not held
+    def _flush(self) -> StoreError | None:
+        """Write the held batches, oldest first, each to its segment and as it was given (a
+        batch a write only seemed to fail to store is recognized as a retry, not stored
+        twice). The store's error if it still fails (the rest stay held)."""
+        with self._writing:
+            while self._pending:
+                segment, batch = self._pending[0]
+                try:
+                    self._memory.add(segment, batch, tenant=self.tenant)
+                except StoreError as exc:
+                    logger.warning(
+                        "tokenlean: memory store failed (%s: %s); %d message(s) of session %r "
+                        "held in this process, written when it answers",
+                        type(exc).__name__, str(exc)[:300], self.pending, self.session,
+                    )  # fmt: skip
+                    return exc
                 self._pending.pop(0)
-                raise
-            self._pending.pop(0)
-        return True
+            return None
 
     def _write(self, messages: list[dict[str, Any]]) -> None:
-        if messages:
-            self._pending.append(messages)
-        self._flush()
+        with self._writing:
+            try:
+                segment = self._segment = self._session
+            except StoreError:  # the store is down: the segment last read (reset() reads it)
+                segment = self._segment or self.session
+            if self._flush() is not None:  # still failing: checked, then held behind the rest
+                for index, message in enumerate(messages):
+                    turn_from_message(message, index, 0.0)  # raises if malformed
+                if messages:
+                    self._pending.append((segment, messages))
+                return
+            try:
+                self._memory.add(segment, messages, tenant=self.tenant)
+            except StoreError:  # add() checks the messages before it writes: these are valid
+                self._pending.append((segment, messages))
+                self._flush()  # logs it
 
     def set(self, messages: list[ChatMessage]) -> None:
         """Make ``messages`` the conversation, as LlamaIndex's memories do.
@@ -369,7 +390,12 @@ class TokenleanMemory(BaseMemory):
         ones are recorded. Otherwise (another history, a shorter one) a new segment starts with
         them, as :meth:`reset` does: the earlier turns stay stored (the transcript is
         append-only) but no longer reach the model."""
-        self._flush()
+        with self._writing:
+            if (error := self._flush()) is not None:  # what it replaces must be written first
+                raise error
+            self._set(messages)
+
+    def _set(self, messages: list[ChatMessage]) -> None:
         stored = self._memory.turns(self._session, tenant=self.tenant)
         given = [to_tokenlean(m) for m in messages]
         continues = len(given) >= len(stored) and all(
@@ -383,8 +409,11 @@ class TokenleanMemory(BaseMemory):
             self._memory.add(self._session, given[len(stored) :], tenant=self.tenant)
 
     def reset(self) -> None:
-        """Start a new segment: earlier turns stay stored but no longer reach the model."""
-        self._memory.new_segment(self.session, tenant=self.tenant)
+        """Start a new segment: earlier turns stay stored but no longer reach the model.
+        Messages still held from a failed write go to the segment they were put in."""
+        with self._writing:
+            self._flush()
+            self._memory.new_segment(self.session, tenant=self.tenant)
 
 
 class LlamaIndexSummarizer(PromptSummarizer):
