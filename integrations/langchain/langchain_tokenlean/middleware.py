@@ -30,6 +30,7 @@ from tokenlean import (
     ConversationMemory,
     MissingDependencyError,
     StoreError,
+    TokenleanError,
     check_budget,
     count_tool_tokens,
 )
@@ -138,18 +139,33 @@ class TokenleanMemoryMiddleware(AgentMiddleware):
         self.session = session
         self.on_pack = on_pack
         self.cache_control = dict(cache_control) if cache_control else None
-        # Batches a failed write at the end of a run left in this process, by thread.
+        # Batches a failed write at the end of a run left in this process, by thread, each
+        # thread's behind a lock of its own (one thread's hung store write delays no other).
         self._held: dict[str, list[list[dict[str, Any]]]] = {}
-        self._holding = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
+
+    def _thread_lock(self, session: str) -> threading.Lock:
+        with self._locks_lock:
+            return self._locks.setdefault(session, threading.Lock())
 
     def _sync(self, session: str, messages: Sequence[BaseMessage]) -> None:
         """Record the messages not recorded yet, after any batch a failed write held: the
         core's ``add`` skips ids it already holds (the agent state gives every message one).
         System prompts are taken from the request, not stored as turns."""
-        with self._holding:
+        with self._thread_lock(session):
             held = self._held.get(session, [])
             while held:
-                self.memory.add(session, held[0], tenant=self.tenant)
+                try:
+                    self.memory.add(session, held[0], tenant=self.tenant)
+                except StoreError:
+                    raise
+                except TokenleanError as exc:  # refused by the store itself: never writable
+                    logger.error(
+                        "tokenlean: %d held message(s) of thread %r dropped: the store refuses "
+                        "them (%s: %s)",
+                        len(held[0]), session, type(exc).__name__, str(exc)[:300],
+                    )  # fmt: skip
                 held.pop(0)
             self._held.pop(session, None)
         batch = [to_tokenlean(m) for m in messages if m.type != "system"]
@@ -166,7 +182,7 @@ class TokenleanMemoryMiddleware(AgentMiddleware):
             self._sync(session, state["messages"])
         except StoreError as exc:
             batch = [to_tokenlean(m) for m in state["messages"] if m.type != "system"]
-            with self._holding:
+            with self._thread_lock(session):
                 self._held.setdefault(session, []).append(batch)
             logger.warning(
                 "tokenlean: memory store failed (%s: %s) recording thread %r; its messages are "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -362,13 +363,19 @@ def test_a_store_failing_after_the_answer_neither_fails_the_chat_nor_loses_the_t
             return super().append(*args, **kwargs)
 
     store = FailingStore()
+
+    class FillsTheDisk(MockLLM):
+        def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> Any:
+            if messages[-1].content == "second question":
+                store.failing = True  # while the model answers
+            return super().chat(messages, **kwargs)
+
     memory = TokenleanMemory(ConversationMemory(store, embedder=HashingEmbedder(64)),
                              session="s", token_limit=2000)  # fmt: skip
-    engine = SimpleChatEngine.from_defaults(llm=MockLLM(max_tokens=3), memory=memory)
+    engine = SimpleChatEngine.from_defaults(llm=FillsTheDisk(max_tokens=3), memory=memory)
     engine.chat("first question")
-    store.failing = True
     assert str(engine.chat("second question"))  # answered
-    assert memory.pending == 2
+    assert memory.pending == 1  # the reply
     store.failing = False
     engine.chat("third question")
     assert memory.pending == 0
@@ -406,3 +413,93 @@ def test_held_messages_keep_their_segment_and_a_malformed_one_is_refused_not_hel
     memory.put(ChatMessage(role="user", content="new question"))
     assert [m.content for m in memory.get_all()] == ["new question"]
     assert [t.content for t in memory.memory.turns("s")] == ["old question", "old answer"]
+
+
+class _DownStore:
+    """A transcript store whose writes, or every call, can fail."""
+
+    @staticmethod
+    def make() -> Any:
+        from tokenlean import MemoryTranscriptStore, StoreBackendError
+
+        class Down(MemoryTranscriptStore):
+            writes_down = False
+            all_down = False
+
+            def _check(self) -> None:
+                if self.all_down:
+                    raise StoreBackendError("server down (injected)")
+
+            def append(self, *args: Any, **kwargs: Any) -> Any:
+                self._check()
+                if self.writes_down:
+                    raise StoreBackendError("write failed (injected)")
+                return super().append(*args, **kwargs)
+
+            def count(self, *args: Any, **kwargs: Any) -> Any:
+                self._check()
+                return super().count(*args, **kwargs)
+
+            def turns(self, *args: Any, **kwargs: Any) -> Any:
+                self._check()
+                return super().turns(*args, **kwargs)
+
+            def get_state(self, *args: Any, **kwargs: Any) -> Any:
+                self._check()
+                return super().get_state(*args, **kwargs)
+
+        return Down()
+
+
+def test_with_the_store_down_a_held_message_goes_to_the_segment_it_was_put_in() -> None:
+    store = _DownStore.make()
+    core = ConversationMemory(store, embedder=HashingEmbedder(64))
+    memory = TokenleanMemory(core, session="s", token_limit=2000)
+    memory.put(ChatMessage(role="user", content="old question"))
+    memory.reset()
+    store.all_down = True
+    memory.put(ChatMessage(role="user", content="new question"))  # held, segment unreadable
+    store.all_down = False
+    assert [m.content for m in memory.get()] == ["new question"]
+    assert [t.content for t in core.turns("s")] == ["old question"]
+
+
+def test_a_context_is_not_built_without_the_held_messages() -> None:
+    """Writes fail, reads work: get() raises rather than send the model a context without the
+    question it holds (nothing is paid yet); the question is written once the store answers."""
+    from tokenlean import StoreBackendError
+
+    store = _DownStore.make()
+    memory = TokenleanMemory(ConversationMemory(store, embedder=HashingEmbedder(64)),
+                             session="s", token_limit=2000)  # fmt: skip
+    store.writes_down = True
+    memory.put(ChatMessage(role="user", content="the question"))
+    with pytest.raises(StoreBackendError):
+        memory.get()
+    store.writes_down = False
+    assert [m.content for m in memory.get()] == ["the question"]
+
+
+def test_a_held_message_the_store_refuses_is_dropped_not_blocking_the_memory() -> None:
+    from tokenlean import MemoryTranscriptStore, StoreBackendError
+
+    class Picky(MemoryTranscriptStore):
+        failing = True
+
+        def append(self, tenant: str, session: str, turns: Any) -> Any:
+            if self.failing:
+                raise StoreBackendError("write failed (injected)")
+            if any("poison" in t.content for t in turns):
+                raise InvalidInputError("the store refuses this text")
+            return super().append(tenant, session, turns)
+
+    from tokenlean import InvalidInputError
+
+    store = Picky()
+    memory = TokenleanMemory(ConversationMemory(store, embedder=HashingEmbedder(64)),
+                             session="s", token_limit=2000)  # fmt: skip
+    memory.put(ChatMessage(role="user", content="poison"))  # held
+    store.failing = False
+    memory.put(ChatMessage(role="user", content="good question"))
+    assert memory.pending == 0
+    assert [m.content for m in memory.get_all()] == ["good question"]

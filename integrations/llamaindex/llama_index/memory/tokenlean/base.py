@@ -42,6 +42,7 @@ from tokenlean import (
     PromptSummarizer,
     SQLiteTranscriptStore,
     StoreError,
+    TokenleanError,
     check_budget,
     count_message_tokens,
     normalize_role,
@@ -176,9 +177,9 @@ class TokenleanMemory(BaseMemory):
     _memory: ConversationMemory = PrivateAttr()
     # Batches a failed store write left in this process, with the segment they belong to,
     # written before anything else; the lock orders puts from several threads.
-    _pending: list[tuple[str, list[dict[str, Any]]]] = PrivateAttr(default_factory=list)
+    _pending: list[tuple[str | None, list[dict[str, Any]]]] = PrivateAttr(default_factory=list)
     _writing: threading.RLock = PrivateAttr(default_factory=threading.RLock)
-    _segment: str | None = PrivateAttr(default=None)  # the last segment read from the store
+    _segment: str | None = PrivateAttr(default=None)  # the segment last read or started
 
     def __init__(self, memory: ConversationMemory | str | None = None, **data: Any) -> None:
         if isinstance(memory, str):  # a transcript store URI, as the LangChain adapters take
@@ -268,7 +269,8 @@ class TokenleanMemory(BaseMemory):
     def get(self, input: str | None = None, **kwargs: Any) -> list[ChatMessage]:
         """The budgeted context. With ``input`` (a chat engine's pending message), it guides
         retrieval and is left for the caller to append."""
-        self._flush()
+        if (error := self._flush()) is not None:  # a context without them would mislead
+            raise error
         session = self._session
         if not self._memory.count(session, tenant=self.tenant) and input is None:
             return []
@@ -294,7 +296,8 @@ class TokenleanMemory(BaseMemory):
             ConfigurationError: the pinned and extra messages and the tool schemas alone exceed
                 ``token_limit``.
         """
-        self._flush()
+        if (error := self._flush()) is not None:
+            raise error
         shaped = [to_tokenlean(m) for m in (*pinned, *extra)]
         schemas = [_tool_schema(tool) for tool in tools]
         around = count_message_tokens(shaped, tools=schemas or None, counter=self._memory.counter)
@@ -354,7 +357,8 @@ class TokenleanMemory(BaseMemory):
             while self._pending:
                 segment, batch = self._pending[0]
                 try:
-                    self._memory.add(segment, batch, tenant=self.tenant)
+                    # A batch held before any segment was known goes to the current one.
+                    self._memory.add(segment or self._session, batch, tenant=self.tenant)
                 except StoreError as exc:
                     logger.warning(
                         "tokenlean: memory store failed (%s: %s); %d message(s) of session %r "
@@ -362,15 +366,22 @@ class TokenleanMemory(BaseMemory):
                         type(exc).__name__, str(exc)[:300], self.pending, self.session,
                     )  # fmt: skip
                     return exc
+                except TokenleanError as exc:  # refused by the store itself: never writable
+                    logger.error(
+                        "tokenlean: %d held message(s) of session %r dropped: the store refuses "
+                        "them (%s: %s)",
+                        len(batch), self.session, type(exc).__name__, str(exc)[:300],
+                    )  # fmt: skip
                 self._pending.pop(0)
             return None
 
     def _write(self, messages: list[dict[str, Any]]) -> None:
         with self._writing:
+            segment: str | None
             try:
                 segment = self._segment = self._session
-            except StoreError:  # the store is down: the segment last read (reset() reads it)
-                segment = self._segment or self.session
+            except StoreError:  # the store is down: the segment last known, else the current
+                segment = self._segment  # one when the batch is written
             if self._flush() is not None:  # still failing: checked, then held behind the rest
                 for index, message in enumerate(messages):
                     turn_from_message(message, index, 0.0)  # raises if malformed
@@ -378,7 +389,7 @@ class TokenleanMemory(BaseMemory):
                     self._pending.append((segment, messages))
                 return
             try:
-                self._memory.add(segment, messages, tenant=self.tenant)
+                self._memory.add(segment or self._session, messages, tenant=self.tenant)
             except StoreError:  # add() checks the messages before it writes: these are valid
                 self._pending.append((segment, messages))
                 self._flush()  # logs it
@@ -413,7 +424,7 @@ class TokenleanMemory(BaseMemory):
         Messages still held from a failed write go to the segment they were put in."""
         with self._writing:
             self._flush()
-            self._memory.new_segment(self.session, tenant=self.tenant)
+            self._segment = self._memory.new_segment(self.session, tenant=self.tenant)
 
 
 class LlamaIndexSummarizer(PromptSummarizer):
