@@ -17,7 +17,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from pydantic import Field
 
 from tokenlean import ConversationMemory, Turn
-from tokenlean.testing import HashingEmbedder
+from tokenlean.testing import FaultyTranscriptStore, HashingEmbedder
 
 MODES = ["invoke", "ainvoke"]
 
@@ -232,80 +232,31 @@ def test_a_tool_result_the_budget_cannot_hold_is_refused_not_dropped() -> None:
     assert [t.role for t in memory.turns("big")] == ["user", "assistant", "tool"]  # all kept
 
 
-def test_a_store_failing_at_the_end_of_a_run_neither_fails_it_nor_loses_the_turns() -> None:
+@pytest.mark.parametrize("checkpointer", [True, False])
+def test_a_store_failing_at_the_end_of_a_run_neither_fails_it_nor_loses_the_turns(
+    checkpointer: bool,
+) -> None:
     """The disk fills up while the model answers: the run returns its (paid) answer, and the
-    thread's next run records what the failed write left out, in order."""
-    from tokenlean import MemoryTranscriptStore, StoreFullError
-
-    class FailingStore(MemoryTranscriptStore):
-        failing = False
-
-        def append(self, *args: Any, **kwargs: Any) -> Any:
-            if self.failing:
-                raise StoreFullError("disk full (injected)")
-            return super().append(*args, **kwargs)
-
-    store = FailingStore()
+    thread's next run records what the failed write left out, in order, with or without a
+    checkpointer (the middleware holds it)."""
+    store = FaultyTranscriptStore()
 
     class FillsTheDisk(RecordingModel):
         def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> Any:
             if len(self.seen) == 1:  # while answering the second question
-                store.failing = True
+                store.writes_down = True
             return super()._generate(messages, *args, **kwargs)
 
     memory = ConversationMemory(store, embedder=HashingEmbedder(64))
     model = FillsTheDisk(responses=[AIMessage("one"), AIMessage("two"), AIMessage("three")],
                          seen=[])  # fmt: skip
-    agent = create_agent(model, middleware=[TokenleanMemoryMiddleware(memory, budget=600)],
-                         checkpointer=InMemorySaver())  # fmt: skip
+    middleware = TokenleanMemoryMiddleware(memory, budget=600, session="t")
+    agent = create_agent(model, middleware=[middleware],
+                         checkpointer=InMemorySaver() if checkpointer else None)  # fmt: skip
     _run(agent, "first", "t", "invoke")
     assert _run(agent, "second", "t", "invoke")["messages"][-1].content == "two"  # answered
     assert [t.content for t in memory.turns("t")] == ["first", "one", "second"]
-    store.failing = False  # the store answers again
+    store.writes_down = False  # the store answers again
     _run(agent, "third", "t", "invoke")
-    assert [t.content for t in memory.turns("t")] == [
-        "first",
-        "one",
-        "second",
-        "two",
-        "third",
-        "three",
-    ]
-
-
-def test_without_a_checkpointer_a_failed_write_is_held_until_the_next_run() -> None:
-    from tokenlean import MemoryTranscriptStore, StoreFullError
-
-    class FailingStore(MemoryTranscriptStore):
-        failing = False
-
-        def append(self, *args: Any, **kwargs: Any) -> Any:
-            if self.failing:
-                raise StoreFullError("disk full (injected)")
-            return super().append(*args, **kwargs)
-
-    store = FailingStore()
-
-    class FillsTheDisk(RecordingModel):
-        def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> Any:
-            if len(self.seen) == 1:
-                store.failing = True
-            return super()._generate(messages, *args, **kwargs)
-
-    memory = ConversationMemory(store, embedder=HashingEmbedder(64))
-    model = FillsTheDisk(responses=[AIMessage("one"), AIMessage("two"), AIMessage("three")],
-                         seen=[])  # fmt: skip
-    agent = create_agent(model, middleware=[TokenleanMemoryMiddleware(memory, budget=600,
-                                                                      session="s")])  # fmt: skip
-    for text in ("first", "second"):
-        agent.invoke({"messages": [HumanMessage(text)]})
-    store.failing = False
-    agent.invoke({"messages": [HumanMessage("third")]})
-    assert [t.content for t in memory.turns("s")] == [
-        "first",
-        "one",
-        "second",
-        "two",
-        "third",
-        "three",
-    ]
+    expected = ["first", "one", "second", "two", "third", "three"]
+    assert [t.content for t in memory.turns("t")] == expected

@@ -22,7 +22,7 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.memory.tokenlean import TokenleanMemory
 
 from tokenlean import ConversationMemory, count_message_tokens
-from tokenlean.testing import HashingEmbedder
+from tokenlean.testing import FaultyTranscriptStore, HashingEmbedder
 
 
 def _tokens(messages: list[ChatMessage]) -> int:
@@ -352,22 +352,12 @@ def test_a_store_failing_after_the_answer_neither_fails_the_chat_nor_loses_the_t
     messages are held in the process and written, in order, once the store answers again."""
     from llama_index.core.chat_engine import SimpleChatEngine
 
-    from tokenlean import MemoryTranscriptStore, StoreFullError
-
-    class FailingStore(MemoryTranscriptStore):
-        failing = False
-
-        def append(self, *args: Any, **kwargs: Any) -> Any:
-            if self.failing:
-                raise StoreFullError("disk full (injected)")
-            return super().append(*args, **kwargs)
-
-    store = FailingStore()
+    store = FaultyTranscriptStore()
 
     class FillsTheDisk(MockLLM):
         def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> Any:
             if messages[-1].content == "second question":
-                store.failing = True  # while the model answers
+                store.writes_down = True  # while the model answers
             return super().chat(messages, **kwargs)
 
     memory = TokenleanMemory(ConversationMemory(store, embedder=HashingEmbedder(64)),
@@ -376,7 +366,7 @@ def test_a_store_failing_after_the_answer_neither_fails_the_chat_nor_loses_the_t
     engine.chat("first question")
     assert str(engine.chat("second question"))  # answered
     assert memory.pending == 1  # the reply
-    store.failing = False
+    store.writes_down = False
     engine.chat("third question")
     assert memory.pending == 0
     turns = memory.memory.turns("s")
@@ -389,77 +379,33 @@ def test_a_store_failing_after_the_answer_neither_fails_the_chat_nor_loses_the_t
 
 
 def test_held_messages_keep_their_segment_and_a_malformed_one_is_refused_not_held() -> None:
-    from tokenlean import MalformedRequestError, MemoryTranscriptStore, StoreFullError
+    from tokenlean import MalformedRequestError
 
-    class FailingStore(MemoryTranscriptStore):
-        failing = False
-
-        def append(self, *args: Any, **kwargs: Any) -> Any:
-            if self.failing:
-                raise StoreFullError("disk full (injected)")
-            return super().append(*args, **kwargs)
-
-    store = FailingStore()
+    store = FaultyTranscriptStore()
     memory = TokenleanMemory(ConversationMemory(store, embedder=HashingEmbedder(64)),
                              session="s", token_limit=2000)  # fmt: skip
     memory.put(ChatMessage(role="user", content="old question"))
-    store.failing = True
+    store.writes_down = True
     memory.put(ChatMessage(role="assistant", content="old answer"))
     with pytest.raises(MalformedRequestError):  # a tool message without its call id
         memory.put(ChatMessage(role="tool", content="result"))
     assert memory.pending == 1
-    store.failing = False
+    store.writes_down = False
     memory.reset()
     memory.put(ChatMessage(role="user", content="new question"))
     assert [m.content for m in memory.get_all()] == ["new question"]
     assert [t.content for t in memory.memory.turns("s")] == ["old question", "old answer"]
 
 
-class _DownStore:
-    """A transcript store whose writes, or every call, can fail."""
-
-    @staticmethod
-    def make() -> Any:
-        from tokenlean import MemoryTranscriptStore, StoreBackendError
-
-        class Down(MemoryTranscriptStore):
-            writes_down = False
-            all_down = False
-
-            def _check(self) -> None:
-                if self.all_down:
-                    raise StoreBackendError("server down (injected)")
-
-            def append(self, *args: Any, **kwargs: Any) -> Any:
-                self._check()
-                if self.writes_down:
-                    raise StoreBackendError("write failed (injected)")
-                return super().append(*args, **kwargs)
-
-            def count(self, *args: Any, **kwargs: Any) -> Any:
-                self._check()
-                return super().count(*args, **kwargs)
-
-            def turns(self, *args: Any, **kwargs: Any) -> Any:
-                self._check()
-                return super().turns(*args, **kwargs)
-
-            def get_state(self, *args: Any, **kwargs: Any) -> Any:
-                self._check()
-                return super().get_state(*args, **kwargs)
-
-        return Down()
-
-
 def test_with_the_store_down_a_held_message_goes_to_the_segment_it_was_put_in() -> None:
-    store = _DownStore.make()
+    store = FaultyTranscriptStore()
     core = ConversationMemory(store, embedder=HashingEmbedder(64))
     memory = TokenleanMemory(core, session="s", token_limit=2000)
     memory.put(ChatMessage(role="user", content="old question"))
     memory.reset()
-    store.all_down = True
+    store.down = True
     memory.put(ChatMessage(role="user", content="new question"))  # held, segment unreadable
-    store.all_down = False
+    store.down = False
     assert [m.content for m in memory.get()] == ["new question"]
     assert [t.content for t in core.turns("s")] == ["old question"]
 
@@ -469,7 +415,7 @@ def test_a_context_is_not_built_without_the_held_messages() -> None:
     question it holds (nothing is paid yet); the question is written once the store answers."""
     from tokenlean import StoreBackendError
 
-    store = _DownStore.make()
+    store = FaultyTranscriptStore()
     memory = TokenleanMemory(ConversationMemory(store, embedder=HashingEmbedder(64)),
                              session="s", token_limit=2000)  # fmt: skip
     store.writes_down = True
@@ -481,25 +427,20 @@ def test_a_context_is_not_built_without_the_held_messages() -> None:
 
 
 def test_a_held_message_the_store_refuses_is_dropped_not_blocking_the_memory() -> None:
-    from tokenlean import MemoryTranscriptStore, StoreBackendError
+    from tokenlean import InvalidInputError
 
-    class Picky(MemoryTranscriptStore):
-        failing = True
-
+    class Picky(FaultyTranscriptStore):
         def append(self, tenant: str, session: str, turns: Any) -> Any:
-            if self.failing:
-                raise StoreBackendError("write failed (injected)")
-            if any("poison" in t.content for t in turns):
+            if not self.writes_down and any("poison" in t.content for t in turns):
                 raise InvalidInputError("the store refuses this text")
             return super().append(tenant, session, turns)
 
-    from tokenlean import InvalidInputError
-
     store = Picky()
+    store.writes_down = True
     memory = TokenleanMemory(ConversationMemory(store, embedder=HashingEmbedder(64)),
                              session="s", token_limit=2000)  # fmt: skip
     memory.put(ChatMessage(role="user", content="poison"))  # held
-    store.failing = False
+    store.writes_down = False
     memory.put(ChatMessage(role="user", content="good question"))
     assert memory.pending == 0
     assert [m.content for m in memory.get_all()] == ["good question"]

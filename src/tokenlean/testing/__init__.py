@@ -3,6 +3,8 @@
 - :class:`HashingEmbedder` is a **fake** embedder (hashed bag of words), deterministic and
   instant; it is not a language model and says nothing about real retrieval quality.
 - :class:`FakeClock` is a settable clock for TTL tests.
+- :class:`FaultyTranscriptStore` is an in-memory transcript store that fails on demand (its
+  writes, or every call), for testing an app's behaviour when its memory store fails.
 - :class:`CacheStoreContract` is the behaviour suite tokenlean runs against its own stores.
   Subclass it in a ``Test…`` class and implement :meth:`CacheStoreContract.make_store` to check
   your own backend::
@@ -18,6 +20,13 @@
 
 from tokenlean.testing._cache_contract import CacheStoreContract
 from tokenlean.testing._fakes import FakeClock, HashingEmbedder
+from tokenlean.testing._faulty import FaultyTranscriptStore
 from tokenlean.testing._transcript_contract import TranscriptStoreContract
 
-__all__ = ["CacheStoreContract", "FakeClock", "HashingEmbedder", "TranscriptStoreContract"]
+__all__ = [
+    "CacheStoreContract",
+    "FakeClock",
+    "FaultyTranscriptStore",
+    "HashingEmbedder",
+    "TranscriptStoreContract",
+]
