@@ -53,3 +53,10 @@ def test_messages_that_are_not_a_list_of_messages_are_refused(messages: Any) -> 
     with pytest.raises(tl.MalformedRequestError, match="list of message objects"):
         memory.add("s", messages)
     assert memory.count("s") == 1
+
+
+def test_turn_from_message_checks_a_message_as_add_does() -> None:
+    turn = tl.Turn.from_message({"role": "user", "content": "Hello"}, 3)
+    assert (turn.role, turn.content, turn.index) == ("user", "Hello", 3)
+    with pytest.raises(tl.MalformedRequestError, match="tool_call_id"):
+        tl.Turn.from_message({"role": "tool", "content": "result"})

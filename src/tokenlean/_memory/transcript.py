@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -58,6 +59,17 @@ class Turn:
     tool_calls: tuple[Mapping[str, Any], ...] = ()
     tool_call_id: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_message(cls, message: Mapping[str, Any], index: int = 0) -> Turn:
+        """Check an OpenAI-style message as :meth:`ConversationMemory.add` does, and make it
+        a turn (at ``index``, timestamped now unless the message gives one).
+
+        Raises:
+            MalformedRequestError: no valid role, non-text content, or a tool turn without
+                its call id.
+        """
+        return turn_from_message(message, index, time.time())
 
     def to_message(self) -> dict[str, Any]:
         """The turn as an OpenAI-style chat message."""

@@ -43,11 +43,11 @@ from tokenlean import (
     SQLiteTranscriptStore,
     StoreError,
     TokenleanError,
+    Turn,
     check_budget,
     count_message_tokens,
     normalize_role,
 )
-from tokenlean._memory.transcript import turn_from_message
 
 logger = logging.getLogger("tokenlean.memory")
 
@@ -384,7 +384,7 @@ class TokenleanMemory(BaseMemory):
                 segment = self._segment  # one when the batch is written
             if self._flush() is not None:  # still failing: checked, then held behind the rest
                 for index, message in enumerate(messages):
-                    turn_from_message(message, index, 0.0)  # raises if malformed
+                    Turn.from_message(message, index)  # raises if malformed
                 if messages:
                     self._pending.append((segment, messages))
                 return
