@@ -30,6 +30,7 @@ __all__ = [
     "SentenceTransformerEmbedder",
     "as_embedder",
     "bundled_model_path",
+    "checked_embed",
     "default_embedder",
 ]
 
@@ -100,6 +101,33 @@ class FrameworkEmbedder:
 
     def __repr__(self) -> str:
         return f"FrameworkEmbedder({self.model_name!r})"
+
+
+def checked_embed(embedder: Embedder, texts: Sequence[str]) -> Vectors:
+    """``embedder.embed(texts)``, checked before anything is indexed, remembered or stored: one
+    finite row of the embedder's dimension per text. Anything else, or the embedder raising,
+    is an :class:`EmbeddingError` (a NaN stored once would spoil an entry or a turn for every
+    replica and restart that reads it back)."""
+    try:
+        vectors = np.asarray(embedder.embed(list(texts)), dtype=np.float32)
+    except EmbeddingError:
+        raise
+    except Exception as exc:
+        detail = f"{type(exc).__name__}: {exc}"
+        raise EmbeddingError(f"the embedder {embedder!r} failed: {detail}"[:400]) from exc
+    dimension = getattr(embedder, "dimension", None)
+    if (
+        vectors.ndim != 2
+        or vectors.shape[0] != len(texts)
+        or (isinstance(dimension, int) and vectors.shape[1] != dimension)
+    ):
+        raise EmbeddingError(
+            f"the embedder {embedder!r} returned vectors of shape {vectors.shape} for "
+            f"{len(texts)} texts (dimension {dimension})"
+        )
+    if not np.isfinite(vectors).all():
+        raise EmbeddingError(f"the embedder {embedder!r} returned NaN or infinity")
+    return vectors
 
 
 def as_embedder(embedder: Any) -> Embedder:

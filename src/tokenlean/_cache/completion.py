@@ -59,7 +59,13 @@ from tokenlean._cache.verifier import (
     verify_candidate,
 )
 from tokenlean._canonical import canonical_json, canonicalize_text
-from tokenlean._embeddings import Embedder, as_embedder, default_embedder, model_label
+from tokenlean._embeddings import (
+    Embedder,
+    as_embedder,
+    checked_embed,
+    default_embedder,
+    model_label,
+)
 from tokenlean._errors import (
     ConfigurationError,
     CorruptedStoreError,
@@ -284,35 +290,9 @@ class CompletionCache:
             if seen is not None:
                 self._recent.move_to_end(digest)
                 return seen
-        vector: npt.NDArray[np.float32] = self._embedded([query])[0]
+        vector: npt.NDArray[np.float32] = checked_embed(self.embedder, [query])[0]
         self._remember_vectors({digest: vector})
         return vector
-
-    def _embedded(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        """The embedder's vectors for ``texts``, checked: one finite row per text, of the
-        index's dimension. Anything else, or the embedder raising, is an
-        :class:`EmbeddingError` (a wrong vector must not be remembered or stored)."""
-        try:
-            vectors = np.asarray(self.embedder.embed(list(texts)), dtype=np.float32)
-        except EmbeddingError:
-            raise
-        except Exception as exc:
-            raise EmbeddingError(
-                f"the embedder {self.embedder!r} failed: {type(exc).__name__}: {exc}"[:400]
-            ) from exc
-        dimension = getattr(self.embedder, "dimension", None)
-        if (
-            vectors.ndim != 2
-            or vectors.shape[0] != len(texts)
-            or (isinstance(dimension, int) and vectors.shape[1] != dimension)
-        ):
-            raise EmbeddingError(
-                f"the embedder {self.embedder!r} returned vectors of shape {vectors.shape} for "
-                f"{len(texts)} texts (dimension {dimension})"
-            )
-        if not np.isfinite(vectors).all():
-            raise EmbeddingError(f"the embedder {self.embedder!r} returned NaN or infinity")
-        return vectors
 
     def _embedding_fault(self, layer: str, outcome: str, error: EmbeddingError) -> None:
         """An embedder failure met by a lookup or a write: counted in ``embedding_errors``
@@ -370,7 +350,7 @@ class CompletionCache:
                 missing = [(d, q) for d, q in queries.items() if d not in self._recent]
             if missing:
                 try:
-                    vectors = self._embedded([q for _, q in missing])
+                    vectors = checked_embed(self.embedder, [q for _, q in missing])
                 except EmbeddingError:
                     pass  # each lookup below embeds its own text, and counts its failure
                 else:
@@ -643,7 +623,9 @@ class CompletionCache:
                 continue
             triples.append((first[1], second[1], bool(same)))
         unique = list(dict.fromkeys(t for triple in triples for t in triple[:2]))
-        vectors = dict(zip(unique, self._embedded(unique), strict=True)) if unique else {}
+        vectors = (
+            dict(zip(unique, checked_embed(self.embedder, unique), strict=True)) if unique else {}
+        )
         added = 0
         for cached_text, query_text, same in triples:
             cosine = float(np.dot(vectors[cached_text], vectors[query_text]))

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from tokenlean._embeddings import Embedder, model_label
-from tokenlean._errors import EmbeddingError, TokenleanError
+from tokenlean._embeddings import Embedder, checked_embed, model_label
+from tokenlean._errors import TokenleanError
 from tokenlean._retrieval.hybrid_index import HybridIndex
 
 __all__ = ["TurnVectors"]
@@ -130,28 +130,13 @@ class TurnVectors:
             vectors.update(self.load(tenant, session, wanted))
             missing = [w for w in wanted if w not in vectors]
             if missing:
-                fresh.update(zip(missing, self._embedded(missing), strict=True))
+                fresh.update(zip(missing, checked_embed(self._embedder, missing), strict=True))
                 vectors.update(fresh)
             return {t: vectors[embed_of.get(t, t)] for t in texts}
 
         index.add([{k: v for k, v in d.items() if k != "embed"} for d in documents],
                   vectors=known)  # fmt: skip
         self.save(tenant, session, fresh)
-
-    def _embedded(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        """The embedder's vectors, checked before anything is indexed or stored: one finite row
-        of its dimension per text (a NaN stored once would spoil the turn for every replica
-        and every restart that reads it back)."""
-        vectors = np.asarray(self._embedder.embed(list(texts)), dtype=np.float32)
-        dimension = self._embedder.dimension
-        if vectors.shape != (len(texts), dimension):
-            raise EmbeddingError(
-                f"the embedder returned vectors of shape {vectors.shape} for {len(texts)} "
-                f"texts (dimension {dimension})"
-            )
-        if not np.isfinite(vectors).all():
-            raise EmbeddingError("the embedder returned NaN or infinity")
-        return vectors
 
     def save(self, tenant: str, session: str, vectors: Mapping[str, npt.ArrayLike]) -> int:
         """Store vectors by text; return how many were written (0 after a logged failure)."""
